@@ -1,0 +1,1 @@
+"""imgdedup's jobs: config, Dask, progress and logging wired around `pipeline`."""

@@ -1,0 +1,1 @@
+"""imgdedup's library: pure NumPy kernels and small classes, no Dask, no printing."""

@@ -1,0 +1,164 @@
+"""The typed configuration object, loaded from ``conf/default.toml``.
+
+One frozen dataclass per TOML table; :func:`load_config` reads the file, applies
+``section.key=value`` overrides (values parsed as TOML, bare strings allowed) and
+checks every key and type, so a typo fails at start-up rather than mid-job.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "default.toml"
+
+
+@dataclass(frozen=True)
+class HashConfig:
+    algo: str = "lbph"
+    size: int = 32
+    bits: int = 256
+    dihedral: bool = True
+    min_quality: int = 20
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_pixels: int = 100_000_000
+    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "JPEG2000")
+    draft_min_side: int = 256
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    threshold_t: int = 40
+    centre_threshold: int = 96
+    clusters: int = 16
+
+
+@dataclass(frozen=True)
+class CryptoConfig:
+    key_file: str = "imgdedup.key"
+    mode: str = "tokens"
+    segment_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "./dedup-store"
+    gc_grace_seconds: int = 86400
+
+
+@dataclass(frozen=True)
+class DaskConfig:
+    scheduler: str = ""
+    partition_size: int = 256
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out_dir: str = "demo-out"
+
+
+@dataclass(frozen=True)
+class Config:
+    hash: HashConfig = field(default_factory=HashConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    crypto: CryptoConfig = field(default_factory=CryptoConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+_CHOICES = {
+    ("hash", "algo"): {"lbph", "lbph-paper", "phash", "ahash", "dhash"},
+    ("hash", "bits"): {64, 128, 256},
+    ("crypto", "mode"): {"tokens", "sealed"},
+}
+
+
+def _parse_override(text: str) -> tuple[str, str, object]:
+    """``"hash.bits=256"`` → ``("hash", "bits", 256)``; a value that is not TOML is a string."""
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(text, "an override must look like section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, name, value
+
+
+def _coerce(section: str, name: str, value: object, annotation: object) -> object:
+    where = f"{section}.{name}"
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(where, f"expected true or false, got {value!r}")
+    elif annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(where, f"expected an integer, got {value!r}")
+    elif annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(where, f"expected a string, got {value!r}")
+    elif typing.get_origin(annotation) is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(where, f"expected a list of strings, got {value!r}")
+        value = tuple(value)
+    choices = _CHOICES.get((section, name))
+    if choices is not None and value not in choices:
+        raise ConfigError(where, f"must be one of {sorted(choices, key=str)}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Read a TOML config file and apply ``section.key=value`` overrides.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        TOML file; ``conf/default.toml`` of this checkout when omitted.
+    overrides : iterable of str
+        ``--set`` arguments, applied in order after the file.
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, unknown section or key, wrong type, value out of range.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), "config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    for text in overrides:
+        section, name, value = _parse_override(text)
+        data.setdefault(section, {})[name] = value
+
+    top = typing.get_type_hints(Config)
+    sections = {}
+    for section, values in data.items():
+        if section not in top:
+            raise ConfigError(section, f"unknown config section; known: {sorted(top)}")
+        if not isinstance(values, dict):
+            raise ConfigError(section, "a config section must be a table")
+        types = typing.get_type_hints(top[section])
+        for name, value in values.items():
+            if name not in types:
+                raise ConfigError(f"{section}.{name}", f"unknown key; known: {sorted(types)}")
+            values[name] = _coerce(section, name, value, types[name])
+        sections[section] = top[section](**values)
+    return Config(**sections)
+
+
+def as_dict(config: Config) -> dict:
+    """The config as nested plain dicts (for logs and report metadata; holds no key material)."""
+    return dataclasses.asdict(config)

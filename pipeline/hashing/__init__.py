@@ -1,0 +1,1 @@
+"""Decoding and perceptual hashing: LBPH, its baselines, batch kernels over packed bits."""

@@ -1,0 +1,46 @@
+import pytest
+
+from pipeline.config import DEFAULT_CONFIG_PATH, Config, load_config
+from pipeline.errors import ConfigError
+
+
+def test_default_file_matches_dataclass_defaults():
+    # conf/default.toml documents every knob; the dataclass defaults must agree with it.
+    assert load_config() == Config()
+
+
+def test_override_parses_toml_values_and_bare_strings():
+    config = load_config(overrides=["hash.bits=128", "hash.algo=phash", "hash.dihedral=false",
+                                    'decode.formats=["PNG"]'])
+    assert config.hash.bits == 128
+    assert config.hash.algo == "phash"
+    assert config.hash.dihedral is False
+    assert config.decode.formats == ("PNG",)
+
+
+@pytest.mark.parametrize("override, subject", [
+    ("hash.bitz=64", "hash.bitz"),
+    ("nosuch.key=1", "nosuch"),
+    ("hash.bits=100", "hash.bits"),
+    ("hash.bits=abc", "hash.bits"),
+    ("crypto.mode=open", "crypto.mode"),
+    ("hash.dihedral=1", "hash.dihedral"),
+    ("no-dot=1", "no-dot=1"),
+])
+def test_bad_override_names_the_key(override, subject):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert info.value.subject == subject
+
+
+def test_missing_and_malformed_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[hash\nalgo=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_default_path_exists():
+    assert DEFAULT_CONFIG_PATH.is_file()
