@@ -1,0 +1,147 @@
+"""The two write primitives the commit protocol rests on, per kind of filesystem.
+
+Everything above this module holds an fsspec filesystem and paths and never asks
+which backend it is; only here do the semantics differ:
+
+``write_atomic``
+    The object appears whole or not at all. Local: a temporary file beside the
+    target, fsync, ``os.replace``. Object stores (S3): one PUT, or a multipart
+    upload that becomes visible only when completed. ``memory://``: the value is
+    assigned at once.
+``write_exclusive``
+    Create-if-absent, atomically: exactly one of several racing writers creates
+    the object. Local: ``os.link`` of a complete temporary file (fails with
+    ``EEXIST`` if the target exists). S3: ``PUT`` with ``If-None-Match: *``.
+    ``memory://``: a check-and-assign under a process-wide lock (the memory
+    filesystem lives in one process). Any other fsspec backend: its
+    ``mode="create"`` write followed by a read-back, which is only as exclusive
+    as that backend makes it (see ``docs/store.md``).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+#: Multipart part size for object stores: the S3 minimum, so a streamed blob
+#: holds at most one part in memory.
+OBJECT_PART_BYTES = 5 * 2**20
+
+_MEMORY_LOCK = threading.Lock()
+
+
+def _temporary_path(path: str) -> str:
+    """A unique sibling of ``path``; left behind only by a crash, removed by gc."""
+    return f"{path}.tmp-{uuid.uuid4().hex}"
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_local_temporary(path: str, chunks: Iterable[bytes], on_chunk: Callable[[], None] | None) -> str:
+    """Write ``chunks`` to a durable temporary sibling of ``path`` and return its name."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = _temporary_path(path)
+    with open(temporary, "xb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            if on_chunk is not None:
+                on_chunk()
+        f.flush()
+        os.fsync(f.fileno())
+    return temporary
+
+
+def write_atomic(
+    fs: AbstractFileSystem,
+    path: str,
+    chunks: Iterable[bytes],
+    on_chunk: Callable[[], None] | None = None,
+) -> None:
+    """Write ``chunks`` to ``path`` so readers see the old object or the whole new one.
+
+    Parameters
+    ----------
+    fs : fsspec.AbstractFileSystem
+    path : str
+        Full path on ``fs`` (already checked by :mod:`pipeline.store.keys`).
+    chunks : iterable of bytes
+        Streamed: at most one chunk (one multipart part on object stores) is held.
+    on_chunk : callable, optional
+        Called after each chunk has been handed to the filesystem; the store uses
+        it to report the ``*.chunk`` steps of a write.
+    """
+    if isinstance(fs, LocalFileSystem):
+        temporary = _write_local_temporary(path, chunks, on_chunk)
+        os.replace(temporary, path)
+        _fsync_directory(os.path.dirname(path))
+        return
+    with fs.open(path, "wb", block_size=OBJECT_PART_BYTES) as f:
+        for chunk in chunks:
+            f.write(chunk)
+            if on_chunk is not None:
+                on_chunk()
+
+
+def write_exclusive(
+    fs: AbstractFileSystem,
+    path: str,
+    data: bytes,
+    before_publish: Callable[[], None] | None = None,
+) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; True if this call created it.
+
+    Parameters
+    ----------
+    fs : fsspec.AbstractFileSystem
+    path : str
+        Full path on ``fs``.
+    data : bytes
+        The whole object (a commit record: a few kilobytes).
+    before_publish : callable, optional
+        Called when the data is ready but not yet visible under ``path``.
+
+    Returns
+    -------
+    bool
+        True if this call created the object; False if it already existed (the
+        caller lost a race and must not assume its data is there).
+    """
+    if isinstance(fs, LocalFileSystem):
+        temporary = _write_local_temporary(path, [data], None)
+        try:
+            if before_publish is not None:
+                before_publish()
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temporary)
+        _fsync_directory(os.path.dirname(path))
+        return True
+    if before_publish is not None:
+        before_publish()
+    if isinstance(fs, MemoryFileSystem):
+        with _MEMORY_LOCK:
+            if fs.exists(path):
+                return False
+            fs.pipe_file(path, data)
+        return True
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    fs.invalidate_cache(path)
+    # A backend whose "create" mode is check-then-write may let a second writer
+    # overwrite us; reading back catches the overwrites that land before this read.
+    return fs.cat_file(path) == data

@@ -1,0 +1,115 @@
+"""Object-key safety: every key the store touches is built here from checked ids.
+
+The store never turns a user path into an object key. Ids (blob ids, run ids,
+table names, part names) are matched against a closed alphabet, and every
+store-relative key — including keys read back from a commit record, which may
+have been tampered with — passes :func:`check_key` before any filesystem call.
+A key with ``..``, an absolute path, a backslash, a NUL or an empty component is
+refused with :class:`~pipeline.errors.StoreError`, whatever the backend.
+"""
+from __future__ import annotations
+
+import re
+
+from pipeline.errors import StoreError
+
+#: Blob ids: letters, digits, ``_`` and ``-``, 4 to 128 characters. At least four
+#: characters, because the first four name the two shard folders.
+BLOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{4,128}")
+#: Run ids and part names: one path component without dots at either end.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_-])?")
+#: Table names: lower-case identifiers.
+TABLE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+#: Top-level folders that belong to the store itself, never to a table.
+RESERVED_TOP_LEVEL = frozenset({"blobs", "_commits"})
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` unchanged if it is a safe store-relative object key.
+
+    Parameters
+    ----------
+    key : str
+        A ``/``-separated key relative to the store root.
+
+    Raises
+    ------
+    StoreError
+        The key is not a string, is empty, absolute, contains a backslash, a
+        NUL, a ``.`` or ``..`` component, or an empty component.
+    """
+    if not isinstance(key, str) or not key:
+        raise StoreError(repr(key), "an object key must be a non-empty string")
+    if "\x00" in key:
+        raise StoreError(repr(key), "an object key must not contain NUL")
+    if "\\" in key:
+        raise StoreError(repr(key), "an object key must not contain a backslash")
+    if key.startswith("/") or re.match(r"[A-Za-z]:", key) or "://" in key:
+        raise StoreError(repr(key), "an object key must be relative to the store root")
+    for component in key.split("/"):
+        if component in ("", ".", ".."):
+            raise StoreError(repr(key), "an object key must not have empty, '.' or '..' components")
+        if ".." in component:
+            raise StoreError(repr(key), "an object key must not contain '..'")
+    return key
+
+
+def _check_pattern(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or "\x00" in value or pattern.fullmatch(value) is None:
+        raise StoreError(repr(value), f"not a valid {what} (allowed: {pattern.pattern})")
+    return value
+
+
+def check_blob_id(blob_id: str) -> str:
+    """Return ``blob_id`` if it matches :data:`BLOB_ID_PATTERN`, else raise StoreError."""
+    return _check_pattern(blob_id, BLOB_ID_PATTERN, "blob id")
+
+
+def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it matches :data:`RUN_ID_PATTERN`, else raise StoreError."""
+    value = _check_pattern(run_id, RUN_ID_PATTERN, "run id")
+    if ".." in value:
+        raise StoreError(repr(run_id), "a run id must not contain '..'")
+    return value
+
+
+def check_table(table: str) -> str:
+    """Return ``table`` if it is a table name (not a reserved folder), else raise StoreError."""
+    value = _check_pattern(table, TABLE_PATTERN, "table name")
+    if value in RESERVED_TOP_LEVEL:
+        raise StoreError(value, "this name is reserved by the store")
+    return value
+
+
+def blob_body_key(blob_id: str) -> str:
+    """``"abcdef01"`` → ``"blobs/ab/cd/abcdef01"``: the ciphertext body's key."""
+    check_blob_id(blob_id)
+    return f"blobs/{blob_id[:2]}/{blob_id[2:4]}/{blob_id}"
+
+
+def blob_header_key(blob_id: str) -> str:
+    """``"abcdef01"`` → ``"blobs/ab/cd/abcdef01.hdr"``: the small, replaceable header's key."""
+    return blob_body_key(blob_id) + ".hdr"
+
+
+def table_part_key(table: str, run_id: str, part: str, unique: str) -> str:
+    """Key of one immutable Parquet part: ``<table>/<run_id>/part-<part>-<unique>.parquet``."""
+    check_table(table)
+    check_run_id(run_id)
+    check_run_id(part)
+    check_run_id(unique)
+    return f"{table}/{run_id}/part-{part}-{unique}.parquet"
+
+
+def commit_key(version: int) -> str:
+    """Key of the commit record of ``version``: ``_commits/<version:020d>.json``."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise StoreError(repr(version), "a commit version is an integer >= 1")
+    return f"_commits/{version:020d}.json"
+
+
+def commit_version(key: str) -> int | None:
+    """The version a commit-record key names, or None for anything else in ``_commits/``."""
+    match = re.fullmatch(r"_commits/(\d{20})\.json", key)
+    return int(match.group(1)) if match else None

@@ -1,0 +1,479 @@
+"""The store: ciphertext blobs and Parquet tables on one fsspec URL, published by commits.
+
+A run writes immutable files (Parquet parts under ``<table>/<run_id>/``, blobs
+under ``blobs/``), then publishes them all at once with one commit record
+``_commits/<version:020d>.json``, created with a create-exclusive write. Readers
+list ``_commits/`` and read only files a record names, so they never see half a
+run; a crash before the record leaves nothing visible; a crash after it leaves
+the run whole. The protocol, its guarantees per backend and gc are written down
+in ``docs/store.md``.
+
+Server side: nothing here needs, or imports, the group key.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import StoreError
+from pipeline.store import keys, schemas
+from pipeline.store.backend import write_atomic, write_exclusive
+
+#: Version of the commit-record layout.
+COMMIT_FORMAT = 1
+#: Bytes handed to the filesystem per write call when a Parquet part is stored.
+PART_CHUNK_BYTES = 8 * 2**20
+
+_COMMITS_DIR = "_commits"
+
+
+class Store:
+    """Blobs and Parquet tables under one fsspec URL, with atomic, idempotent commits.
+
+    Parameters
+    ----------
+    url : str
+        Any fsspec URL: a local folder (default ``./dedup-store``),
+        ``memory://name``, ``s3://bucket/prefix`` (through s3fs).
+    storage_options : dict, optional
+        Passed to the fsspec filesystem (e.g. ``endpoint_url``, credentials).
+    on_step : callable, optional
+        Called with the name of each step of a write (``"blob.body.chunk"``,
+        ``"part.done"``, ``"commit.record.written"``, ... listed in
+        ``docs/store.md``) as it completes. For observing progress and for
+        crash tests; the store never depends on what it does.
+    """
+
+    def __init__(
+        self,
+        url: str = "./dedup-store",
+        storage_options: Mapping[str, object] | None = None,
+        *,
+        on_step: Callable[[str], None] | None = None,
+    ):
+        self.url = url
+        self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        self.root = root.rstrip("/")
+        self._on_step = on_step
+        # Commit records are immutable once created, so they are read once and kept.
+        self._records: dict[int, dict] = {}
+        self._blobs_written: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- paths ---------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        """Full filesystem path of a store-relative key; the key is checked first."""
+        return f"{self.root}/{keys.check_key(key)}"
+
+    def _step(self, name: str) -> None:
+        if self._on_step is not None:
+            self._on_step(name)
+
+    # -- blobs ---------------------------------------------------------------
+
+    def write_blob(self, blob_id: str, header: bytes, body_chunks: Iterable[bytes]) -> str:
+        """Store one blob: its ciphertext body (streamed) and its small header.
+
+        The blob stays invisible to readers until a commit lists ``blob_id``.
+        Writing a blob id that a commit already lists is refused: committed
+        bodies are immutable (only :meth:`replace_blob_header` changes a blob).
+
+        Parameters
+        ----------
+        blob_id : str
+            Id the keys are built from (see :data:`keys.BLOB_ID_PATTERN`).
+        header : bytes
+            The blob's header (key wrapping, nonces; format owned by the crypto side).
+        body_chunks : iterable of bytes
+            The ciphertext, streamed: memory is bounded by one chunk (one
+            5 MiB multipart part on object stores).
+
+        Returns
+        -------
+        str
+            The store-relative key of the body, ``blobs/ab/cd/<blob_id>``.
+        """
+        body_key = keys.blob_body_key(blob_id)
+        header_key = keys.blob_header_key(blob_id)
+        body_path = self._path(body_key)
+        if self.fs.exists(body_path) and blob_id in self._committed_blob_ids():
+            raise StoreError(blob_id, "blob already committed; its body is immutable")
+        self._step("blob.body.begin")
+        write_atomic(self.fs, body_path, body_chunks, lambda: self._step("blob.body.chunk"))
+        self._step("blob.body.done")
+        write_atomic(self.fs, self._path(header_key), [bytes(header)])
+        self._step("blob.header.done")
+        self._blobs_written.add(blob_id)
+        return body_key
+
+    def read_blob_header(self, blob_id: str) -> bytes:
+        """The header bytes of a blob; StoreError if there is none."""
+        path = self._path(keys.blob_header_key(blob_id))
+        try:
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise StoreError(blob_id, "no such blob (header missing)") from None
+
+    def replace_blob_header(self, blob_id: str, header: bytes) -> None:
+        """Atomically replace a blob's header; the body is not touched.
+
+        Readers see the old header or the new one, never a mix (local: temporary
+        file and ``os.replace``; object stores: one PUT).
+        """
+        header_path = self._path(keys.blob_header_key(blob_id))
+        if not self.fs.exists(self._path(keys.blob_body_key(blob_id))):
+            raise StoreError(blob_id, "no such blob (body missing)")
+        write_atomic(self.fs, header_path, [bytes(header)])
+
+    def open_blob_body(self, blob_id: str) -> IO[bytes]:
+        """Open a blob's ciphertext body for streaming reads (a binary file object)."""
+        path = self._path(keys.blob_body_key(blob_id))
+        try:
+            return self.fs.open(path, "rb")
+        except FileNotFoundError:
+            raise StoreError(blob_id, "no such blob (body missing)") from None
+
+    def blob_exists(self, blob_id: str) -> bool:
+        """True if both the body and the header of ``blob_id`` are present (committed or not)."""
+        return all(
+            self.fs.exists(self._path(key))
+            for key in (keys.blob_body_key(blob_id), keys.blob_header_key(blob_id))
+        )
+
+    def iter_blob_ids(self, committed_only: bool = True) -> Iterator[str]:
+        """Blob ids in sorted order: those a commit lists, or every blob present.
+
+        Parameters
+        ----------
+        committed_only : bool
+            True (default): ids listed by commit records up to the latest
+            version. False: every id whose body and header are both present,
+            including blobs of runs not (yet) committed.
+        """
+        if committed_only:
+            yield from sorted(self._committed_blob_ids())
+            return
+        present: dict[str, int] = {}
+        for key in self._list_keys("blobs"):
+            name = key.rsplit("/", 1)[-1]
+            blob_id = name.removesuffix(".hdr")
+            if keys.BLOB_ID_PATTERN.fullmatch(blob_id) and key in (
+                keys.blob_body_key(blob_id), keys.blob_header_key(blob_id)
+            ):
+                present[blob_id] = present.get(blob_id, 0) + 1
+        yield from sorted(blob_id for blob_id, count in present.items() if count == 2)
+
+    # -- tables --------------------------------------------------------------
+
+    def write_table_part(self, table: str, run_id: str, part: str | int, data: pa.Table) -> str:
+        """Write one immutable Parquet part of ``table`` for ``run_id``; not visible until committed.
+
+        Parameters
+        ----------
+        table : str
+            Table name (``fingerprints``, ``clusters``, ``errors``, ``reports``...).
+        run_id : str
+            The run the part belongs to.
+        part : str or int
+            Name of the part within the run (a partition index); a unique suffix
+            is added, so re-running a run never overwrites a file.
+        data : pyarrow.Table
+            Written with its schema and schema metadata.
+
+        Returns
+        -------
+        str
+            The store-relative key, to be passed to :meth:`commit`.
+        """
+        key = keys.table_part_key(table, run_id, str(part), uuid.uuid4().hex)
+        if not isinstance(data, pa.Table):
+            raise StoreError(key, f"expected a pyarrow.Table, got {type(data).__name__}")
+        sink = pa.BufferOutputStream()
+        pq.write_table(data, sink)
+        buffer = memoryview(sink.getvalue())
+        chunks = (buffer[i:i + PART_CHUNK_BYTES] for i in range(0, max(len(buffer), 1), PART_CHUNK_BYTES))
+        self._step("part.begin")
+        write_atomic(self.fs, self._path(key), chunks, lambda: self._step("part.chunk"))
+        self._step("part.done")
+        return key
+
+    def read_table(self, table: str, version: int | None = None, schema: pa.Schema | None = None) -> pa.Table:
+        """The committed rows of ``table`` as of ``version``.
+
+        Parameters
+        ----------
+        table : str
+        version : int, optional
+            Commit version to read; the latest when omitted. 0 is the empty store.
+        schema : pyarrow.Schema, optional
+            Schema of the result; every part is cast to it. Defaults to the
+            schema of the first part read, or :func:`schemas.default_schema`
+            when the table has no committed part.
+
+        Returns
+        -------
+        pyarrow.Table
+            The union of the parts committed up to ``version`` (after the last
+            commit that replaced the table), in commit order; empty but with the
+            explicit schema when nothing is committed.
+        """
+        keys.check_table(table)
+        parts = [key for key in self._committed_files(table, version) if key.endswith(".parquet")]
+        tables = [self._read_part(key) for key in parts]
+        if schema is None:
+            schema = tables[0].schema if tables else schemas.default_schema(table)
+        try:
+            cast = [t.select(schema.names).cast(schema) for t in tables]
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+            raise StoreError(table, f"a committed part does not match the schema: {exc}") from None
+        return pa.concat_tables(cast).replace_schema_metadata(schema.metadata) if cast else schema.empty_table()
+
+    def _read_part(self, key: str) -> pa.Table:
+        try:
+            with self.fs.open(self._path(key), "rb") as f:
+                return pq.read_table(f)
+        except FileNotFoundError:
+            raise StoreError(key, "a committed file is missing from the store") from None
+
+    def committed_files(self, table: str, version: int | None = None) -> list[str]:
+        """Store-relative keys of the files of ``table`` visible at ``version`` (latest by default)."""
+        keys.check_table(table)
+        return self._committed_files(table, version)
+
+    def _committed_files(self, table: str, version: int | None) -> list[str]:
+        files: list[str] = []
+        for record in self._records_up_to(version):
+            if table in record["replace"]:
+                files = []
+            files.extend(record["files"].get(table, []))
+        return files
+
+    # -- commits -------------------------------------------------------------
+
+    def commit(
+        self,
+        run_id: str,
+        files: Mapping[str, Iterable[str]],
+        blobs: Iterable[str] = (),
+        meta: Mapping[str, object] | None = None,
+        *,
+        replace: Iterable[str] = (),
+    ) -> int:
+        """Publish a run's files and blobs with one commit record; return its version.
+
+        Idempotent per ``run_id``: if the run is already committed, its version
+        is returned and nothing is written. A writer that loses the race for a
+        version reads the new records and tries the next one.
+
+        Parameters
+        ----------
+        run_id : str
+        files : mapping of table name to iterable of str
+            Keys returned by :meth:`write_table_part` (each under ``<table>/``).
+        blobs : iterable of str
+            Blob ids written with :meth:`write_blob`.
+        meta : mapping, optional
+            JSON-serialisable facts about the run (config digest, counts...).
+        replace : iterable of str
+            Tables whose earlier parts this commit supersedes (a re-clustering
+            replaces ``clusters``; re-keyed tokens replace ``fingerprints``).
+            Older versions still read the old parts.
+
+        Returns
+        -------
+        int
+            The version (>= 1) at which the run is committed.
+
+        Raises
+        ------
+        StoreError
+            An unsafe key, a file or blob that is not in the store, meta that is
+            not JSON, or a commit log that is not contiguous.
+        """
+        keys.check_run_id(run_id)
+        file_lists = {keys.check_table(table): sorted({keys.check_key(k) for k in ks}) for table, ks in files.items()}
+        for table, table_keys in file_lists.items():
+            for key in table_keys:
+                if not key.startswith(f"{table}/"):
+                    raise StoreError(key, f"not a file of table {table!r}")
+        blob_ids = sorted({keys.check_blob_id(b) for b in blobs})
+        replaced = sorted({keys.check_table(t) for t in replace})
+        try:
+            meta_json = json.loads(json.dumps(dict(meta or {})))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(run_id, f"commit meta is not JSON-serialisable: {exc}") from None
+
+        existing = self.committed_runs().get(run_id)
+        if existing is not None:
+            return existing
+        self._check_present(file_lists, blob_ids)
+        while True:
+            version = self.latest_version()
+            existing = self.committed_runs().get(run_id)
+            if existing is not None:
+                return existing
+            record = {
+                "format": COMMIT_FORMAT,
+                "version": version + 1,
+                "run_id": run_id,
+                "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "files": file_lists,
+                "blobs": blob_ids,
+                "replace": replaced,
+                "meta": meta_json,
+            }
+            data = json.dumps(record, sort_keys=True).encode()
+            self._step("commit.begin")
+            won = write_exclusive(
+                self.fs, self._path(keys.commit_key(version + 1)), data,
+                lambda: self._step("commit.record.written"),
+            )
+            if won:
+                self._records[version + 1] = record
+                self._step("commit.done")
+                return version + 1
+            if self.latest_version() <= version:
+                raise StoreError(keys.commit_key(version + 1), "record exists but is not listed by the store")
+
+    def _check_present(self, file_lists: Mapping[str, list[str]], blob_ids: list[str]) -> None:
+        """Refuse to commit a reference to a file or blob that is not in the store."""
+        for table_keys in file_lists.values():
+            for key in table_keys:
+                if not self.fs.exists(self._path(key)):
+                    raise StoreError(key, "cannot commit a file that is not in the store")
+        for blob_id in blob_ids:
+            if blob_id not in self._blobs_written and not self.blob_exists(blob_id):
+                raise StoreError(blob_id, "cannot commit a blob that is not in the store")
+
+    def latest_version(self) -> int:
+        """The newest committed version; 0 for an empty store."""
+        self._refresh()
+        return max(self._records, default=0)
+
+    def commit_record(self, version: int) -> dict:
+        """A copy of the commit record of ``version`` (run_id, files, blobs, replace, meta...)."""
+        self._refresh()
+        if version not in self._records:
+            raise StoreError(keys.commit_key(version), "no such commit version")
+        return json.loads(json.dumps(self._records[version]))
+
+    def committed_runs(self) -> dict[str, int]:
+        """``{run_id: version}`` for every committed run."""
+        self._refresh()
+        return {record["run_id"]: version for version, record in sorted(self._records.items())}
+
+    def is_committed(self, run_id: str) -> bool:
+        """True if a commit record for ``run_id`` exists."""
+        keys.check_run_id(run_id)
+        return run_id in self.committed_runs()
+
+    def _records_up_to(self, version: int | None) -> list[dict]:
+        latest = self.latest_version()
+        if version is None:
+            version = latest
+        if not 0 <= version <= latest:
+            raise StoreError(str(version), f"no such version; the store is at version {latest}")
+        return [self._records[v] for v in range(1, version + 1)]
+
+    def _committed_blob_ids(self) -> set[str]:
+        return {blob_id for record in self._records_up_to(None) for blob_id in record["blobs"]}
+
+    def _list_keys(self, prefix: str | None = None) -> list[str]:
+        """Store-relative keys of every file under ``prefix`` (the whole store if None), uncached."""
+        path = self.root if prefix is None else self._path(prefix)
+        self.fs.invalidate_cache(path)
+        try:
+            found = self.fs.find(path)
+        except FileNotFoundError:
+            return []
+        start = len(self.root) + 1
+        return sorted(p[start:] for p in found if p.startswith(self.root + "/"))
+
+    def _refresh(self) -> None:
+        """Read commit records not yet seen; check the log has no gaps."""
+        listed = sorted(v for v in map(keys.commit_version, self._list_keys(_COMMITS_DIR)) if v is not None)
+        for version in listed:
+            if version not in self._records:
+                self._records[version] = self._read_record(version)
+        if listed and listed != list(range(1, listed[-1] + 1)):
+            missing = sorted(set(range(1, listed[-1] + 1)) - set(listed))
+            raise StoreError(_COMMITS_DIR, f"commit log has gaps at versions {missing[:5]}")
+
+    def _read_record(self, version: int) -> dict:
+        key = keys.commit_key(version)
+        try:
+            record = json.loads(self.fs.cat_file(self._path(key)))
+        except (FileNotFoundError, ValueError) as exc:
+            raise StoreError(key, f"unreadable commit record: {exc}") from None
+        if not isinstance(record, dict) or record.get("version") != version or record.get("format") != COMMIT_FORMAT:
+            raise StoreError(key, "commit record has the wrong version or format")
+        keys.check_run_id(record["run_id"])
+        for table, table_keys in record["files"].items():
+            keys.check_table(table)
+            for k in table_keys:
+                keys.check_key(k)
+        for blob_id in record["blobs"]:
+            keys.check_blob_id(blob_id)
+        return record
+
+    # -- garbage collection --------------------------------------------------
+
+    def gc(self, grace_seconds: float, now: float | dt.datetime | None = None) -> list[str]:
+        """Remove files no commit refers to that are older than ``grace_seconds``.
+
+        Files are listed before the commit log is read, so a file committed
+        between the two is seen as referenced. A run that takes longer than the
+        grace period to commit may lose files: choose the grace period longer
+        than the longest run.
+
+        Parameters
+        ----------
+        grace_seconds : float
+            Minimum age, in seconds since last modification, of a removed file.
+        now : float or datetime, optional
+            The current time (POSIX seconds or aware datetime); the clock when omitted.
+
+        Returns
+        -------
+        list of str
+            Store-relative keys removed, sorted.
+        """
+        if grace_seconds < 0:
+            raise StoreError(str(grace_seconds), "the gc grace period must be >= 0 seconds")
+        if now is None:
+            now = time.time()
+        elif isinstance(now, dt.datetime):
+            now = now.timestamp()
+        present = self._list_keys()
+        referenced = self._referenced_keys()
+        removed = []
+        for key in present:
+            if key in referenced:
+                continue
+            path = self._path(key)
+            if self.fs.modified(path).timestamp() <= now - grace_seconds:
+                self.fs.rm_file(path)
+                removed.append(key)
+        return removed
+
+    def _referenced_keys(self) -> set[str]:
+        referenced = set()
+        for version, record in enumerate(self._records_up_to(None), start=1):
+            referenced.add(keys.commit_key(version))
+            for table_keys in record["files"].values():
+                referenced.update(table_keys)
+            for blob_id in record["blobs"]:
+                referenced.add(keys.blob_body_key(blob_id))
+                referenced.add(keys.blob_header_key(blob_id))
+        return referenced
