@@ -1,0 +1,217 @@
+"""Group keys: the key file, its checks, and the per-purpose sub-keys.
+
+A group key file is a small JSON document::
+
+    {"format": "imgdedup-group-key", "version": 1,
+     "key_id": "<32 hex digits>", "key": "<base64 of 32 random bytes>"}
+
+The key id is derived from the key with HKDF (label ``key-id``), so it names the
+key without revealing it, two copies of one key carry one id, and a key file
+whose key or id was damaged is caught on loading. The file is created with mode
+0600 and refused on loading when its group or others may read it.
+
+Every use of the key goes through a sub-key derived with HKDF-SHA256 under a
+distinct label (:data:`PURPOSES`), so a token mask can never be reused as a
+wrapping key and so on.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import stat
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from pipeline.errors import KeyFileError
+
+KEY_FILE_FORMAT = "imgdedup-group-key"
+KEY_FILE_VERSION = 1
+KEY_BYTES = 32
+KEY_ID_BYTES = 16
+KEY_FILE_ENV = "IMGDEDUP_KEY_FILE"
+
+# One HKDF label per purpose; adding a purpose means adding a label, never
+# reusing one.
+PURPOSES = (
+    "blob-wrap",            # wraps each blob's data key (AES-256-GCM)
+    "key-commitment",       # MACs blob headers: commits a header to the group key
+    "fingerprint-tokens",   # permutation and mask of similarity tokens
+    "fingerprint-seal",     # AEAD of raw hashes (sealed fingerprints, sealed hash column)
+    "content-digest",       # HMAC of file bytes (exact-duplicate / idempotency keys)
+)
+_LABEL_PREFIX = b"imgdedup/v1/"
+
+
+def _hkdf(key: bytes, label: str, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None,
+                info=_LABEL_PREFIX + label.encode()).derive(key)
+
+
+class GroupKey:
+    """A group's 256-bit secret key and its id.
+
+    ``repr`` and ``str`` show the key id only; the key bytes are reachable only
+    through :meth:`subkey`, which never returns the key itself.
+
+    Parameters
+    ----------
+    key : bytes
+        32 secret bytes.
+    """
+
+    __slots__ = ("_key", "_key_id", "_subkeys")
+
+    def __init__(self, key: bytes):
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            raise ValueError(f"a group key is {KEY_BYTES} bytes")
+        self._key = key
+        self._key_id = _hkdf(key, "key-id", KEY_ID_BYTES)
+        self._subkeys: dict[str, bytes] = {}
+
+    @classmethod
+    def generate(cls) -> GroupKey:
+        """A fresh key from the operating system's CSPRNG."""
+        return cls(os.urandom(KEY_BYTES))
+
+    @property
+    def key_id(self) -> bytes:
+        """16-byte public name of this key (HKDF of the key; reveals nothing about it)."""
+        return self._key_id
+
+    @property
+    def key_id_hex(self) -> str:
+        return self._key_id.hex()
+
+    def subkey(self, purpose: str) -> bytes:
+        """The 32-byte sub-key for one of :data:`PURPOSES`."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown key purpose {purpose!r}; known: {PURPOSES}")
+        if purpose not in self._subkeys:
+            self._subkeys[purpose] = _hkdf(self._key, purpose, 32)
+        return self._subkeys[purpose]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GroupKey) and other._key_id == self._key_id
+
+    def __hash__(self) -> int:
+        return hash(self._key_id)
+
+    def __repr__(self) -> str:
+        return f"GroupKey(key_id={self.key_id_hex})"
+
+    __str__ = __repr__
+
+    def __getstate__(self):
+        # Keys travel to Dask workers by pickling; the cache is rebuilt there.
+        return self._key
+
+    def __setstate__(self, key: bytes):
+        self.__init__(key)
+
+
+def select_key(keys: GroupKey | Iterable[GroupKey], key_id: bytes, subject: str) -> GroupKey:
+    """The key among ``keys`` whose id is ``key_id``.
+
+    Raises
+    ------
+    KeyFileError
+        None of the keys has that id (``subject`` names the object that needs it).
+    """
+    ring = (keys,) if isinstance(keys, GroupKey) else tuple(keys)
+    for key in ring:
+        if key.key_id == key_id:
+            return key
+    held = ", ".join(k.key_id_hex for k in ring) or "none"
+    raise KeyFileError(subject, f"sealed under group key id {key_id.hex()}; keys held: {held}")
+
+
+def resolve_key_path(configured: str, environ: Mapping[str, str] = os.environ) -> Path:
+    """The key file to use: ``$IMGDEDUP_KEY_FILE`` when set, else the configured path."""
+    return Path(environ.get(KEY_FILE_ENV) or configured).expanduser()
+
+
+def write_key_file(path: str | Path, key: GroupKey, *, overwrite: bool = False) -> Path:
+    """Write ``key`` to ``path`` with mode 0600.
+
+    The file is created exclusively; with ``overwrite`` a temporary file beside it
+    is created the same way and renamed over the old one, so the key is never
+    readable by others even for an instant.
+
+    Raises
+    ------
+    KeyFileError
+        The file exists and ``overwrite`` is false, or it cannot be created.
+    """
+    path = Path(path)
+    document = json.dumps({
+        "format": KEY_FILE_FORMAT,
+        "version": KEY_FILE_VERSION,
+        "key_id": key.key_id_hex,
+        "key": base64.b64encode(key._key).decode(),
+    }, indent=1).encode() + b"\n"
+    target = path.with_name(f".{path.name}.{os.getpid()}.tmp") if overwrite else path
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(str(path), "already exists; refusing to overwrite a key "
+                           "(pass --force to replace it)") from None
+    except OSError as exc:
+        raise KeyFileError(str(path), f"cannot create: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(document)
+            out.flush()
+            os.fsync(out.fileno())
+        if overwrite:
+            os.replace(target, path)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_key_file(path: str | Path) -> GroupKey:
+    """Read and check a group key file.
+
+    Raises
+    ------
+    KeyFileError
+        Missing, readable by group or others, not a key file, an unknown format
+        version, a key of the wrong length, or a key id that does not match the key.
+    """
+    path = Path(path)
+    subject = str(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyFileError(subject, "key file not found (create one with `imgdedup keygen "
+                           f"--out {path}` or point {KEY_FILE_ENV} at it)") from None
+    except OSError as exc:
+        raise KeyFileError(subject, f"cannot read: {exc.strerror}") from None
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(subject, f"permissions {stat.filemode(mode)} let group or others "
+                           f"read it; run `chmod 600 {path}`")
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        raise KeyFileError(subject, "not an imgdedup key file (not JSON)") from None
+    if not isinstance(document, dict) or document.get("format") != KEY_FILE_FORMAT:
+        raise KeyFileError(subject, f"not an imgdedup key file (format is not {KEY_FILE_FORMAT!r})")
+    if document.get("version") != KEY_FILE_VERSION:
+        raise KeyFileError(subject, f"key file version {document.get('version')!r} is not "
+                           f"supported (this imgdedup reads version {KEY_FILE_VERSION})")
+    try:
+        raw = base64.b64decode(document.get("key", ""), validate=True)
+    except (binascii.Error, TypeError):
+        raise KeyFileError(subject, "the key is not valid base64") from None
+    if len(raw) != KEY_BYTES:
+        raise KeyFileError(subject, f"the key is {len(raw)} bytes; a group key is {KEY_BYTES}")
+    key = GroupKey(raw)
+    if document.get("key_id") != key.key_id_hex:
+        raise KeyFileError(subject, "the key id does not match the key (damaged or edited file)")
+    return key

@@ -1,0 +1,266 @@
+"""Sealed blobs: round trips, bounded memory, and every way a blob can be wrong."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from pipeline.crypto import blob
+from pipeline.crypto.blob import (TAG_BYTES, header_wrap_key_id, open_bytes, open_stream,
+                                  parse_header, rewrap_header, seal_bytes, seal_stream)
+from pipeline.crypto.keys import GroupKey
+from pipeline.errors import IntegrityError
+
+SEGMENT = 64
+
+
+@pytest.fixture(scope="module")
+def key():
+    return GroupKey.generate()
+
+
+@pytest.fixture(scope="module")
+def other_key():
+    return GroupKey.generate()
+
+
+@pytest.fixture(scope="module")
+def sealed(key):
+    """A three-segment blob: (plaintext, header, body)."""
+    plaintext = os.urandom(2 * SEGMENT + 10)
+    header, body = seal_bytes(key, "img-a", plaintext, SEGMENT)
+    return plaintext, header, body
+
+
+def _segments(body: bytes) -> list[bytes]:
+    size = SEGMENT + TAG_BYTES
+    return [body[i:i + size] for i in range(0, len(body), size)]
+
+
+def _flip(data: bytes, position: int) -> bytes:
+    out = bytearray(data)
+    out[position] ^= 0x01
+    return bytes(out)
+
+
+def _assert_refused(keys, image_id, header, body, expected_plain=b""):
+    """Opening fails with IntegrityError naming the blob, and only verified plaintext came out."""
+    with pytest.raises(IntegrityError) as info:
+        open_bytes(keys, image_id, header, body)
+    assert info.value.subject == image_id
+    received = []
+    with pytest.raises(IntegrityError):
+        for chunk in open_stream(keys, image_id, header, io.BytesIO(body)):
+            received.append(chunk)
+    # Segments yielded before the fault are genuine ones; the faulty one never is.
+    delivered = b"".join(received)
+    assert expected_plain.startswith(delivered)
+    assert len(delivered) < len(expected_plain) or not delivered
+
+
+@pytest.mark.parametrize("size", [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT, 1000])
+def test_round_trip(key, size):
+    plaintext = os.urandom(size)
+    header, body = seal_bytes(key, "img-1", plaintext, SEGMENT)
+    assert open_bytes(key, "img-1", header, body) == plaintext
+    segments = max(1, -(-size // SEGMENT))
+    assert len(body) == size + segments * TAG_BYTES
+    assert plaintext == b"" or plaintext not in body
+
+
+def test_each_seal_uses_a_fresh_data_key(key):
+    plaintext = b"same image bytes" * 10
+    first = seal_bytes(key, "img-1", plaintext, SEGMENT)
+    second = seal_bytes(key, "img-1", plaintext, SEGMENT)
+    assert first[0] != second[0] and first[1] != second[1]
+
+
+def test_50_mb_stream_holds_a_few_segments(tmp_path, key):
+    segment_bytes = 1 << 20
+    source, sealed_body = tmp_path / "plain", tmp_path / "body"
+    digest = hashlib.sha256()
+    with source.open("wb") as out:
+        for _ in range(50):
+            chunk = os.urandom(1 << 20)
+            digest.update(chunk)
+            out.write(chunk)
+        out.write(b"tail")
+        digest.update(b"tail")
+
+    tracemalloc.start()
+    try:
+        with source.open("rb") as reader, sealed_body.open("wb") as out:
+            header, body = seal_stream(key, "big", reader, segment_bytes)
+            for chunk in body:
+                out.write(chunk)
+        _, seal_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        check = hashlib.sha256()
+        with sealed_body.open("rb") as reader:
+            for chunk in open_stream(key, "big", header, reader):
+                check.update(chunk)
+        _, open_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert check.digest() == digest.digest()
+    assert sealed_body.stat().st_size == source.stat().st_size + 51 * TAG_BYTES
+    # One plaintext buffer, one ciphertext segment, and the one the caller still holds.
+    assert seal_peak < 3.5 * segment_bytes, seal_peak
+    assert open_peak < 3.5 * segment_bytes, open_peak
+
+
+def test_every_header_byte_is_protected(key, sealed):
+    plaintext, header, body = sealed
+    for position in range(len(header)):
+        _assert_refused(key, "img-a", _flip(header, position), body)
+
+
+def test_every_body_byte_is_protected(key, sealed):
+    plaintext, header, body = sealed
+    for position in range(len(body)):
+        _assert_refused(key, "img-a", header, _flip(body, position), plaintext)
+
+
+def test_sampled_bytes_of_a_larger_body(key):
+    plaintext = os.urandom(40 * SEGMENT + 7)
+    header, body = seal_bytes(key, "img-l", plaintext, SEGMENT)
+    rng = np.random.default_rng(3)
+    for position in rng.choice(len(body), size=200, replace=False):
+        _assert_refused(key, "img-l", header, _flip(body, int(position)), plaintext)
+
+
+def test_truncation_at_every_length(key, sealed):
+    plaintext, header, body = sealed
+    for length in range(len(body)):
+        _assert_refused(key, "img-a", header, body[:length], plaintext)
+    for length in range(len(header)):
+        _assert_refused(key, "img-a", header[:length], body)
+
+
+def test_appending_and_reordering(key, sealed):
+    plaintext, header, body = sealed
+    first, second, third = _segments(body)
+    for forged in [body + b"\x00", body + third, body + first,
+                   second + first + third, first + third, first + second, first + second + second + third]:
+        _assert_refused(key, "img-a", header, forged, plaintext)
+    _assert_refused(key, "img-a", header + b"\x00", body)
+
+
+def test_swapped_blobs_and_moved_ids(key):
+    plaintext_a, plaintext_b = os.urandom(3 * SEGMENT), os.urandom(3 * SEGMENT)
+    header_a, body_a = seal_bytes(key, "img-a", plaintext_a, SEGMENT)
+    header_b, body_b = seal_bytes(key, "img-b", plaintext_b, SEGMENT)
+    _assert_refused(key, "img-a", header_a, body_b)  # bodies swapped
+    _assert_refused(key, "img-a", header_b, body_a)  # headers swapped
+    _assert_refused(key, "img-a", header_b, body_b)  # whole blob b moved under a's id
+    # Mixing segments of two blobs with equal segment count.
+    _assert_refused(key, "img-a", header_a, _segments(body_a)[0] + _segments(body_b)[1]
+                    + _segments(body_a)[2], plaintext_a)
+
+
+class _SpyAESGCM:
+    """Wraps the real AESGCM, recording each decrypt call."""
+
+    decrypts = 0
+
+    def __init__(self, key):
+        self._aead = _REAL_AESGCM(key)
+
+    def encrypt(self, *args):
+        return self._aead.encrypt(*args)
+
+    def decrypt(self, *args):
+        type(self).decrypts += 1
+        return self._aead.decrypt(*args)
+
+
+_REAL_AESGCM = blob.AESGCM
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    monkeypatch.setattr(_SpyAESGCM, "decrypts", 0)
+    monkeypatch.setattr(blob, "AESGCM", _SpyAESGCM)
+    return _SpyAESGCM
+
+
+def test_wrong_key_fails_before_any_decryption(key, other_key, sealed, spy):
+    plaintext, header, body = sealed
+    assert open_bytes(key, "img-a", header, body) == plaintext
+    assert spy.decrypts == 4  # the spy sees them: one unwrap, three segments
+    spy.decrypts = 0
+    with pytest.raises(IntegrityError, match="wrapped under group key id") as info:
+        open_bytes(other_key, "img-a", header, body)
+    assert info.value.subject == "img-a"
+    # A header relabelled with the other key's id fails the commitment, still before decrypting.
+    relabelled = parse_header(header, "img-a")
+    forged = header.replace(relabelled.wrap_key_id, other_key.key_id)
+    with pytest.raises(IntegrityError, match="commitment check failed"):
+        open_bytes(other_key, "img-a", forged, body)
+    assert spy.decrypts == 0
+
+
+def test_data_key_commitment_checked_before_segments(key, sealed, spy):
+    # Someone holding the group key swaps in another data key: the commitment
+    # fails after unwrapping and before the first segment is decrypted.
+    plaintext, header, body = sealed
+    parsed = parse_header(header, "img-a")
+    evil = blob.replace(parsed, wrapped_data_key=_REAL_AESGCM(key.subkey("blob-wrap")).encrypt(
+        parsed.wrap_nonce, os.urandom(32), blob._wrap_aad(parsed)))
+    with pytest.raises(IntegrityError, match="data key commitment"):
+        open_bytes(key, "img-a", blob._signed(key, evil), body)
+    assert spy.decrypts == 1
+
+
+def test_rewrap_keeps_body_and_switches_key(key, other_key, sealed):
+    plaintext, header, body = sealed
+    rotated = rewrap_header(header, "img-a", key, other_key)
+    assert header_wrap_key_id(rotated, "img-a") == other_key.key_id
+    assert parse_header(rotated, "img-a").seal_key_id == key.key_id
+    assert open_bytes(other_key, "img-a", rotated, body) == plaintext
+    _assert_refused(key, "img-a", rotated, body)
+    # During a rotation a reader holding both keys reads either header.
+    assert open_bytes([key, other_key], "img-a", header, body) == plaintext
+    assert open_bytes([key, other_key], "img-a", rotated, body) == plaintext
+    # And back again: rotation composes.
+    assert open_bytes(key, "img-a", rewrap_header(rotated, "img-a", other_key, key), body) == plaintext
+    with pytest.raises(IntegrityError):
+        rewrap_header(rotated, "img-a", key, other_key)
+
+
+def test_no_data_key_or_nonce_repeats_over_a_million_blobs():
+    draws = 1_000_000
+    width = 32 + blob.NONCE_BASE_BYTES
+    table = bytearray(draws * width)
+    for i in range(draws):
+        data_key, nonce_base = blob._fresh_blob_secrets()
+        table[i * width:(i + 1) * width] = data_key + nonce_base
+    rows = np.frombuffer(table, dtype=f"V{width}")
+    assert np.unique(rows).size == draws
+    assert np.unique(np.frombuffer(table, np.uint8).reshape(draws, width)[:, :32]
+                     .copy().view("V32")).size == draws
+
+
+def test_no_wrap_nonce_repeats_over_a_million_wraps():
+    nonces = np.frombuffer(b"".join(blob._fresh_wrap_nonce() for _ in range(1_000_000)), "V12")
+    assert np.unique(nonces).size == nonces.size
+
+
+def test_segment_nonces_never_repeat_within_a_blob():
+    base = os.urandom(blob.NONCE_BASE_BYTES)
+    nonces = {blob._segment_nonce(base, i, last) for i in range(500_000) for last in (False, True)}
+    assert len(nonces) == 1_000_000
+    assert all(len(n) == 12 for n in (blob._segment_nonce(base, 0, True),))
+    with pytest.raises(ValueError):
+        blob._segment_nonce(base, 2**32, False)
+
+
+def test_bad_arguments(key):
+    with pytest.raises(ValueError):
+        seal_bytes(key, "", b"x", SEGMENT)
+    with pytest.raises(ValueError):
+        seal_bytes(key, "img", b"x", 0)
