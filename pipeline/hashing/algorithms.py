@@ -13,15 +13,18 @@ thumbnails at once, returning packed bits (:mod:`pipeline.hashing.bits`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 from PIL import Image
 
 from pipeline.errors import ConfigError
 from pipeline.hashing import baselines
+from pipeline.hashing.lbph import PAPER, LbphParams, default_params, lbph_batch, lbph_dihedral_batch, lbph_thumbnail
 
 ALGORITHMS = ("lbph", "lbph-paper", "phash", "ahash", "dhash")
+LBPH_BITS = (64, 128, 256)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,13 @@ def _baseline(name: str) -> HashAlgorithm:
                          baselines.dhash_batch, baselines.dhash_dihedral_batch)
 
 
+def lbph_algorithm(name: str, params: LbphParams) -> HashAlgorithm:
+    """An LBPH variant behind the common interface (the ablation builds its grid with it)."""
+    return HashAlgorithm(name, params.bits, (params.size, params.size),
+                         partial(lbph_thumbnail, size=params.size),
+                         partial(lbph_batch, params=params), partial(lbph_dihedral_batch, params=params))
+
+
 def get_algorithm(name: str, *, size: int = 32, bits: int = 256) -> HashAlgorithm:
     """The hash algorithm called ``name``.
 
@@ -114,4 +124,12 @@ def get_algorithm(name: str, *, size: int = 32, bits: int = 256) -> HashAlgorith
     """
     if name in ("ahash", "phash", "dhash"):
         return _baseline(name)
+    if name in ("lbph", "lbph-paper") and size < 16:
+        raise ConfigError(f"hash.size={size}", "LBPH needs a thumbnail side of at least 16 pixels")
+    if name == "lbph-paper":
+        return lbph_algorithm(name, replace(PAPER, size=size))
+    if name == "lbph":
+        if bits not in LBPH_BITS:
+            raise ConfigError(f"hash.bits={bits}", f"lbph produces {', '.join(map(str, LBPH_BITS))} bits")
+        return lbph_algorithm(name, default_params(size=size, bits=bits))
     raise ConfigError(f"hash.algo={name}", f"unknown hash algorithm; known: {', '.join(ALGORITHMS)}")

@@ -1,0 +1,271 @@
+"""LBPH, the LBP-based perceptual hash of the paper (§4.1), and its tuned variant.
+
+Pipeline (paper §4.1, steps 1-4): bilinear resize to ``N × N`` → Gaussian
+low-pass → grayscale → circular LBP (R = 1, P = 8, bilinear ring sampling,
+eq. 2) → 2-D DCT-II (eq. 3) → low-frequency coefficients → one bit per
+coefficient against a threshold (eq. 4). The paper leaves open how the LBP
+(texture) and DCT (global) features combine, the threshold details and the
+length; :class:`LbphParams` spells each choice out, :data:`PAPER` is the literal
+recipe (``lbph-paper``) and :data:`DEFAULT` the variant chosen by the ablation in
+``docs/lbph.md`` (``lbph``).
+
+The work splits in two: :func:`lbph_thumbnail` per image (Pillow's antialiased
+bilinear resize of the RGB picture and the grey conversion, ~``N²`` floats out)
+and the batch kernels :func:`lbph_batch` / :func:`lbph_dihedral_batch` over
+``(B, N, N)`` float32 stacks (blur, LBP, DCT and thresholds as array operations).
+Resizing before the grey conversion, as the paper orders it, equals converting
+first up to rounding: both are linear.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from pipeline.hashing.bits import pack_bits
+from pipeline.hashing.dct import dct2_lowfreq
+from pipeline.hashing.dihedral import dct_stack, spatial_variants
+from pipeline.hashing.lbp import LBP_METHODS, dihedral_code_tables, method_table, ring_bits
+
+PLANES = ("lbp", "gray")
+SELECTIONS = ("square", "zigzag")
+THRESHOLDS = ("mean", "median")
+
+
+@dataclass(frozen=True)
+class LbphParams:
+    """Every choice LBPH makes; see ``docs/lbph.md`` for the measured effect of each.
+
+    Attributes
+    ----------
+    size : int
+        N, the thumbnail side in pixels.
+    sigma : float
+        Standard deviation of the Gaussian low-pass, in thumbnail pixels (0: none).
+    radius, points : float, int
+        R and P of the circular LBP.
+    method : str
+        LBP code, one of ``default``, ``ror``, ``uniform`` (riu2), ``nri_uniform``.
+    planes : tuple of str
+        Which planes the DCT sees, in hash order: ``"lbp"`` (the LBP code plane)
+        and/or ``"gray"`` (the blurred grey thumbnail).
+    coeffs : int
+        Coefficients (= bits) taken from each plane's DCT.
+    selection : str
+        ``square``: the ``√coeffs × √coeffs`` low-frequency corner in row-major
+        order, DC included (the paper's 8 × 8 block). ``zigzag``: the ``coeffs``
+        lowest frequencies by ``u + v``, DC left out.
+    threshold : str
+        ``mean`` (eq. 4: bit = coefficient ≥ mean) or ``median`` (bit = coefficient
+        > median), over the plane's selected coefficients.
+    """
+
+    size: int = 32
+    sigma: float = 1.0
+    radius: float = 1.0
+    points: int = 8
+    method: str = "uniform"
+    planes: tuple[str, ...] = ("lbp",)
+    coeffs: int = 64
+    selection: str = "square"
+    threshold: str = "mean"
+
+    def __post_init__(self):
+        checks = [
+            (self.method in LBP_METHODS, f"method must be one of {LBP_METHODS}"),
+            (bool(self.planes) and set(self.planes) <= set(PLANES) and len(set(self.planes)) == len(self.planes),
+             f"planes must be distinct names from {PLANES}"),
+            (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
+            (self.threshold in THRESHOLDS, f"threshold must be one of {THRESHOLDS}"),
+            (self.bits % 8 == 0, "planes × coeffs must be a multiple of 8"),
+            (self.selection != "square" or round(np.sqrt(self.coeffs)) ** 2 == self.coeffs,
+             "a square selection needs a square number of coefficients"),
+            (self.sigma >= 0 and self.size >= 8, "need sigma >= 0 and size >= 8"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{message}; got {self}")
+        if _positions(self.coeffs, self.selection)[2] > self.size:
+            raise ValueError(f"{self.coeffs} coefficients do not fit a {self.size}-point DCT")
+
+    @property
+    def bits(self) -> int:
+        """Hash length."""
+        return len(self.planes) * self.coeffs
+
+
+@lru_cache(maxsize=64)
+def _positions(coeffs: int, selection: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Row and column indices of the selected coefficients, and the corner side they need."""
+    if selection == "square":
+        k = round(np.sqrt(coeffs))
+        u, v = np.divmod(np.arange(k * k), k)
+        return u, v, k
+    k = 1
+    while k * (k + 1) // 2 - 1 < coeffs:
+        k += 1
+    u, v = np.divmod(np.arange(k * k), k)
+    order = np.lexsort((u, u + v))
+    order = order[1:coeffs + 1]  # order[0] is the DC term
+    return u[order], v[order], k
+
+
+# The paper's literal recipe: DCT of the default-code LBP plane, 8 × 8 corner, mean.
+PAPER = LbphParams(sigma=1.0, method="default", planes=("lbp",), coeffs=64, selection="square",
+                   threshold="mean")
+# The variant chosen by the ablation (docs/lbph.md).
+DEFAULT = LbphParams(sigma=1.0, method="uniform", planes=("lbp", "gray"), coeffs=128,
+                     selection="zigzag", threshold="median")
+
+
+@lru_cache(maxsize=16)
+def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+    """``n × n`` matrix ``G`` with ``G @ x`` the 1-D Gaussian blur of ``x``, mirrored borders."""
+    radius = max(1, int(np.ceil(4 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    g = np.zeros((n, n))
+    for offset, weight in zip(range(-radius, radius + 1), taps):
+        # half-sample symmetric reflection (d c b a | a b c d), as scipy.ndimage's "reflect"
+        j = (np.arange(n) + offset) % (2 * n)
+        j = np.where(j < n, j, 2 * n - 1 - j)
+        np.add.at(g, (np.arange(n), j), weight)
+    g = g.astype(np.float32)
+    g.setflags(write=False)
+    return g
+
+
+def lbph_thumbnail(image: Image.Image, size: int = 32) -> np.ndarray:
+    """Bilinear ``size × size`` grey thumbnail of an RGB picture (paper §4.1 step 1).
+
+    The grey conversion (BT.601 luma, in floating point) comes first and the
+    antialiased bilinear resize runs on the float image: both are linear, so the
+    order does not matter, and no rounding between Pillow's horizontal and
+    vertical passes means a picture turned by 90° gives the turned thumbnail to
+    ~1e-5 — its dihedral hash matches exactly.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Mode ``"RGB"``, orientation already applied.
+    size : int
+        N.
+
+    Returns
+    -------
+    ndarray of float32, shape (size, size)
+        Grey levels in [0, 255].
+    """
+    return np.asarray(image.convert("F").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _blur(thumbs: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma == 0:
+        return thumbs
+    g = _gaussian_matrix(thumbs.shape[-1], float(sigma))
+    return g @ thumbs @ g.T
+
+
+def _hash_bits(blocks: np.ndarray, params: LbphParams) -> np.ndarray:
+    """``(..., P, k, k)`` DCT corners of the planes → ``(..., bits)`` bool."""
+    u, v, _ = _positions(params.coeffs, params.selection)
+    chosen = blocks[..., u, v]
+    if params.threshold == "mean":
+        bits = chosen >= chosen.mean(axis=-1, keepdims=True)
+    else:
+        bits = chosen > np.median(chosen, axis=-1, keepdims=True)
+    return bits.reshape(*bits.shape[:-2], -1)
+
+
+def _plane_blocks(thumbs: np.ndarray, params: LbphParams, dihedral: bool) -> np.ndarray:
+    """DCT corners of the planes the hash reads.
+
+    Returns ``(B, P, k, k)``, or ``(B, 8, P, k, k)`` for the 8 dihedral forms.
+    """
+    k = _positions(params.coeffs, params.selection)[2]
+    gray = _blur(np.asarray(thumbs, dtype=np.float32), params.sigma)
+    codes = ring_bits(gray, params.radius, params.points) if "lbp" in params.planes else None
+    table = method_table(params.method, params.points)
+    blocks = []
+    for plane in params.planes:
+        if plane == "gray":
+            block = dct2_lowfreq(gray, k)
+            blocks.append(dct_stack(block) if dihedral else block)
+        elif not dihedral:
+            blocks.append(dct2_lowfreq(table[codes], k))
+        elif params.method == "uniform":
+            # riu2 codes do not see how the ring is turned: the plane turns with the picture
+            blocks.append(dct_stack(dct2_lowfreq(table[codes], k)))
+        else:
+            # other codes change under a turn: relabel the ring first, then turn the plane
+            forms = table[dihedral_code_tables(params.points)[:, codes]]  # (8, B, N, N)
+            turned = np.stack([spatial_variants(forms[s])[s] for s in range(8)], axis=1)
+            blocks.append(dct2_lowfreq(turned, k))
+    return np.stack(blocks, axis=-3)
+
+
+def lbph_batch(thumbs: np.ndarray, params: LbphParams = DEFAULT) -> np.ndarray:
+    """LBPH of a batch of thumbnails.
+
+    Parameters
+    ----------
+    thumbs : ndarray of float32, shape (B, N, N)
+        From :func:`lbph_thumbnail` with ``N = params.size``.
+    params : LbphParams
+
+    Returns
+    -------
+    ndarray of uint8, shape (B, params.bits // 8)
+        Packed bits, plane by plane in ``params.planes`` order.
+    """
+    return pack_bits(_hash_bits(_plane_blocks(thumbs, params, dihedral=False), params))
+
+
+def lbph_dihedral_batch(thumbs: np.ndarray, params: LbphParams = DEFAULT) -> np.ndarray:
+    """LBPH of the 8 rotations by 90° and mirror images, from one pass over the batch.
+
+    The grey plane's and the riu2 plane's DCT corners are turned in the DCT
+    domain (:func:`pipeline.hashing.dihedral.dct_stack`); other LBP codes are
+    relabelled by their ring permutation (:func:`pipeline.hashing.lbp.dihedral_code_tables`).
+    Each form is thresholded by its own mean or median.
+
+    Returns
+    -------
+    ndarray of uint8, shape (B, 8, params.bits // 8)
+        Slot order of :mod:`pipeline.hashing.dihedral`; slot 0 is :func:`lbph_batch`.
+    """
+    return pack_bits(_hash_bits(_plane_blocks(thumbs, params, dihedral=True), params))
+
+
+def lbph(image: Image.Image, *, size: int = 32, radius: float = 1.0, points: int = 8,
+         bits: int = 256) -> np.ndarray:
+    """LBPH of one picture with the default variant (paper §4.1, eqs. 2-4).
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Mode ``"RGB"``, orientation already applied.
+    size, radius, points : int, float, int
+        N, R and P.
+    bits : {64, 128, 256}
+        Hash length; the coefficients per plane scale with it.
+
+    Returns
+    -------
+    ndarray of uint8, shape (bits // 8,)
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> lbph(Image.new("RGB", (64, 48), "white")).shape
+    (32,)
+    """
+    params = default_params(size=size, bits=bits, radius=radius, points=points)
+    return lbph_batch(lbph_thumbnail(image, size)[None], params)[0]
+
+
+def default_params(*, size: int = 32, bits: int = 256, **overrides) -> LbphParams:
+    """:data:`DEFAULT` at another thumbnail side or length (bits spread evenly over its planes)."""
+    return replace(DEFAULT, size=size, coeffs=bits // len(DEFAULT.planes), **overrides)
