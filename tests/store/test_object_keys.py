@@ -1,0 +1,105 @@
+"""Object keys: unsafe keys and ids are refused before any filesystem call, on every backend."""
+from __future__ import annotations
+
+import json
+import posixpath
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.errors import StoreError
+from pipeline.store import keys
+
+UNSAFE_KEYS = [
+    "", "../x", "a/../b", "a/..", "..", "a/./b", ".", "/etc/passwd", "a//b", "a/", "a\\b",
+    "..\\x", "a\x00b", "C:/x", "s3://other/x", "a/b..c",
+]
+UNSAFE_IDS = ["", "ab", "../abcd", "abcd/../../x", "/abcdef", "ab\\cdef", "abcd\x00", "abc.def", "a" * 129]
+
+
+@pytest.mark.parametrize("key", UNSAFE_KEYS)
+def test_unsafe_keys_are_refused(key):
+    with pytest.raises(StoreError):
+        keys.check_key(key)
+
+
+@given(st.text(alphabet="ab./\\\x00:", max_size=12))
+def test_every_accepted_key_stays_under_the_root(key):
+    try:
+        keys.check_key(key)
+    except StoreError:
+        return
+    joined = posixpath.normpath(f"/root/{key}")
+    assert joined.startswith("/root/") and joined == f"/root/{key}"
+
+
+class NoFilesystem:
+    """Stands in for the store's filesystem: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"filesystem touched: {name}")
+
+
+@pytest.fixture
+def store_without_fs(store):
+    store.fs = NoFilesystem()
+    return store
+
+
+@pytest.mark.parametrize("blob_id", UNSAFE_IDS)
+def test_unsafe_blob_ids_are_refused_before_any_filesystem_call(store_without_fs, blob_id):
+    s = store_without_fs
+    calls = [
+        lambda: s.write_blob(blob_id, b"h", [b"body"]),
+        lambda: s.read_blob_header(blob_id),
+        lambda: s.replace_blob_header(blob_id, b"h"),
+        lambda: s.open_blob_body(blob_id),
+        lambda: s.blob_exists(blob_id),
+        lambda: s.commit("run-1", {}, [blob_id]),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError):
+            call()
+
+
+@pytest.mark.parametrize("name", ["../errors", "errors/x", "/abs", "a\\b", "x\x00", "..", ".hidden", ""])
+def test_unsafe_table_and_run_names_are_refused_before_any_filesystem_call(store_without_fs, name):
+    s = store_without_fs
+    table = pa.table({"x": [1]})
+    calls = [
+        lambda: s.write_table_part(name, "run-1", 0, table),
+        lambda: s.write_table_part("errors", name, 0, table),
+        lambda: s.write_table_part("errors", "run-1", name, table),
+        lambda: s.read_table(name),
+        lambda: s.commit(name, {}),
+        lambda: s.commit("run-1", {name: []}),
+        lambda: s.is_committed(name),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError):
+            call()
+
+
+@pytest.mark.parametrize("table", ["blobs", "_commits"])
+def test_the_store_own_folders_are_not_tables(store_without_fs, table):
+    with pytest.raises(StoreError):
+        store_without_fs.write_table_part(table, "run-1", 0, pa.table({"x": [1]}))
+    with pytest.raises(StoreError):
+        store_without_fs.commit("run-1", {table: []})
+
+
+@pytest.mark.parametrize("key", ["errors/../../../etc/passwd", "/etc/passwd", "errors/a\\..\\b", "errors/\x00"])
+def test_unsafe_file_keys_in_a_commit_are_refused_before_any_filesystem_call(store_without_fs, key):
+    with pytest.raises(StoreError):
+        store_without_fs.commit("run-1", {"errors": [key]})
+
+
+def test_a_tampered_commit_record_naming_an_unsafe_key_is_refused(store):
+    record = {"format": 1, "version": 1, "run_id": "evil", "committed_at": "", "blobs": [],
+              "replace": [], "meta": {}, "files": {"errors": ["../../outside.parquet"]}}
+    store.fs.makedirs(store._path("_commits"), exist_ok=True)
+    store.fs.pipe_file(store._path("_commits/00000000000000000001.json"), json.dumps(record).encode())
+    with pytest.raises(StoreError, match="outside"):
+        store.read_table("errors")
