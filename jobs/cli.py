@@ -17,6 +17,8 @@ from pipeline.errors import ImgdedupError
 # One line per command module, in the order `imgdedup --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "jobs.storecmd",
+    "jobs.keys",
+    "jobs.hash",
 )
 
 

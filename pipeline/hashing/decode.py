@@ -167,7 +167,7 @@ def _open(data: bytes, name: str, formats: tuple[str, ...], max_pixels: int) -> 
         except Image.UnidentifiedImageError as exc:
             raise DecodeError(name, _unidentified_reason(data, formats)) from exc
         except Exception as exc:  # noqa: BLE001 - a malformed header makes plugins raise any type
-            raise DecodeError(name, f"corrupt image header ({_describe(exc)})") from exc
+            raise DecodeError(name, f"corrupt or truncated image header ({_describe(exc)})") from exc
     width, height = image.size
     if width <= 0 or height <= 0:
         raise DecodeError(name, f"image has no pixels ({width}x{height})")
