@@ -93,15 +93,20 @@ def s3_options(tmp_path_factory):
         log.close()
 
 
+def new_location(backend: str, request: pytest.FixtureRequest, folder) -> Location:
+    """A fresh, empty store location on ``backend`` (``local`` stores go under ``folder``)."""
+    name = uuid.uuid4().hex
+    if backend == "local":
+        return Location("local", str(folder / name))
+    if backend == "memory":
+        return Location("memory", f"memory://{name}")
+    return Location("s3", f"s3://{BUCKET}/{name}", request.getfixturevalue("s3_options"))
+
+
 @pytest.fixture(params=["local", "memory", "s3"])
 def location(request, tmp_path) -> Location:
     """A fresh, empty store location on each backend."""
-    name = uuid.uuid4().hex
-    if request.param == "local":
-        return Location("local", str(tmp_path / "store"))
-    if request.param == "memory":
-        return Location("memory", f"memory://{name}")
-    return Location("s3", f"s3://{BUCKET}/{name}", request.getfixturevalue("s3_options"))
+    return new_location(request.param, request, tmp_path)
 
 
 @pytest.fixture
