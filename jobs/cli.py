@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jobs.storecmd",
     "jobs.keys",
     "jobs.hash",
+    "jobs.demo",
 )
 
 
