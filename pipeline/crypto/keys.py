@@ -21,7 +21,7 @@ import binascii
 import json
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -112,22 +112,6 @@ class GroupKey:
 
     def __setstate__(self, key: bytes):
         self.__init__(key)
-
-
-def select_key(keys: GroupKey | Iterable[GroupKey], key_id: bytes, subject: str) -> GroupKey:
-    """The key among ``keys`` whose id is ``key_id``.
-
-    Raises
-    ------
-    KeyFileError
-        None of the keys has that id (``subject`` names the object that needs it).
-    """
-    ring = (keys,) if isinstance(keys, GroupKey) else tuple(keys)
-    for key in ring:
-        if key.key_id == key_id:
-            return key
-    held = ", ".join(k.key_id_hex for k in ring) or "none"
-    raise KeyFileError(subject, f"sealed under group key id {key_id.hex()}; keys held: {held}")
 
 
 def resolve_key_path(configured: str, environ: Mapping[str, str] = os.environ) -> Path:

@@ -157,6 +157,7 @@ def test_swapped_blobs_and_moved_ids(key):
     _assert_refused(key, "img-a", header_a, body_b)  # bodies swapped
     _assert_refused(key, "img-a", header_b, body_a)  # headers swapped
     _assert_refused(key, "img-a", header_b, body_b)  # whole blob b moved under a's id
+    _assert_refused(key, "img-c", header_a, body_a)  # read under another image id
     # Mixing segments of two blobs with equal segment count.
     _assert_refused(key, "img-a", header_a, _segments(body_a)[0] + _segments(body_b)[1]
                     + _segments(body_a)[2], plaintext_a)

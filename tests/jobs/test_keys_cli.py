@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 import os
 import stat
 import uuid
@@ -91,14 +93,21 @@ def _rotate(url, old_path, new_path):
                  "--progress-every", "2"])
 
 
-def test_rotation_rewraps_headers_only(store_url, key_files, capsys):
+def test_rotation_rewraps_headers_only(store_url, key_files, capsys, caplog):
     old, old_path, new, new_path = key_files
     plaintexts = _fill_store(store_url, old)
     store = Store(store_url)
     bodies_before = _bodies(store)
 
+    caplog.set_level(logging.DEBUG)
     assert _rotate(store_url, old_path, new_path) == 0
-    assert f"{len(BLOB_IDS)} re-wrapped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{len(BLOB_IDS)} re-wrapped" in out
+    progress = [r.getMessage() for r in caplog.records if "blobs visited" in r.getMessage()]
+    assert len(progress) == len(BLOB_IDS) // 2
+    for path in (old_path, new_path):
+        secret = json.loads(path.read_text())["key"]
+        assert secret not in out and secret not in caplog.text
 
     assert _bodies(store) == bodies_before
     for blob_id, plaintext in plaintexts.items():
