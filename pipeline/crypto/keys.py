@@ -138,7 +138,7 @@ def write_key_file(path: str | Path, key: GroupKey, *, overwrite: bool = False) 
         "key_id": key.key_id_hex,
         "key": base64.b64encode(key._key).decode(),
     }, indent=1).encode() + b"\n"
-    target = path.with_name(f".{path.name}.{os.getpid()}.tmp") if overwrite else path
+    target = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp") if overwrite else path
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

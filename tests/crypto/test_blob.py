@@ -1,6 +1,7 @@
 """Sealed blobs: round trips, bounded memory, and every way a blob can be wrong."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -210,7 +211,7 @@ def test_data_key_commitment_checked_before_segments(key, sealed, spy):
     # fails after unwrapping and before the first segment is decrypted.
     plaintext, header, body = sealed
     parsed = parse_header(header, "img-a")
-    evil = blob.replace(parsed, wrapped_data_key=_REAL_AESGCM(key.subkey("blob-wrap")).encrypt(
+    evil = dataclasses.replace(parsed, wrapped_data_key=_REAL_AESGCM(key.subkey("blob-wrap")).encrypt(
         parsed.wrap_nonce, os.urandom(32), blob._wrap_aad(parsed)))
     with pytest.raises(IntegrityError, match="data key commitment"):
         open_bytes(key, "img-a", blob._signed(key, evil), body)
