@@ -51,12 +51,12 @@ class LbphParams:
     planes : tuple of str
         Which planes the DCT sees, in hash order: ``"lbp"`` (the LBP code plane)
         and/or ``"gray"`` (the blurred grey thumbnail).
-    coeffs : int
-        Coefficients (= bits) taken from each plane's DCT.
+    coeffs : tuple of int
+        Coefficients (= bits) taken from each plane's DCT, one count per plane.
     selection : str
-        ``square``: the ``√coeffs × √coeffs`` low-frequency corner in row-major
-        order, DC included (the paper's 8 × 8 block). ``zigzag``: the ``coeffs``
-        lowest frequencies by ``u + v``, DC left out.
+        ``square``: the ``√c × √c`` low-frequency corner in row-major order, DC
+        included (the paper's 8 × 8 block). ``zigzag``: the ``c`` lowest
+        frequencies by ``u + v`` (ties: lower ``u`` first), DC left out.
     threshold : str
         ``mean`` (eq. 4: bit = coefficient ≥ mean) or ``median`` (bit = coefficient
         > median), over the plane's selected coefficients.
@@ -68,7 +68,7 @@ class LbphParams:
     points: int = 8
     method: str = "uniform"
     planes: tuple[str, ...] = ("lbp",)
-    coeffs: int = 64
+    coeffs: tuple[int, ...] = (64,)
     selection: str = "square"
     threshold: str = "mean"
 
@@ -79,21 +79,28 @@ class LbphParams:
              f"planes must be distinct names from {PLANES}"),
             (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
             (self.threshold in THRESHOLDS, f"threshold must be one of {THRESHOLDS}"),
-            (self.bits % 8 == 0, "planes × coeffs must be a multiple of 8"),
-            (self.selection != "square" or round(np.sqrt(self.coeffs)) ** 2 == self.coeffs,
-             "a square selection needs a square number of coefficients"),
+            (len(self.coeffs) == len(self.planes) and min(self.coeffs) > 0,
+             "coeffs needs one positive count per plane"),
+            (self.bits % 8 == 0, "the coefficient counts must add up to a multiple of 8"),
+            (self.selection != "square" or all(round(np.sqrt(c)) ** 2 == c for c in self.coeffs),
+             "a square selection needs square numbers of coefficients"),
             (self.sigma >= 0 and self.size >= 8, "need sigma >= 0 and size >= 8"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"{message}; got {self}")
-        if _positions(self.coeffs, self.selection)[2] > self.size:
+        if self.corner > self.size:
             raise ValueError(f"{self.coeffs} coefficients do not fit a {self.size}-point DCT")
 
     @property
     def bits(self) -> int:
         """Hash length."""
-        return len(self.planes) * self.coeffs
+        return sum(self.coeffs)
+
+    @property
+    def corner(self) -> int:
+        """Side of the low-frequency DCT corner that holds every selected coefficient."""
+        return max(_positions(c, self.selection)[2] for c in self.coeffs)
 
 
 @lru_cache(maxsize=64)
@@ -113,10 +120,10 @@ def _positions(coeffs: int, selection: str) -> tuple[np.ndarray, np.ndarray, int
 
 
 # The paper's literal recipe: DCT of the default-code LBP plane, 8 × 8 corner, mean.
-PAPER = LbphParams(sigma=1.0, method="default", planes=("lbp",), coeffs=64, selection="square",
+PAPER = LbphParams(sigma=1.0, method="default", planes=("lbp",), coeffs=(64,), selection="square",
                    threshold="mean")
 # The variant chosen by the ablation (docs/lbph.md).
-DEFAULT = LbphParams(sigma=1.0, method="uniform", planes=("lbp", "gray"), coeffs=128,
+DEFAULT = LbphParams(sigma=2.0, method="default", planes=("lbp", "gray"), coeffs=(160, 96),
                      selection="zigzag", threshold="median")
 
 
@@ -169,14 +176,16 @@ def _blur(thumbs: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _hash_bits(blocks: np.ndarray, params: LbphParams) -> np.ndarray:
-    """``(..., P, k, k)`` DCT corners of the planes → ``(..., bits)`` bool."""
-    u, v, _ = _positions(params.coeffs, params.selection)
-    chosen = blocks[..., u, v]
-    if params.threshold == "mean":
-        bits = chosen >= chosen.mean(axis=-1, keepdims=True)
-    else:
-        bits = chosen > np.median(chosen, axis=-1, keepdims=True)
-    return bits.reshape(*bits.shape[:-2], -1)
+    """``(..., P, k, k)`` DCT corners of the planes → ``(..., bits)`` bool, plane after plane."""
+    out = []
+    for plane, count in enumerate(params.coeffs):
+        u, v, _ = _positions(count, params.selection)
+        chosen = blocks[..., plane, u, v]
+        if params.threshold == "mean":
+            out.append(chosen >= chosen.mean(axis=-1, keepdims=True))
+        else:
+            out.append(chosen > np.median(chosen, axis=-1, keepdims=True))
+    return np.concatenate(out, axis=-1)
 
 
 def _plane_blocks(thumbs: np.ndarray, params: LbphParams, dihedral: bool) -> np.ndarray:
@@ -184,7 +193,7 @@ def _plane_blocks(thumbs: np.ndarray, params: LbphParams, dihedral: bool) -> np.
 
     Returns ``(B, P, k, k)``, or ``(B, 8, P, k, k)`` for the 8 dihedral forms.
     """
-    k = _positions(params.coeffs, params.selection)[2]
+    k = params.corner
     gray = _blur(np.asarray(thumbs, dtype=np.float32), params.sigma)
     codes = ring_bits(gray, params.radius, params.points) if "lbp" in params.planes else None
     table = method_table(params.method, params.points)
@@ -267,5 +276,6 @@ def lbph(image: Image.Image, *, size: int = 32, radius: float = 1.0, points: int
 
 
 def default_params(*, size: int = 32, bits: int = 256, **overrides) -> LbphParams:
-    """:data:`DEFAULT` at another thumbnail side or length (bits spread evenly over its planes)."""
-    return replace(DEFAULT, size=size, coeffs=bits // len(DEFAULT.planes), **overrides)
+    """:data:`DEFAULT` at another thumbnail side or length (its planes keep their share of the bits)."""
+    coeffs = tuple(c * bits // DEFAULT.bits for c in DEFAULT.coeffs)
+    return replace(DEFAULT, size=size, coeffs=coeffs, **overrides)
