@@ -35,6 +35,22 @@ PART_CHUNK_BYTES = 8 * 2**20
 _COMMITS_DIR = "_commits"
 
 
+def _conform(part: pa.Table, schema: pa.Schema, key: str) -> pa.Table:
+    """Cast a part to ``schema``; a nullable column the part predates is filled with nulls."""
+    columns = []
+    for field in schema:
+        if field.name in part.column_names:
+            columns.append(part.column(field.name))
+        elif field.nullable:
+            columns.append(pa.nulls(part.num_rows, field.type))
+        else:
+            raise StoreError(key, f"part lacks the required column {field.name!r}")
+    try:
+        return pa.table(columns, names=schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise StoreError(key, f"part does not match the table schema: {exc}") from None
+
+
 class Store:
     """Blobs and Parquet tables under one fsspec URL, with atomic, idempotent commits.
 
@@ -219,7 +235,10 @@ class Store:
         schema : pyarrow.Schema, optional
             Schema of the result; every part is cast to it. Defaults to the
             schema of the first part read, or :func:`schemas.default_schema`
-            when the table has no committed part.
+            when the table has no committed part. Columns a part lacks are
+            filled with nulls if nullable (parts written before a column was
+            added); a part missing a required column, or whose types do not
+            cast, raises StoreError naming it.
 
         Returns
         -------
@@ -233,11 +252,8 @@ class Store:
         tables = [self._read_part(key) for key in parts]
         if schema is None:
             schema = tables[0].schema if tables else schemas.default_schema(table)
-        try:
-            cast = [t.select(schema.names).cast(schema) for t in tables]
-        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-            raise StoreError(table, f"a committed part does not match the schema: {exc}") from None
-        return pa.concat_tables(cast).replace_schema_metadata(schema.metadata) if cast else schema.empty_table()
+        conformed = [_conform(t, schema, key) for t, key in zip(tables, parts)]
+        return pa.concat_tables(conformed) if conformed else schema.empty_table()
 
     def _read_part(self, key: str) -> pa.Table:
         try:

@@ -158,3 +158,21 @@ def test_commit_meta_must_be_json(store):
 
 def _options(store: Store) -> dict:
     return dict(store.fs.storage_options)
+
+
+def test_parts_written_before_a_nullable_column_was_added_read_with_nulls(store):
+    old = error_rows("r1", ["x"]).drop_columns(["run_id"])
+    key = store.write_table_part("errors", "r1", 0, old)
+    store.commit("r1", {"errors": [key]})
+    relaxed = schemas.errors_schema().set(4, pa.field("run_id", pa.string(), nullable=True))
+    assert store.read_table("errors", schema=relaxed).column("run_id").to_pylist() == [None]
+    with pytest.raises(StoreError, match="run_id"):
+        store.read_table("errors", schema=schemas.errors_schema())
+
+
+def test_a_part_whose_types_do_not_cast_is_named(store):
+    key = store.write_table_part("fingerprints", "r1", 0, fingerprint_rows(["img00001"], width=16))
+    store.commit("r1", {"fingerprints": [key]})
+    assert store.read_table("fingerprints").schema.field("fingerprint").type == pa.binary(16)
+    with pytest.raises(StoreError, match=key):
+        store.read_table("fingerprints", schema=schemas.fingerprints_schema(32))
