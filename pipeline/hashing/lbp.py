@@ -50,7 +50,7 @@ def ring_bits(planes: np.ndarray, radius: float = 1.0, points: int = 8) -> np.nd
 
     Parameters
     ----------
-    planes : ndarray of float32, shape (B, N, N)
+    planes : ndarray of float, shape (B, N, N)
         Grey levels; rows are ``y`` (downwards), columns ``x``.
     radius : float
         R, the ring radius in pixels.
@@ -88,7 +88,7 @@ def ring_bits(planes: np.ndarray, radius: float = 1.0, points: int = 8) -> np.nd
 
 @lru_cache(maxsize=16)
 def method_table(method: str, points: int = 8) -> np.ndarray:
-    """Lookup table ``default code → method code``, shape ``(2**P,)`` float32."""
+    """Lookup table ``default code → method code``, shape ``(2**P,)`` float64."""
     codes = np.arange(2 ** points)
     bits = (codes[:, None] >> np.arange(points)) & 1
     if method == "default":
@@ -111,14 +111,14 @@ def method_table(method: str, points: int = 8) -> np.ndarray:
             out = np.where(transitions <= 2, out, points * (points - 1) + 2)
     else:
         raise ValueError(f"LBP method must be one of {LBP_METHODS}, got {method!r}")
-    table = out.astype(np.float32)
+    table = out.astype(np.float64)
     table.setflags(write=False)
     return table
 
 
 def local_binary_pattern(planes: np.ndarray, radius: float = 1.0, points: int = 8,
                          method: str = "uniform") -> np.ndarray:
-    """LBP planes of a batch, ``(B, N, N)`` float32 → ``(B, N, N)`` float32 codes.
+    """LBP planes of a batch, ``(B, N, N)`` float → ``(B, N, N)`` float64 codes.
 
     See the module docstring for ``method``.
     """

@@ -1,0 +1,158 @@
+"""LBPH: golden hashes, robustness properties and dihedral matching on real photos."""
+import io
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageOps
+
+from pipeline.errors import ConfigError
+from pipeline.hashing.algorithms import get_algorithm
+from pipeline.hashing.bits import dihedral_hamming, hamming, to_hex
+from pipeline.hashing.dihedral import spatial_variants
+from pipeline.hashing.lbph import DEFAULT, PAPER, LbphParams, lbph, lbph_batch, lbph_dihedral_batch
+
+# Pinned on the reference machine. Up to 2 bits of slack: another BLAS may sum the
+# DCT in another order, which can move a coefficient sitting on the median.
+GOLDEN = {
+    "dev/ukbench00120.jpg": ("4802e3bc9ece6bfbc6d2094c7685b852c83bd738565b5c9d45b7dc0d7501c523",
+                             "858117346326980f"),
+    "dev/perception_image3.jpg": ("e67a9ca905ac810c4dd6d2c04b4c9e9b872dff3ce36672435a7364bda338a64c",
+                                  "c634d2012e108e78"),
+    "vectors/pdq/bridge-mods/aaa-orig.jpg": ("d6be0e214ff87a1885f6e2c9744a03f23569cd686a4293cf22e041b66c5ddd5e",
+                                             "d6c522c4189c2c02"),
+}
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _rgb(path):
+    return ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+
+
+def _reencode(image, fmt, **options):
+    buf = io.BytesIO()
+    image.save(buf, fmt, **options)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _bits_apart(algo, a, b):
+    return int(hamming(algo.hash_image(a)[None], algo.hash_image(b)[None])[0, 0])
+
+
+@pytest.fixture(scope="module")
+def dev_images(shared_data):
+    return [_rgb(p) for p in sorted((shared_data / "dev").glob("*.jpg"))]
+
+
+@pytest.mark.parametrize("relative", sorted(GOLDEN))
+def test_golden_hashes(shared_data, relative):
+    image = _rgb(shared_data / relative)
+    for name, golden in zip(("lbph", "lbph-paper"), GOLDEN[relative]):
+        ours = get_algorithm(name).hash_image(image)
+        assert hamming(ours[None], np.frombuffer(bytes.fromhex(golden), np.uint8)[None])[0, 0] <= 2, \
+            (name, to_hex(ours))
+
+
+def test_public_function_is_the_default_algorithm(shared_data):
+    image = _rgb(shared_data / "dev" / "ukbench00120.jpg")
+    np.testing.assert_array_equal(lbph(image), get_algorithm("lbph").hash_image(image))
+    assert lbph(image, bits=128).shape == (16,)
+
+
+@SETTINGS
+@given(index=st.integers(0, 19), fmt=st.sampled_from(["PNG", "BMP", "TIFF", "WEBP"]),
+       name=st.sampled_from(["lbph", "lbph-paper"]))
+def test_lossless_reencoding_changes_no_bit(dev_images, index, fmt, name):
+    image = dev_images[index % len(dev_images)]
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    assert _bits_apart(get_algorithm(name), image, _reencode(image, fmt, **options)) == 0
+
+
+@SETTINGS
+@given(index=st.integers(0, 19), quality=st.integers(50, 95))
+def test_jpeg_recompression_moves_few_bits(dev_images, index, quality):
+    image = dev_images[index % len(dev_images)]
+    # 256-bit hash; unrelated photos sit ~128 bits apart (at least 98 on the dev set)
+    assert _bits_apart(get_algorithm("lbph"), image, _reencode(image, "JPEG", quality=quality)) <= 24
+
+
+@SETTINGS
+@given(index=st.integers(0, 19), scale=st.floats(0.5, 0.9))
+def test_downscaling_moves_few_bits(dev_images, index, scale):
+    image = dev_images[index % len(dev_images)]
+    smaller = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+    assert _bits_apart(get_algorithm("lbph"), image, smaller) <= 16
+
+
+def test_different_photos_land_far_apart(dev_images):
+    algo = get_algorithm("lbph")
+    thumbs = np.stack([algo.thumbnail(im) for im in dev_images])
+    d = dihedral_hamming(algo.hash_batch(thumbs), algo.dihedral_batch(thumbs))
+    off_diagonal = d[~np.eye(len(dev_images), dtype=bool)]
+    assert off_diagonal.min() >= 64  # a quarter of the bits, even over the 8 dihedral forms
+
+
+@SETTINGS
+@given(index=st.integers(0, 19), turn=st.sampled_from(list(Image.Transpose)),
+       name=st.sampled_from(["lbph", "lbph-paper"]))
+def test_dihedral_forms_of_a_turned_photo_contain_the_original_hash(dev_images, index, turn, name):
+    algo = get_algorithm(name)
+    image = dev_images[index % len(dev_images)]
+    forms = algo.dihedral_batch(algo.thumbnail(image.transpose(turn))[None])[0]
+    assert hamming(algo.hash_image(image)[None], forms).min() == 0
+
+
+@pytest.mark.parametrize("name", ["lbph", "lbph-paper"])
+def test_the_eight_dihedral_files_of_one_photo_all_match(shared_data, name):
+    algo = get_algorithm(name)
+    paths = sorted((shared_data / "vectors" / "pdq" / "reg-test-input" / "dih").glob("*.jpg"))
+    assert len(paths) == 8
+    thumbs = np.stack([algo.thumbnail(_rgb(p)) for p in paths])
+    d = dihedral_hamming(algo.hash_batch(thumbs), algo.dihedral_batch(thumbs))
+    assert d.max() <= max(2, algo.bits // 32)  # JPEG re-encoding noise only
+    plain = hamming(algo.hash_batch(thumbs), algo.hash_batch(thumbs))
+    assert plain[~np.eye(8, dtype=bool)].min() > 3 * d.max()  # without dihedral forms they would not match
+
+
+VARIANTS = [DEFAULT, PAPER, replace(DEFAULT, method="uniform"), replace(DEFAULT, method="ror"),
+            replace(DEFAULT, method="nri_uniform"),
+            LbphParams(planes=("gray",), coeffs=(64,), threshold="median"),
+            LbphParams(method="uniform", coeffs=(128,), selection="zigzag", sigma=0.0)]
+
+
+@pytest.mark.parametrize("params", VARIANTS, ids=lambda p: f"{p.method}-{'+'.join(p.planes)}-{p.threshold}")
+def test_dihedral_kernel_equals_hashing_each_turned_thumbnail(params):
+    thumbs = np.random.default_rng(5).uniform(0, 255, (3, params.size, params.size)).astype(np.float32)
+    forms = lbph_dihedral_batch(thumbs, params)
+    assert forms.shape == (3, 8, params.bits // 8)
+    for slot, turned in enumerate(spatial_variants(thumbs)):
+        np.testing.assert_array_equal(forms[:, slot], lbph_batch(np.ascontiguousarray(turned), params))
+
+
+def test_paper_recipe_is_64_bits_of_the_lbp_plane():
+    assert PAPER.bits == 64 and PAPER.planes == ("lbp",) and PAPER.selection == "square"
+    assert PAPER.threshold == "mean" and PAPER.radius == 1 and PAPER.points == 8
+
+
+@pytest.mark.parametrize("bits", [64, 128, 256])
+def test_lengths(bits):
+    algo = get_algorithm("lbph", bits=bits)
+    assert algo.bits == bits
+    assert algo.hash_batch(np.zeros((2, 32, 32), np.float32)).shape == (2, bits // 8)
+
+
+@pytest.mark.parametrize("name, kwargs", [("lbph", {"bits": 100}), ("lbph", {"bits": 512}),
+                                          ("nosuch", {}), ("lbph", {"size": 4})])
+def test_bad_choices_raise_config_error(name, kwargs):
+    with pytest.raises(ConfigError):
+        get_algorithm(name, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"method": "lbp"}, {"planes": ("hsv",)}, {"coeffs": (64, 64)},
+                                    {"coeffs": (60,), "selection": "square"}, {"coeffs": (1000,)},
+                                    {"threshold": "mode"}])
+def test_inconsistent_params_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        LbphParams(**kwargs)
