@@ -35,6 +35,22 @@ OBJECT_PART_BYTES = 5 * 2**20
 _MEMORY_LOCK = threading.Lock()
 
 
+def list_keys(fs: AbstractFileSystem, root: str, prefix: str | None = None) -> list[str]:
+    """Sorted root-relative keys of every file under ``root/prefix`` (all of ``root`` if None).
+
+    The listing cache is dropped first: object-store listings are strongly
+    consistent, but fsspec would otherwise answer from an older listing.
+    """
+    path = root if prefix is None else f"{root}/{prefix}"
+    fs.invalidate_cache(path)
+    try:
+        found = fs.find(path)
+    except FileNotFoundError:
+        return []
+    start = len(root) + 1
+    return sorted(p[start:] for p in found if p.startswith(root + "/"))
+
+
 def _temporary_path(path: str) -> str:
     """A unique sibling of ``path``; left behind only by a crash, removed by gc."""
     return f"{path}.tmp-{uuid.uuid4().hex}"

@@ -25,14 +25,11 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import StoreError
 from pipeline.store import keys, schemas
-from pipeline.store.backend import write_atomic, write_exclusive
+from pipeline.store.backend import list_keys, write_atomic
+from pipeline.store.commitlog import CommitLog
 
-#: Version of the commit-record layout.
-COMMIT_FORMAT = 1
 #: Bytes handed to the filesystem per write call when a Parquet part is stored.
 PART_CHUNK_BYTES = 8 * 2**20
-
-_COMMITS_DIR = "_commits"
 
 
 def _conform(part: pa.Table, schema: pa.Schema, key: str) -> pa.Table:
@@ -79,8 +76,7 @@ class Store:
         self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         self.root = root.rstrip("/")
         self._on_step = on_step
-        # Commit records are immutable once created, so they are read once and kept.
-        self._records: dict[int, dict] = {}
+        self._log = CommitLog(self.fs, self.root, self._step)
         self._blobs_written: set[str] = set()
 
     def __repr__(self) -> str:
@@ -181,7 +177,7 @@ class Store:
             yield from sorted(self._committed_blob_ids())
             return
         present: dict[str, int] = {}
-        for key in self._list_keys("blobs"):
+        for key in list_keys(self.fs, self.root, "blobs"):
             name = key.rsplit("/", 1)[-1]
             blob_id = name.removesuffix(".hdr")
             if keys.BLOB_ID_PATTERN.fullmatch(blob_id) and key in (
@@ -269,7 +265,7 @@ class Store:
 
     def _committed_files(self, table: str, version: int | None) -> list[str]:
         files: list[str] = []
-        for record in self._records_up_to(version):
+        for record in self._log.records_up_to(version):
             if table in record["replace"]:
                 files = []
             files.extend(record["files"].get(table, []))
@@ -334,33 +330,7 @@ class Store:
         if existing is not None:
             return existing
         self._check_present(file_lists, blob_ids)
-        while True:
-            version = self.latest_version()
-            existing = self.committed_runs().get(run_id)
-            if existing is not None:
-                return existing
-            record = {
-                "format": COMMIT_FORMAT,
-                "version": version + 1,
-                "run_id": run_id,
-                "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "files": file_lists,
-                "blobs": blob_ids,
-                "replace": replaced,
-                "meta": meta_json,
-            }
-            data = json.dumps(record, sort_keys=True).encode()
-            self._step("commit.begin")
-            won = write_exclusive(
-                self.fs, self._path(keys.commit_key(version + 1)), data,
-                lambda: self._step("commit.record.written"),
-            )
-            if won:
-                self._records[version + 1] = record
-                self._step("commit.done")
-                return version + 1
-            if self.latest_version() <= version:
-                raise StoreError(keys.commit_key(version + 1), "record exists but is not listed by the store")
+        return self._log.append(run_id, file_lists, blob_ids, replaced, meta_json)
 
     def _check_present(self, file_lists: Mapping[str, list[str]], blob_ids: list[str]) -> None:
         """Refuse to commit a reference to a file or blob that is not in the store."""
@@ -374,74 +344,25 @@ class Store:
 
     def latest_version(self) -> int:
         """The newest committed version; 0 for an empty store."""
-        self._refresh()
-        return max(self._records, default=0)
+        return self._log.latest_version()
 
     def commit_record(self, version: int) -> dict:
         """A copy of the commit record of ``version`` (run_id, files, blobs, replace, meta...)."""
-        self._refresh()
-        if version not in self._records:
-            raise StoreError(keys.commit_key(version), "no such commit version")
-        return json.loads(json.dumps(self._records[version]))
+        if not isinstance(version, int) or version < 1:
+            raise StoreError(repr(version), "a commit version is an integer >= 1")
+        return json.loads(json.dumps(self._log.records_up_to(version)[-1]))
 
     def committed_runs(self) -> dict[str, int]:
         """``{run_id: version}`` for every committed run."""
-        self._refresh()
-        return {record["run_id"]: version for version, record in sorted(self._records.items())}
+        return self._log.committed_runs()
 
     def is_committed(self, run_id: str) -> bool:
         """True if a commit record for ``run_id`` exists."""
         keys.check_run_id(run_id)
         return run_id in self.committed_runs()
 
-    def _records_up_to(self, version: int | None) -> list[dict]:
-        latest = self.latest_version()
-        if version is None:
-            version = latest
-        if not 0 <= version <= latest:
-            raise StoreError(str(version), f"no such version; the store is at version {latest}")
-        return [self._records[v] for v in range(1, version + 1)]
-
     def _committed_blob_ids(self) -> set[str]:
-        return {blob_id for record in self._records_up_to(None) for blob_id in record["blobs"]}
-
-    def _list_keys(self, prefix: str | None = None) -> list[str]:
-        """Store-relative keys of every file under ``prefix`` (the whole store if None), uncached."""
-        path = self.root if prefix is None else self._path(prefix)
-        self.fs.invalidate_cache(path)
-        try:
-            found = self.fs.find(path)
-        except FileNotFoundError:
-            return []
-        start = len(self.root) + 1
-        return sorted(p[start:] for p in found if p.startswith(self.root + "/"))
-
-    def _refresh(self) -> None:
-        """Read commit records not yet seen; check the log has no gaps."""
-        listed = sorted(v for v in map(keys.commit_version, self._list_keys(_COMMITS_DIR)) if v is not None)
-        for version in listed:
-            if version not in self._records:
-                self._records[version] = self._read_record(version)
-        if listed and listed != list(range(1, listed[-1] + 1)):
-            missing = sorted(set(range(1, listed[-1] + 1)) - set(listed))
-            raise StoreError(_COMMITS_DIR, f"commit log has gaps at versions {missing[:5]}")
-
-    def _read_record(self, version: int) -> dict:
-        key = keys.commit_key(version)
-        try:
-            record = json.loads(self.fs.cat_file(self._path(key)))
-        except (FileNotFoundError, ValueError) as exc:
-            raise StoreError(key, f"unreadable commit record: {exc}") from None
-        if not isinstance(record, dict) or record.get("version") != version or record.get("format") != COMMIT_FORMAT:
-            raise StoreError(key, "commit record has the wrong version or format")
-        keys.check_run_id(record["run_id"])
-        for table, table_keys in record["files"].items():
-            keys.check_table(table)
-            for k in table_keys:
-                keys.check_key(k)
-        for blob_id in record["blobs"]:
-            keys.check_blob_id(blob_id)
-        return record
+        return {blob_id for record in self._log.records_up_to() for blob_id in record["blobs"]}
 
     # -- garbage collection --------------------------------------------------
 
@@ -471,21 +392,27 @@ class Store:
             now = time.time()
         elif isinstance(now, dt.datetime):
             now = now.timestamp()
-        present = self._list_keys()
+        present = list_keys(self.fs, self.root)
         referenced = self._referenced_keys()
         removed = []
         for key in present:
             if key in referenced:
                 continue
-            path = self._path(key)
-            if self.fs.modified(path).timestamp() <= now - grace_seconds:
-                self.fs.rm_file(path)
-                removed.append(key)
+            try:
+                path = self._path(key)
+            except StoreError:
+                continue  # a name the store could not have made: not ours to delete
+            try:
+                if self.fs.modified(path).timestamp() <= now - grace_seconds:
+                    self.fs.rm_file(path)
+                    removed.append(key)
+            except FileNotFoundError:
+                continue  # removed meanwhile (a concurrent gc)
         return removed
 
     def _referenced_keys(self) -> set[str]:
         referenced = set()
-        for version, record in enumerate(self._records_up_to(None), start=1):
+        for version, record in enumerate(self._log.records_up_to(), start=1):
             referenced.add(keys.commit_key(version))
             for table_keys in record["files"].values():
                 referenced.update(table_keys)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 
 import pyarrow as pa
 import pytest
@@ -176,3 +177,22 @@ def test_a_part_whose_types_do_not_cast_is_named(store):
     assert store.read_table("fingerprints").schema.field("fingerprint").type == pa.binary(16)
     with pytest.raises(StoreError, match=key):
         store.read_table("fingerprints", schema=schemas.fingerprints_schema(32))
+
+
+def _put_record(store: Store, version: int, record: object) -> None:
+    store.fs.makedirs(store._path("_commits"), exist_ok=True)
+    store.fs.pipe_file(store._path(f"_commits/{version:020d}.json"), json.dumps(record).encode())
+
+
+def test_a_malformed_commit_record_is_a_store_error(store):
+    _put_record(store, 1, {"format": 1, "version": 1, "run_id": "r1"})
+    with pytest.raises(StoreError, match="malformed"):
+        store.latest_version()
+
+
+def test_a_gap_in_the_commit_log_is_a_store_error(store):
+    key = store.write_table_part("errors", "r1", 0, error_rows("r1", ["x"]))
+    record = store.commit_record(store.commit("r1", {"errors": [key]}))
+    _put_record(store, 3, {**record, "version": 3, "run_id": "r3"})
+    with pytest.raises(StoreError, match="gaps at versions \\[2\\]"):
+        Store(store.url, _options(store)).read_table("errors")

@@ -1,0 +1,137 @@
+"""The commit log: ``_commits/<version:020d>.json``, one create-exclusive record per run.
+
+Versions are contiguous from 1. A writer appends version ``n + 1`` only after it
+has read records ``1..n``, and creates it with a create-exclusive write, so
+exactly one writer wins each version and a run id is committed at most once
+(the argument is in ``docs/store.md``). Records are immutable once created, so
+each is read once and kept.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping
+
+from fsspec import AbstractFileSystem
+
+from pipeline.errors import StoreError
+from pipeline.store import keys
+from pipeline.store.backend import list_keys, write_exclusive
+
+#: Version of the commit-record layout.
+COMMIT_FORMAT = 1
+
+COMMITS_DIR = "_commits"
+
+
+class CommitLog:
+    """Reader and appender of one store's ``_commits/`` folder.
+
+    Parameters
+    ----------
+    fs : fsspec.AbstractFileSystem
+    root : str
+        Path of the store root on ``fs``.
+    step : callable
+        Told ``"commit.begin"``, ``"commit.record.written"``, ``"commit.done"``.
+    """
+
+    def __init__(self, fs: AbstractFileSystem, root: str, step: Callable[[str], None]):
+        self.fs = fs
+        self.root = root
+        self._step = step
+        self._records: dict[int, dict] = {}
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{keys.check_key(key)}"
+
+    def latest_version(self) -> int:
+        """The newest committed version; 0 for an empty log."""
+        self.refresh()
+        return max(self._records, default=0)
+
+    def records_up_to(self, version: int | None = None) -> list[dict]:
+        """Records ``1..version`` (the latest when None), oldest first."""
+        latest = self.latest_version()
+        if version is None:
+            version = latest
+        if not 0 <= version <= latest:
+            raise StoreError(str(version), f"no such version; the store is at version {latest}")
+        return [self._records[v] for v in range(1, version + 1)]
+
+    def committed_runs(self) -> dict[str, int]:
+        """``{run_id: version}`` for every committed run."""
+        return {record["run_id"]: record["version"] for record in self.records_up_to()}
+
+    def append(
+        self,
+        run_id: str,
+        files: Mapping[str, list[str]],
+        blobs: list[str],
+        replace: list[str],
+        meta: Mapping[str, object],
+    ) -> int:
+        """Commit ``run_id`` at the next free version, or return the version it already has.
+
+        Arguments are trusted (checked by the caller). A lost race re-reads the
+        log and tries the next version; a version lost to a record that the
+        listing then does not show raises StoreError instead of retrying forever.
+        """
+        while True:
+            version = self.latest_version()
+            existing = self.committed_runs().get(run_id)
+            if existing is not None:
+                return existing
+            record = {
+                "format": COMMIT_FORMAT,
+                "version": version + 1,
+                "run_id": run_id,
+                "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "files": {table: list(table_keys) for table, table_keys in files.items()},
+                "blobs": list(blobs),
+                "replace": list(replace),
+                "meta": dict(meta),
+            }
+            data = json.dumps(record, sort_keys=True).encode()
+            self._step("commit.begin")
+            key = keys.commit_key(version + 1)
+            if write_exclusive(self.fs, self._path(key), data, lambda: self._step("commit.record.written")):
+                self._records[version + 1] = record
+                self._step("commit.done")
+                return version + 1
+            if self.latest_version() <= version:
+                raise StoreError(key, "record exists but is not listed by the store")
+
+    def refresh(self) -> None:
+        """Read the records not seen yet; check the log has no gaps."""
+        listed = sorted(v for v in map(keys.commit_version, list_keys(self.fs, self.root, COMMITS_DIR))
+                        if v is not None)
+        for version in listed:
+            if version not in self._records:
+                self._records[version] = self._read(version)
+        if listed and listed != list(range(1, listed[-1] + 1)):
+            missing = sorted(set(range(1, listed[-1] + 1)) - set(listed))
+            raise StoreError(COMMITS_DIR, f"commit log has gaps at versions {missing[:5]}")
+
+    def _read(self, version: int) -> dict:
+        """Read and check one record; every key it names must be safe."""
+        key = keys.commit_key(version)
+        try:
+            record = json.loads(self.fs.cat_file(self._path(key)))
+        except (FileNotFoundError, ValueError) as exc:
+            raise StoreError(key, f"unreadable commit record: {exc}") from None
+        try:
+            if record["version"] != version or record["format"] != COMMIT_FORMAT:
+                raise StoreError(key, "commit record has the wrong version or format")
+            keys.check_run_id(record["run_id"])
+            for table, table_keys in record["files"].items():
+                keys.check_table(table)
+                for table_key in table_keys:
+                    keys.check_key(table_key)
+            for blob_id in record["blobs"]:
+                keys.check_blob_id(blob_id)
+            for table in record["replace"]:
+                keys.check_table(table)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(key, f"malformed commit record: {exc!r}") from None
+        return record
