@@ -32,16 +32,18 @@ DIHEDRAL_NAMES = ("identity", "rot90", "rot180", "rot270",
 _Op = Callable[[np.ndarray], np.ndarray]
 
 
+def _transform(x: np.ndarray, slot: int, flip_rows: _Op, flip_cols: _Op) -> np.ndarray:
+    """``x`` transformed as ``slot`` says, built from the three primitives."""
+    y = flip_cols(x) if slot >= 4 else x
+    for _ in range(slot % 4):
+        # counter-clockwise quarter turn = transpose, then flip rows (np.rot90)
+        y = flip_rows(np.swapaxes(y, -1, -2))
+    return y
+
+
 def _variants(x: np.ndarray, flip_rows: _Op, flip_cols: _Op) -> list[np.ndarray]:
-    """The 8 forms of ``x`` in slot order, built from the three primitives."""
-    out = []
-    for mirrored in (False, True):
-        y = flip_cols(x) if mirrored else x
-        for _ in range(4):
-            out.append(y)
-            # counter-clockwise quarter turn = transpose, then flip rows (np.rot90)
-            y = flip_rows(np.swapaxes(y, -1, -2))
-    return out
+    """The 8 forms of ``x`` in slot order."""
+    return [_transform(x, slot, flip_rows, flip_cols) for slot in range(8)]
 
 
 def spatial_variants(planes: np.ndarray) -> list[np.ndarray]:
@@ -60,6 +62,11 @@ def spatial_stack(planes: np.ndarray) -> np.ndarray:
     return np.stack(spatial_variants(planes), axis=1)
 
 
+def _dct_ops(k: int, dtype) -> tuple[_Op, _Op]:
+    sign = np.where(np.arange(k) % 2 == 0, 1, -1).astype(dtype)
+    return (lambda a: a * sign[:, None]), (lambda a: a * sign)
+
+
 def dct_stack(coeffs: np.ndarray) -> np.ndarray:
     """DCT blocks of the 8 dihedral forms of a plane, from the plane's own block.
 
@@ -74,6 +81,23 @@ def dct_stack(coeffs: np.ndarray) -> np.ndarray:
         Slot ``s`` holds the corner of the DCT of the plane transformed as slot ``s``
         says — exactly, up to floating-point rounding.
     """
-    k = coeffs.shape[-1]
-    sign = np.where(np.arange(k) % 2 == 0, 1, -1).astype(coeffs.dtype)
-    return np.stack(_variants(coeffs, lambda a: a * sign[:, None], lambda a: a * sign), axis=1)
+    return np.stack(_variants(coeffs, *_dct_ops(coeffs.shape[-1], coeffs.dtype)), axis=1)
+
+
+def dct_turn_each(coeffs: np.ndarray) -> np.ndarray:
+    """Turn slot ``s`` of a stack of DCT blocks by dihedral transform ``s``.
+
+    For planes whose content itself depends on the slot (LBP codes relabelled for
+    each form) before they are turned.
+
+    Parameters
+    ----------
+    coeffs : ndarray, shape (B, 8, k, k)
+
+    Returns
+    -------
+    ndarray, shape (B, 8, k, k)
+        ``out[:, s]`` is the DCT corner of the plane of ``coeffs[:, s]`` transformed as slot ``s`` says.
+    """
+    ops = _dct_ops(coeffs.shape[-1], coeffs.dtype)
+    return np.stack([_transform(coeffs[:, slot], slot, *ops) for slot in range(8)], axis=1)

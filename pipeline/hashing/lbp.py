@@ -80,8 +80,10 @@ def ring_bits(planes: np.ndarray, radius: float = 1.0, points: int = 8) -> np.nd
     for p in range(points):
         x0, y0 = int(np.floor(dx[p])), int(np.floor(dy[p]))
         fx, fy = dx[p] - x0, dy[p] - y0
-        value = ((1 - fy) * ((1 - fx) * window(y0, x0) + fx * window(y0, x0 + 1))
-                 + fy * ((1 - fx) * window(y0 + 1, x0) + fx * window(y0 + 1, x0 + 1)))
+        # bilinear interpolation; terms of zero weight (points on the axes) are skipped
+        terms = [(w, oy, ox) for w, oy, ox in (((1 - fy) * (1 - fx), y0, x0), ((1 - fy) * fx, y0, x0 + 1),
+                                                (fy * (1 - fx), y0 + 1, x0), (fy * fx, y0 + 1, x0 + 1)) if w > 0]
+        value = sum(w * window(oy, ox) for w, oy, ox in terms)
         codes |= ((value - planes) >= -_EQUAL_TOLERANCE).astype(np.uint16) << p
     return codes
 

@@ -28,7 +28,7 @@ from PIL import Image
 
 from pipeline.hashing.bits import pack_bits
 from pipeline.hashing.dct import dct2_lowfreq
-from pipeline.hashing.dihedral import dct_stack, spatial_variants
+from pipeline.hashing.dihedral import dct_stack, dct_turn_each
 from pipeline.hashing.lbp import LBP_METHODS, dihedral_code_tables, method_table, ring_bits
 
 PLANES = ("lbp", "gray")
@@ -185,7 +185,10 @@ def _hash_bits(blocks: np.ndarray, params: LbphParams) -> np.ndarray:
         if params.threshold == "mean":
             out.append(chosen >= chosen.mean(axis=-1, keepdims=True))
         else:
-            out.append(chosen > np.median(chosen, axis=-1, keepdims=True))
+            # np.median's value; a plain sort of these short rows is faster than its partition
+            ordered = np.sort(chosen, axis=-1)
+            median = (ordered[..., (count - 1) // 2] + ordered[..., count // 2]) / 2
+            out.append(chosen > median[..., None])
     return np.concatenate(out, axis=-1)
 
 
@@ -197,23 +200,28 @@ def _plane_blocks(thumbs: np.ndarray, params: LbphParams, dihedral: bool) -> np.
     k = params.corner
     gray = _blur(np.asarray(thumbs, dtype=np.float64), params.sigma)
     codes = ring_bits(gray, params.radius, params.points) if "lbp" in params.planes else None
-    table = method_table(params.method, params.points)
     blocks = []
     for plane in params.planes:
         if plane == "gray":
             block = dct2_lowfreq(gray, k)
             blocks.append(dct_stack(block) if dihedral else block)
         elif not dihedral:
-            blocks.append(dct2_lowfreq(table[codes], k))
+            blocks.append(dct2_lowfreq(method_table(params.method, params.points)[codes], k))
         elif params.method == "uniform":
             # riu2 codes do not see how the ring is turned: the plane turns with the picture
-            blocks.append(dct_stack(dct2_lowfreq(table[codes], k)))
+            blocks.append(dct_stack(dct2_lowfreq(method_table("uniform", params.points)[codes], k)))
         else:
-            # other codes change under a turn: relabel the ring first, then turn the plane
-            forms = table[dihedral_code_tables(params.points)[:, codes]]  # (8, B, N, N)
-            turned = np.stack([spatial_variants(forms[s])[s] for s in range(8)], axis=1)
-            blocks.append(dct2_lowfreq(turned, k))
+            # Other codes change when the picture turns: relabel the ring for each form
+            # (its points are permuted), then turn the relabelled plane's DCT.
+            blocks.append(dct_turn_each(_relabelled_blocks(codes, params, k)))
     return np.stack(blocks, axis=-3)
+
+
+def _relabelled_blocks(codes: np.ndarray, params: LbphParams, k: int) -> np.ndarray:
+    """DCT corners of the code plane relabelled for each dihedral form, ``(B, 8, k, k)``, unturned."""
+    # (8, 2**P): default code of a ring -> method code of the same ring in form s
+    table = method_table(params.method, params.points)[dihedral_code_tables(params.points)]
+    return dct2_lowfreq(np.moveaxis(table[:, codes], 0, 1), k)
 
 
 def lbph_batch(thumbs: np.ndarray, params: LbphParams = DEFAULT) -> np.ndarray:
