@@ -36,9 +36,11 @@ def check_race_outcome(store, results: list[dict]) -> None:
         for run_id, version in result["versions"].items():
             assert committed[run_id] == version
     assert results[0]["versions"]["shared"] == results[1]["versions"]["shared"]
+    # Each version was won by exactly one attempt: no two writers both believed they won.
+    assert sum(r["wins"] for r in results) == latest
     # All writers were held until each had read version 0, so all raced for version 1:
-    # one attempt won it and every other writer lost at least once.
-    losses = sum(r["attempts"] for r in results) - latest
+    # one attempt won it and every other writer lost at least once, then retried.
+    losses = sum(r["attempts"] - r["wins"] for r in results)
     assert losses >= WRITERS - 1
 
     shared_record = records[committed["shared"] - 1]
@@ -77,10 +79,11 @@ def test_racing_writer_threads_on_memory(request, tmp_path):
     errors: list[BaseException] = []
 
     def writer(worker: int) -> None:
-        attempts = 0
+        attempts = wins = 0
 
         def on_step(step: str) -> None:
-            nonlocal attempts
+            nonlocal attempts, wins
+            wins += step == "commit.done"
             if step == "commit.begin":
                 attempts += 1
                 if attempts == 1:
@@ -93,7 +96,7 @@ def test_racing_writer_threads_on_memory(request, tmp_path):
             errors.append(exc)
             barrier.abort()
             return
-        results[worker] = {"versions": versions, "attempts": attempts}
+        results[worker] = {"versions": versions, "attempts": attempts, "wins": wins}
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(WRITERS)]
     for t in threads:

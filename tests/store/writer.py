@@ -2,7 +2,7 @@
 
 ``python writer.py SPEC_JSON`` writes one or more runs (blobs, then one Parquet
 part of the ``errors`` table, then the commit) and prints one JSON line with the
-versions it got and how many commit attempts it made. SPEC_JSON keys: ``url``,
+versions it got, how many commit attempts it made and how many it won. SPEC_JSON keys: ``url``,
 ``options``, ``runs`` (list of ``{"run_id", "sources", "blobs"}``),
 ``blob_bytes``, and optionally ``kill_at`` (a step name: the process SIGKILLs
 itself when the store reports that step) and ``barrier`` (``{"dir", "count"}``:
@@ -56,16 +56,19 @@ def write_run(store: Store, run_id: str, sources: list[str], blob_ids: list[str]
 
 
 class StepObserver:
-    """Counts commit attempts; kills the process at one step; holds writers at a barrier."""
+    """Counts commit attempts and wins; kills the process at one step; holds writers at a barrier."""
 
     def __init__(self, kill_at: str | None, barrier: dict | None):
         self.kill_at = kill_at
         self.barrier = barrier
         self.attempts = 0
+        self.wins = 0
 
     def __call__(self, step: str) -> None:
         if step == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        if step == "commit.done":
+            self.wins += 1
         if step == "commit.begin":
             self.attempts += 1
             if self.attempts == 1 and self.barrier is not None:
@@ -88,7 +91,7 @@ def main(spec: dict) -> dict:
         run["run_id"]: write_run(store, run["run_id"], run["sources"], run["blobs"], spec["blob_bytes"])
         for run in spec["runs"]
     }
-    return {"versions": versions, "attempts": observer.attempts}
+    return {"versions": versions, "attempts": observer.attempts, "wins": observer.wins}
 
 
 def run_in_processes(specs: list[dict], timeout: float = 120) -> list[tuple[int, dict | None, str]]:
