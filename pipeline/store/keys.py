@@ -102,6 +102,17 @@ def table_part_key(table: str, run_id: str, part: str, unique: str) -> str:
     return f"{table}/{run_id}/part-{part}-{unique}.parquet"
 
 
+def run_file_key(table: str, run_id: str, name: str, unique: str) -> str:
+    """Key of one immutable non-Parquet file of a run: ``<table>/<run_id>/<unique>-<name>``."""
+    check_table(table)
+    check_run_id(run_id)
+    check_run_id(name)
+    check_run_id(unique)
+    if name.endswith(".parquet"):
+        raise StoreError(name, "Parquet files are written as table parts")
+    return f"{table}/{run_id}/{unique}-{name}"
+
+
 def commit_key(version: int) -> str:
     """Key of the commit record of ``version``: ``_commits/<version:020d>.json``."""
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:

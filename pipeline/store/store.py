@@ -220,6 +220,27 @@ class Store:
         self._step("part.done")
         return key
 
+    def write_run_file(self, table: str, run_id: str, name: str, data: bytes) -> str:
+        """Write one immutable non-Parquet file of a run (e.g. ``reports``' ``report.html``).
+
+        Like a table part it is invisible until a commit lists it under
+        ``table``; :meth:`open_committed_file` reads it back. Returns its key,
+        ``<table>/<run_id>/<unique>-<name>``.
+        """
+        key = keys.run_file_key(table, run_id, name, uuid.uuid4().hex)
+        write_atomic(self.fs, self._path(key), [bytes(data)])
+        return key
+
+    def open_committed_file(self, key: str) -> IO[bytes]:
+        """Open a file that a commit lists (a part or a run file) for binary reading."""
+        keys.check_key(key)
+        if not any(key in table_keys for record in self._log.records_up_to() for table_keys in record["files"].values()):
+            raise StoreError(key, "no commit lists this file")
+        try:
+            return self.fs.open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise StoreError(key, "a committed file is missing from the store") from None
+
     def read_table(self, table: str, version: int | None = None, schema: pa.Schema | None = None) -> pa.Table:
         """The committed rows of ``table`` as of ``version``.
 

@@ -196,3 +196,18 @@ def test_a_gap_in_the_commit_log_is_a_store_error(store):
     _put_record(store, 3, {**record, "version": 3, "run_id": "r3"})
     with pytest.raises(StoreError, match="gaps at versions \\[2\\]"):
         Store(store.url, _options(store)).read_table("errors")
+
+
+def test_run_files_are_invisible_until_committed_then_read_back(store):
+    key = store.write_run_file("reports", "r1", "report.html", b"<html>savings</html>")
+    assert key.startswith("reports/r1/") and key.endswith("-report.html")
+    with pytest.raises(StoreError, match="no commit lists"):
+        store.open_committed_file(key)
+    store.commit("r1", {"reports": [key]})
+    with store.open_committed_file(key) as f:
+        assert f.read() == b"<html>savings</html>"
+    assert store.read_table("reports").num_rows == 0  # not a Parquet part
+    with pytest.raises(StoreError):
+        store.write_run_file("reports", "r1", "sneaky.parquet", b"")
+    with pytest.raises(StoreError):
+        store.open_committed_file("../" + key)
