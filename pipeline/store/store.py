@@ -241,7 +241,13 @@ class Store:
         except FileNotFoundError:
             raise StoreError(key, "a committed file is missing from the store") from None
 
-    def read_table(self, table: str, version: int | None = None, schema: pa.Schema | None = None) -> pa.Table:
+    def read_table(
+        self,
+        table: str,
+        version: int | None = None,
+        schema: pa.Schema | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
         """The committed rows of ``table`` as of ``version``.
 
         Parameters
@@ -256,6 +262,8 @@ class Store:
             filled with nulls if nullable (parts written before a column was
             added); a part missing a required column, or whose types do not
             cast, raises StoreError naming it.
+        columns : list of str, optional
+            Read only these columns (only their bytes are fetched), in this order.
 
         Returns
         -------
@@ -266,16 +274,24 @@ class Store:
         """
         keys.check_table(table)
         parts = [key for key in self._committed_files(table, version) if key.endswith(".parquet")]
-        tables = [self._read_part(key) for key in parts]
+        tables = [self._read_part(key, columns) for key in parts]
         if schema is None:
             schema = tables[0].schema if tables else schemas.default_schema(table)
+        if columns is not None:
+            missing = [c for c in columns if c not in schema.names]
+            if missing:
+                raise StoreError(table, f"no such columns: {missing}")
+            schema = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
         conformed = [_conform(t, schema, key) for t, key in zip(tables, parts)]
         return pa.concat_tables(conformed) if conformed else schema.empty_table()
 
-    def _read_part(self, key: str) -> pa.Table:
+    def _read_part(self, key: str, columns: list[str] | None) -> pa.Table:
         try:
             with self.fs.open(self._path(key), "rb") as f:
-                return pq.read_table(f)
+                parquet = pq.ParquetFile(f)
+                present = parquet.schema_arrow.names
+                # Columns a part predates are left to _conform, which fills or refuses them.
+                return parquet.read(columns=None if columns is None else [c for c in columns if c in present])
         except FileNotFoundError:
             raise StoreError(key, "a committed file is missing from the store") from None
 

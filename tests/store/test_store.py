@@ -211,3 +211,16 @@ def test_run_files_are_invisible_until_committed_then_read_back(store):
         store.write_run_file("reports", "r1", "sneaky.parquet", b"")
     with pytest.raises(StoreError):
         store.open_committed_file("../" + key)
+
+
+def test_reading_some_columns_keeps_their_types_and_metadata(store):
+    rows = fingerprint_rows(["img00001", "img00002"])
+    store.commit("r1", {"fingerprints": [store.write_table_part("fingerprints", "r1", 0, rows)]})
+    back = store.read_table("fingerprints", columns=["fingerprint", "image_id"])
+    assert back.column_names == ["fingerprint", "image_id"]
+    assert back.equals(rows.select(["fingerprint", "image_id"]))
+    assert schemas.schema_metadata(back.schema)["hash_bits"] == "256"
+    empty = Store(store.url, _options(store)).read_table("errors", version=0, columns=["source"])
+    assert empty.schema.names == ["source"] and empty.num_rows == 0
+    with pytest.raises(StoreError, match="no such columns"):
+        store.read_table("fingerprints", columns=["pixels"])
