@@ -30,7 +30,7 @@ class HashConfig:
 class DecodeConfig:
     max_pixels: int = 100_000_000
     formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "JPEG2000")
-    draft_min_side: int = 256
+    draft_min_side: int = 128
 
 
 @dataclass(frozen=True)
