@@ -63,6 +63,18 @@ class CommitLog:
         """``{run_id: version}`` for every committed run."""
         return {record["run_id"]: record["version"] for record in self.records_up_to()}
 
+    def referenced_keys(self) -> set[str]:
+        """Every key the log refers to: its records, their files, blob bodies and headers."""
+        referenced = set()
+        for record in self.records_up_to():
+            referenced.add(keys.commit_key(record["version"]))
+            for table_keys in record["files"].values():
+                referenced.update(table_keys)
+            for blob_id in record["blobs"]:
+                referenced.add(keys.blob_body_key(blob_id))
+                referenced.add(keys.blob_header_key(blob_id))
+        return referenced
+
     def append(
         self,
         run_id: str,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO
@@ -27,6 +26,7 @@ from pipeline.errors import StoreError
 from pipeline.store import keys, schemas
 from pipeline.store.backend import list_keys, write_atomic
 from pipeline.store.commitlog import CommitLog
+from pipeline.store.gc import collect_garbage
 
 #: Bytes handed to the filesystem per write call when a Parquet part is stored.
 PART_CHUNK_BYTES = 8 * 2**20
@@ -406,54 +406,6 @@ class Store:
     def gc(self, grace_seconds: float, now: float | dt.datetime | None = None) -> list[str]:
         """Remove files no commit refers to that are older than ``grace_seconds``.
 
-        Files are listed before the commit log is read, so a file committed
-        between the two is seen as referenced. A run that takes longer than the
-        grace period to commit may lose files: choose the grace period longer
-        than the longest run.
-
-        Parameters
-        ----------
-        grace_seconds : float
-            Minimum age, in seconds since last modification, of a removed file.
-        now : float or datetime, optional
-            The current time (POSIX seconds or aware datetime); the clock when omitted.
-
-        Returns
-        -------
-        list of str
-            Store-relative keys removed, sorted.
+        See :func:`pipeline.store.gc.collect_garbage`; returns the removed keys, sorted.
         """
-        if grace_seconds < 0:
-            raise StoreError(str(grace_seconds), "the gc grace period must be >= 0 seconds")
-        if now is None:
-            now = time.time()
-        elif isinstance(now, dt.datetime):
-            now = now.timestamp()
-        present = list_keys(self.fs, self.root)
-        referenced = self._referenced_keys()
-        removed = []
-        for key in present:
-            if key in referenced:
-                continue
-            try:
-                path = self._path(key)
-            except StoreError:
-                continue  # a name the store could not have made: not ours to delete
-            try:
-                if self.fs.modified(path).timestamp() <= now - grace_seconds:
-                    self.fs.rm_file(path)
-                    removed.append(key)
-            except FileNotFoundError:
-                continue  # removed meanwhile (a concurrent gc)
-        return removed
-
-    def _referenced_keys(self) -> set[str]:
-        referenced = set()
-        for version, record in enumerate(self._log.records_up_to(), start=1):
-            referenced.add(keys.commit_key(version))
-            for table_keys in record["files"].values():
-                referenced.update(table_keys)
-            for blob_id in record["blobs"]:
-                referenced.add(keys.blob_body_key(blob_id))
-                referenced.add(keys.blob_header_key(blob_id))
-        return referenced
+        return collect_garbage(self.fs, self.root, self._log, grace_seconds, now)

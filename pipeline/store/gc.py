@@ -1,0 +1,70 @@
+"""Garbage collection: remove what no commit refers to, once it is older than a grace period."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from fsspec import AbstractFileSystem
+
+from pipeline.errors import StoreError
+from pipeline.store import keys
+from pipeline.store.backend import list_keys
+from pipeline.store.commitlog import CommitLog
+
+
+def collect_garbage(
+    fs: AbstractFileSystem,
+    root: str,
+    log: CommitLog,
+    grace_seconds: float,
+    now: float | dt.datetime | None = None,
+) -> list[str]:
+    """Remove files under ``root`` that ``log`` does not refer to and that are old enough.
+
+    Files are listed *before* the commit log is read, so a file committed
+    between the two is seen as referenced. A run that takes longer than the
+    grace period between writing a file and committing it may lose that file
+    (its commit then fails, see ``docs/store.md``): choose the grace period
+    longer than the longest run. Commit records and everything they list are
+    never removed.
+
+    Parameters
+    ----------
+    fs : fsspec.AbstractFileSystem
+    root : str
+        Store root on ``fs``.
+    log : CommitLog
+        The store's commit log.
+    grace_seconds : float
+        Minimum age, in seconds since last modification, of a removed file.
+    now : float or datetime, optional
+        The current time (POSIX seconds or an aware datetime); the clock when omitted.
+
+    Returns
+    -------
+    list of str
+        Store-relative keys removed, sorted.
+    """
+    if grace_seconds < 0:
+        raise StoreError(str(grace_seconds), "the gc grace period must be >= 0 seconds")
+    if now is None:
+        now = time.time()
+    elif isinstance(now, dt.datetime):
+        now = now.timestamp()
+    present = list_keys(fs, root)
+    referenced = log.referenced_keys()
+    removed = []
+    for key in present:
+        if key in referenced:
+            continue
+        try:
+            path = f"{root}/{keys.check_key(key)}"
+        except StoreError:
+            continue  # a name the store could not have made: not ours to delete
+        try:
+            if fs.modified(path).timestamp() <= now - grace_seconds:
+                fs.rm_file(path)
+                removed.append(key)
+        except FileNotFoundError:
+            continue  # removed meanwhile, by a concurrent gc
+    return removed
