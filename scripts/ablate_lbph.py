@@ -8,7 +8,7 @@ recall) and prints one Markdown table. With ``--score NAME...`` it also writes
 ``score.py`` on them beside its anchors (aHash, pHash, dHash, wHash, pHash-256,
 PDQ, PDQ-dihedral), which is the table docs/lbph.md quotes.
 
-    python scripts/ablate_lbph.py [--set bench-out/set] [--originals DIR] [--score lbph lbph-paper ...]
+    python scripts/ablate_lbph.py [--set bench-out/set] [--originals DIR|skimage] [--score lbph lbph-paper ...]
 
 Last line: one JSON object with each variant's dihedral AUC and recall.
 """
@@ -80,8 +80,28 @@ def variants() -> dict[str, LbphParams]:
     return out
 
 
+# scikit-image's bundled photos (no download): a second, held-out set of originals.
+# `cat` is left out: it is `chelsea` again.
+SKIMAGE_ORIGINALS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+                     "retina", "camera", "coins", "moon", "page", "text", "brick", "grass", "gravel",
+                     "colorwheel", "logo", "horse", "clock")
+
+
+def write_skimage_originals(folder: Path) -> Path:
+    import skimage.data
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SKIMAGE_ORIGINALS:
+        pixels = getattr(skimage.data, name)()
+        if pixels.dtype == bool:
+            pixels = pixels.astype(np.uint8) * 255
+        Image.fromarray(pixels).convert("RGB").save(folder / f"{name}.png")
+    return folder
+
+
 def load_set(set_dir: Path, originals: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[Image.Image]]:
     if not (set_dir / "truth.csv").exists():
+        if str(originals) == "skimage":
+            originals = write_skimage_originals(set_dir.parent / "skimage-originals")
         subprocess.run([sys.executable, str(BENCH / "transforms.py"), str(originals), str(set_dir)], check=True)
     with open(set_dir / "truth.csv") as f:
         rows = list(csv.DictReader(f))
@@ -93,7 +113,8 @@ def load_set(set_dir: Path, originals: Path) -> tuple[list[str], np.ndarray, np.
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", type=Path, default=REPO / "bench-out" / "set")
-    ap.add_argument("--originals", type=Path, default=DEV, help="originals the set is built from if missing")
+    ap.add_argument("--originals", type=Path, default=DEV,
+                    help="originals the set is built from if missing; 'skimage' for scikit-image's sample photos")
     ap.add_argument("--fpr", type=float, default=1e-4)
     ap.add_argument("--score", nargs="*", default=[], metavar="NAME",
                     help="variants (or lbph / lbph-paper / phash / ahash / dhash) to run score.py on")
