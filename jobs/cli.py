@@ -16,10 +16,10 @@ from pipeline.errors import ImgdedupError
 
 # One line per command module, in the order `imgdedup --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "jobs.storecmd",
-    "jobs.keys",
     "jobs.hash",
     "jobs.demo",
+    "jobs.keys",
+    "jobs.storecmd",
 )
 
 
