@@ -32,7 +32,8 @@ Source = str | os.PathLike | bytes
 
 # Modes whose samples are wider than 8 bits; Pillow's own conversion to L clips them at 255.
 _WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
-# Modes with an alpha channel (P may carry one in info["transparency"]).
+# Modes with an alpha channel; P, L and RGB may instead carry a transparent colour
+# in info["transparency"].
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
 
 # Pillow reports an oversized image through a warning; silencing it means swapping the
@@ -202,12 +203,12 @@ def _unidentified_reason(data: bytes, formats: tuple[str, ...]) -> str:
 def _to_rgb(image: Image.Image) -> Image.Image:
     """First frame of any Pillow mode → 8-bit RGB, transparency composited on white."""
     mode = image.mode
-    if mode == "RGB":
-        return image
     if mode in _WIDE_MODES:
         return Image.fromarray(_wide_to_8bit(np.asarray(image), mode), "L").convert("RGB")
-    if mode == "P" and "transparency" in image.info:
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:
         image, mode = image.convert("RGBA"), "RGBA"
+    if mode == "RGB":
+        return image
     if mode in _ALPHA_MODES:
         canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
         canvas.alpha_composite(image.convert("RGBA"))

@@ -147,6 +147,9 @@ def test_transparency_is_composited_on_white():
     transparent = palette.getpixel((0, 7))
     decoded = np.asarray(decode_image(encode(palette, "PNG", transparency=transparent), **OPTIONS))
     assert (decoded[4:] == 255).all()
+    keyed = Image.fromarray(rgba[..., :3])  # RGB with black as the transparent colour
+    decoded = np.asarray(decode_image(encode(keyed, "PNG", transparency=(0, 0, 0)), **OPTIONS))
+    assert (decoded[4:] == 255).all() and (decoded[:4] == (255, 0, 0)).all()
 
 
 def test_animation_decodes_to_its_first_frame():
