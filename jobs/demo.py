@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,6 @@ from pipeline.hashing.algorithms import get_algorithm
 from pipeline.hashing.bits import dihedral_hamming, hamming
 from pipeline.hashing.fingerprint import fingerprint_batch
 
-log = logging.getLogger(__name__)
 
 # skimage.data loaders whose files ship inside the scikit-image package.
 ORIGINALS: tuple[str, ...] = (
@@ -194,7 +193,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     ]
     for batch in batches:
         for error in batch.errors:
-            print(f"error: {error}")
+            print(f"error: {error}", file=sys.stderr)
     names = [name for b in batches for name in b.names]
     by_file = {s.file: s for s in samples}
     hashes = np.concatenate([b.hashes for b in batches])
