@@ -124,12 +124,12 @@ def get_algorithm(name: str, *, size: int = 32, bits: int = 256) -> HashAlgorith
     """
     if name in ("ahash", "phash", "dhash"):
         return _baseline(name)
-    if name in ("lbph", "lbph-paper") and size < 16:
-        raise ConfigError(f"hash.size={size}", "LBPH needs a thumbnail side of at least 16 pixels")
-    if name == "lbph-paper":
-        return lbph_algorithm(name, replace(PAPER, size=size))
-    if name == "lbph":
-        if bits not in LBPH_BITS:
-            raise ConfigError(f"hash.bits={bits}", f"lbph produces {', '.join(map(str, LBPH_BITS))} bits")
-        return lbph_algorithm(name, default_params(size=size, bits=bits))
+    if name == "lbph" and bits not in LBPH_BITS:
+        raise ConfigError(f"hash.bits={bits}", f"lbph produces {', '.join(map(str, LBPH_BITS))} bits")
+    if name in ("lbph", "lbph-paper"):
+        try:
+            params = replace(PAPER, size=size) if name == "lbph-paper" else default_params(size=size, bits=bits)
+        except ValueError as exc:  # e.g. a thumbnail too small for the DCT corner the hash reads
+            raise ConfigError(f"hash.size={size}", str(exc)) from None
+        return lbph_algorithm(name, params)
     raise ConfigError(f"hash.algo={name}", f"unknown hash algorithm; known: {', '.join(ALGORITHMS)}")

@@ -144,7 +144,8 @@ def test_lengths(bits):
 
 
 @pytest.mark.parametrize("name, kwargs", [("lbph", {"bits": 100}), ("lbph", {"bits": 512}),
-                                          ("nosuch", {}), ("lbph", {"size": 4})])
+                                          ("nosuch", {}), ("lbph", {"size": 4}),
+                                          ("lbph", {"size": 16}), ("lbph-paper", {"size": 6})])
 def test_bad_choices_raise_config_error(name, kwargs):
     with pytest.raises(ConfigError):
         get_algorithm(name, **kwargs)
