@@ -109,7 +109,7 @@ def decode(
             # JPEG only (a no-op for other formats); must precede load().
             image.draft("RGB", (draft_min_side, draft_min_side))
         image.load()
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        orientation = _orientation(image)
         if orientation in range(2, 9):
             ImageOps.exif_transpose(image, in_place=True)
             if orientation >= 5:  # the transposing orientations swap width and height
@@ -198,6 +198,19 @@ def _unidentified_reason(data: bytes, formats: tuple[str, ...]) -> str:
                 return f"corrupt {fmt} header"
             return f"format {fmt} is not among the accepted formats {list(formats)}"
     return "not a recognised image format"
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1-8), or 1 when the EXIF block is unreadable.
+
+    A damaged EXIF block does not make the pixels unusable, so it is ignored
+    rather than failing the file.
+    """
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 - EXIF parsing of untrusted bytes may raise any type
+        return 1
+    return orientation if isinstance(orientation, int) else 1
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
