@@ -71,10 +71,19 @@ def _phash_bits(block: np.ndarray) -> np.ndarray:
     return pack_bits(flat > np.median(flat, axis=-1, keepdims=True))
 
 
+# Coefficients smaller than this are rounding noise (float64 error on sums of
+# ~1e3 pixels of 0-255 is ~1e-10), not picture content.
+_PHASH_NOISE = 1e-6
+
+
 def _phash_block(thumbs: np.ndarray) -> np.ndarray:
     # float64 and the unnormalised DCT, as scipy.fftpack.dct computes it, so the
-    # order of coefficients around the median matches imagehash.
-    return dct2_lowfreq(np.asarray(thumbs, dtype=np.float64), HASH_SIDE, norm=None)
+    # order of coefficients around the median matches imagehash. Noise-level
+    # coefficients (every AC term of a flat picture) are set to exactly 0, where
+    # scipy's FFT puts them too; otherwise their rounding would decide the bits.
+    block = dct2_lowfreq(np.asarray(thumbs, dtype=np.float64), HASH_SIDE, norm=None)
+    block[np.abs(block) < _PHASH_NOISE] = 0.0
+    return block
 
 
 def phash_batch(thumbs: np.ndarray) -> np.ndarray:
