@@ -120,7 +120,8 @@ def get_algorithm(name: str, *, size: int = 32, bits: int = 256) -> HashAlgorith
     Raises
     ------
     ConfigError
-        Unknown name, or a length the algorithm does not produce.
+        Unknown name, a length the algorithm does not produce, or a thumbnail
+        side too small for the DCT corner LBPH reads.
     """
     if name in ("ahash", "phash", "dhash"):
         return _baseline(name)
