@@ -35,7 +35,7 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class DedupConfig:
-    threshold_t: int = 40
+    threshold_t: int = 64
     centre_threshold: int = 96
     clusters: int = 16
 
