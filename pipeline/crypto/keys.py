@@ -8,7 +8,7 @@ A group key file is a small JSON document::
 The key id is derived from the key with HKDF (label ``key-id``), so it names the
 key without revealing it, two copies of one key carry one id, and a key file
 whose key or id was damaged is caught on loading. The file is created with mode
-0600 and refused on loading when its group or others may read it.
+0600 and refused on loading when its group or others have any access to it.
 
 Every use of the key goes through a sub-key derived with HKDF-SHA256 under a
 distinct label (:data:`PURPOSES`), so a token mask can never be reused as a
@@ -17,7 +17,6 @@ wrapping key and so on.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 import stat
@@ -140,6 +139,8 @@ def write_key_file(path: str | Path, key: GroupKey, *, overwrite: bool = False) 
     }, indent=1).encode() + b"\n"
     target = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp") if overwrite else path
     try:
+        # Created with mode 0600 (or stricter, under the umask) in the one call:
+        # there is no moment between creating and restricting the file.
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeyFileError(str(path), "already exists; refusing to overwrite a key "
@@ -148,6 +149,11 @@ def write_key_file(path: str | Path, key: GroupKey, *, overwrite: bool = False) 
         raise KeyFileError(str(path), f"cannot create: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as out:
+            if os.name == "posix":
+                # A strict umask (0o277, 0o777) would leave the owner unable to
+                # read the key back; setting the mode on the open descriptor
+                # only ever adds owner bits, never group or other ones.
+                os.fchmod(out.fileno(), 0o600)
             out.write(document)
             out.flush()
             os.fsync(out.fileno())
@@ -165,24 +171,29 @@ def load_key_file(path: str | Path) -> GroupKey:
     Raises
     ------
     KeyFileError
-        Missing, readable by group or others, not a key file, an unknown format
-        version, a key of the wrong length, or a key id that does not match the key.
+        Missing or unreadable, open to group or others (any permission bit),
+        not a key file, an unknown format version, a key that is not base64 or
+        of the wrong length, or a key id that does not match the key.
     """
     path = Path(path)
     subject = str(path)
     try:
-        mode = path.stat().st_mode
+        # One descriptor for the permission check and the read, so the bytes read
+        # are those of the file whose mode was checked (no swap in between).
+        with path.open("rb") as reader:
+            mode = os.fstat(reader.fileno()).st_mode
+            if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KeyFileError(subject, f"permissions {stat.filemode(mode)} give group or "
+                                   f"others access to it; run `chmod 600 {path}`")
+            content = reader.read()
     except FileNotFoundError:
         raise KeyFileError(subject, "key file not found (create one with `imgdedup keygen "
                            f"--out {path}` or point {KEY_FILE_ENV} at it)") from None
     except OSError as exc:
         raise KeyFileError(subject, f"cannot read: {exc.strerror}") from None
-    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(subject, f"permissions {stat.filemode(mode)} let group or others "
-                           f"read it; run `chmod 600 {path}`")
     try:
-        document = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        document = json.loads(content)
+    except ValueError:
         raise KeyFileError(subject, "not an imgdedup key file (not JSON)") from None
     if not isinstance(document, dict) or document.get("format") != KEY_FILE_FORMAT:
         raise KeyFileError(subject, f"not an imgdedup key file (format is not {KEY_FILE_FORMAT!r})")
@@ -191,7 +202,7 @@ def load_key_file(path: str | Path) -> GroupKey:
                            f"supported (this imgdedup reads version {KEY_FILE_VERSION})")
     try:
         raw = base64.b64decode(document.get("key", ""), validate=True)
-    except (binascii.Error, TypeError):
+    except (ValueError, TypeError):  # binascii.Error, and non-ASCII text, are ValueErrors
         raise KeyFileError(subject, "the key is not valid base64") from None
     if len(raw) != KEY_BYTES:
         raise KeyFileError(subject, f"the key is {len(raw)} bytes; a group key is {KEY_BYTES}")

@@ -41,6 +41,19 @@ def test_file_is_created_0600_even_with_permissive_umask(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize("umask", [0o277, 0o777])
+def test_file_is_0600_and_loads_under_a_strict_umask(tmp_path, umask):
+    key = GroupKey.generate()
+    old = os.umask(umask)
+    try:
+        path = write_key_file(tmp_path / "group.key", key)
+        replaced = write_key_file(path, key, overwrite=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(replaced.stat().st_mode) == 0o600
+    assert load_key_file(path) == key
+
+
 def test_refuses_to_overwrite_unless_asked(key_path):
     before = key_path.read_bytes()
     with pytest.raises(KeyFileError, match="refusing to overwrite"):
@@ -62,6 +75,16 @@ def test_refuses_a_file_others_can_read(key_path, mode):
     assert "chmod 600" in info.value.reason
 
 
+def test_permissions_checked_are_those_of_the_file_read(key_path, tmp_path):
+    # A link is followed: what counts is the mode of the key file it leads to.
+    link = tmp_path / "link.key"
+    link.symlink_to(key_path)
+    load_key_file(link)
+    key_path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="group or others"):
+        load_key_file(link)
+
+
 def _rewrite(path, **changes):
     document = json.loads(path.read_text())
     document.update(changes)
@@ -74,6 +97,8 @@ def _rewrite(path, **changes):
     ({"version": 2}, "version 2 is not supported"),
     ({"key": base64.b64encode(b"x" * 16).decode()}, "the key is 16 bytes"),
     ({"key": "not base64!"}, "not valid base64"),
+    ({"key": "ключ"}, "not valid base64"),
+    ({"key": 12345}, "not valid base64"),
     ({"key_id": "00" * 16}, "key id does not match"),
 ])
 def test_malformed_files_say_what_is_wrong(key_path, changes, message):
