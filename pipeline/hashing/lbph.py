@@ -62,7 +62,8 @@ class LbphParams:
         frequencies by ``u + v`` (ties: lower ``u`` first), DC left out.
     threshold : str
         ``mean`` (eq. 4: bit = coefficient ≥ mean) or ``median`` (bit = coefficient
-        > median), over the plane's selected coefficients.
+        > median), over the plane's selected coefficients; a coefficient within
+        1e-6 of the threshold counts as equal to it (rounding, not content).
     """
 
     size: int = 32
@@ -130,6 +131,14 @@ DEFAULT = LbphParams(sigma=2.0, method="default", planes=("lbp", "gray"), coeffs
                      selection="zigzag", threshold="median")
 
 
+# Coefficients equal in exact arithmetic (every AC term of a flat plane is 0, mirrored
+# terms of a symmetric picture are equal) differ only by rounding, ~1e-12 here, and that
+# rounding differs between a form hashed from turned pixels and one turned in the DCT
+# domain. Comparing with this margin makes such ties fall the same way in both, so the
+# dihedral forms stay exact on flat, gradient and symmetric pictures too.
+_TIE_TOLERANCE = 1e-6
+
+
 @lru_cache(maxsize=16)
 def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
     """``n × n`` matrix ``G`` with ``G @ x`` the 1-D Gaussian blur of ``x``, mirrored borders."""
@@ -184,12 +193,12 @@ def _hash_bits(blocks: np.ndarray, params: LbphParams) -> np.ndarray:
         u, v, _ = _positions(count, params.selection)
         chosen = blocks[..., plane, u, v]
         if params.threshold == "mean":
-            out.append(chosen >= chosen.mean(axis=-1, keepdims=True))
+            out.append(chosen >= chosen.mean(axis=-1, keepdims=True) - _TIE_TOLERANCE)
         else:
             # np.median's value; a plain sort of these short rows is faster than its partition
             ordered = np.sort(chosen, axis=-1)
             median = (ordered[..., (count - 1) // 2] + ordered[..., count // 2]) / 2
-            out.append(chosen > median[..., None])
+            out.append(chosen > median[..., None] + _TIE_TOLERANCE)
     return np.concatenate(out, axis=-1)
 
 

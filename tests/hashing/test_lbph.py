@@ -131,6 +131,25 @@ def test_dihedral_kernel_equals_hashing_each_turned_thumbnail(params):
         np.testing.assert_array_equal(forms[:, slot], lbph_batch(np.ascontiguousarray(turned), params))
 
 
+def _structured_thumbnails(size: int) -> np.ndarray:
+    """Flat, gradient, mirror-symmetric and rotation-symmetric planes: exact ties among DCT terms."""
+    x = np.linspace(0, 255, size)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    planes = [np.full((size, size), 120.0), np.tile(x, (size, 1)), np.tile(np.abs(x - 127.5), (size, 1)),
+              200.0 * (np.hypot(yy, xx) < size / 3), np.add.outer(x, x) / 2]
+    return np.stack(planes).astype(np.float32)
+
+
+@pytest.mark.parametrize("params", VARIANTS, ids=lambda p: f"{p.method}-{'+'.join(p.planes)}-{p.threshold}")
+def test_dihedral_kernel_is_exact_on_flat_and_symmetric_thumbnails(params):
+    # Coefficients that are equal (or zero) in exact arithmetic must not let rounding pick the bits.
+    thumbs = _structured_thumbnails(params.size)
+    forms = lbph_dihedral_batch(thumbs, params)
+    for slot, turned in enumerate(spatial_variants(thumbs)):
+        np.testing.assert_array_equal(forms[:, slot], lbph_batch(np.ascontiguousarray(turned), params),
+                                      err_msg=f"slot {slot}")
+
+
 def test_paper_recipe_is_64_bits_of_the_lbp_plane():
     assert PAPER.bits == 64 and PAPER.planes == ("lbp",) and PAPER.selection == "square"
     assert PAPER.threshold == "mean" and PAPER.radius == 1 and PAPER.points == 8
