@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from pipeline.config import Config
-from pipeline.crypto.blob import header_wrap_key_id, parse_header, rewrap_header
+from pipeline.crypto.blob import parse_header, rewrap_header, verify_header
 from pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path, write_key_file
 from pipeline.errors import ImgdedupError
 from pipeline.store import Store
@@ -73,8 +73,9 @@ def rotate_store(store: Store, old: list[GroupKey], new: GroupKey, *,
 
     Every blob whose header and body are both present is visited, committed or
     not, so a run committed after the rotation does not bring old-key blobs back.
-    Each header is verified under ``old`` and replaced atomically; bodies are
-    never opened. A blob that fails is logged and counted, and the pass goes on.
+    Each header is verified under ``old`` and replaced atomically; a header that
+    already names ``new`` is verified under it and left alone. Bodies are never
+    opened. A blob that fails is logged and counted, and the pass goes on.
     """
     summary = RotationSummary()
     for blob_id in store.iter_blob_ids(committed_only=False):
@@ -82,11 +83,14 @@ def rotate_store(store: Store, old: list[GroupKey], new: GroupKey, *,
             header = store.read_blob_header(blob_id)
             # The header names the image it was sealed for; its MAC proves that
             # name, so rotation needs no mapping from blob ids to image ids.
-            image_id = parse_header(header, blob_id).image_id
-            if header_wrap_key_id(header, image_id) == new.key_id:
+            parsed = parse_header(header, blob_id)
+            if parsed.wrap_key_id == new.key_id:
+                # Verified, not trusted: a damaged or forged header that merely
+                # names the new key must not be counted as done.
+                verify_header(new, parsed.image_id, header)
                 summary.already_new += 1
             else:
-                store.replace_blob_header(blob_id, rewrap_header(header, image_id, old, new))
+                store.replace_blob_header(blob_id, rewrap_header(header, parsed.image_id, old, new))
                 summary.rotated += 1
         except ImgdedupError as exc:
             log.error("blob %s not re-wrapped: %s", blob_id, exc)

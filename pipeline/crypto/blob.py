@@ -26,9 +26,11 @@ Construction
     edited, fails here.
   - ``data_key_commitment`` = HMAC-SHA256 under the data key's commitment key
     over the image id, sealing key id, nonce base and segment size. It is
-    checked right after unwrapping and before the first segment is decrypted,
-    so a header whose wrapped key was swapped for another one (by someone who
-    holds the group key) cannot make the body decrypt to other plaintext.
+    checked right after unwrapping and before the first segment is decrypted.
+    It is defence in depth: the header MAC already fixes the group key and so
+    the one data key the header unwraps to; this check ties the header to that
+    data key by itself, should the wrapping ever change. It does not stop a
+    group member, who can recompute both MACs, from making new headers.
 
 Key ids: ``seal_key_id`` is the group key id the blob was first sealed under and
 never changes; it is what the segments' associated data binds, so rotation can
@@ -235,6 +237,20 @@ def _unseal_header(keys: KeyRing, image_id: str, header_bytes: bytes) -> tuple[B
     if not hmac.compare_digest(header.data_key_commitment, expected):
         raise _fail(image_id, "data key commitment check failed")
     return header, data_key
+
+
+def verify_header(keys: KeyRing, image_id: str, header: bytes) -> None:
+    """Check a header completely without touching the body.
+
+    The same checks :func:`open_stream` makes before the first segment: key id
+    among ``keys``, header MAC, image id, unwrapping, data-key commitment.
+
+    Raises
+    ------
+    IntegrityError
+        The header does not verify under any of ``keys`` for ``image_id``.
+    """
+    _unseal_header(keys, image_id, header)
 
 
 def _fill(reader: BinaryIO, view: memoryview, start: int) -> int:

@@ -164,6 +164,22 @@ def test_blob_under_an_unknown_key_is_reported(tmp_path, key_files, capsys):
     assert header_wrap_key_id(Store(url).read_blob_header("zz-stranger"), "zz-stranger") == stranger.key_id
 
 
+def test_a_damaged_header_naming_the_new_key_is_not_counted_as_done(tmp_path, key_files, capsys):
+    old, old_path, new, new_path = key_files
+    url = str(tmp_path / "store")
+    _fill_store(url, old)
+    assert _rotate(url, old_path, new_path) == 0
+    store = Store(url)
+    damaged = bytearray(store.read_blob_header(BLOB_IDS[1]))
+    damaged[-1] ^= 0x01  # the header MAC: still names the new key, no longer verifies
+    store.replace_blob_header(BLOB_IDS[1], bytes(damaged))
+    capsys.readouterr()
+
+    assert _rotate(url, old_path, new_path) == 1
+    assert (f"0 re-wrapped, {len(BLOB_IDS) - 1} already under key {new.key_id_hex}, 1 failed"
+            in capsys.readouterr().out)
+
+
 def test_new_key_given_as_old_is_refused(tmp_path, key_files):
     old, old_path, new, new_path = key_files
     assert _rotate(str(tmp_path / "store"), new_path, new_path) == 2
