@@ -252,6 +252,43 @@ def test_no_wrap_nonce_repeats_over_a_million_wraps():
     assert np.unique(nonces).size == nonces.size
 
 
+class _RecordingAESGCM:
+    """The real AESGCM, recording (key number, nonce) of every encryption in ``used``."""
+
+    key_numbers: dict[bytes, int] = {}
+    used = bytearray()
+
+    def __init__(self, key):
+        self._aead = _REAL_AESGCM(key)
+        number = self.key_numbers.setdefault(key, len(self.key_numbers))
+        self._key_number = number.to_bytes(4, "big")
+
+    def encrypt(self, nonce, data, associated_data):
+        self.used.extend(self._key_number + nonce)
+        return self._aead.encrypt(nonce, data, associated_data)
+
+    def decrypt(self, *args):
+        return self._aead.decrypt(*args)
+
+
+def test_no_key_nonce_pair_repeats_over_a_million_real_encryptions(monkeypatch, key, other_key):
+    # Every AES-GCM encryption sealing and re-wrapping makes, as they are made:
+    # 1000 blobs of 1000 one-byte segments, each data key wrapped and re-wrapped.
+    monkeypatch.setattr(_RecordingAESGCM, "key_numbers", {})
+    monkeypatch.setattr(_RecordingAESGCM, "used", bytearray())
+    monkeypatch.setattr(blob, "AESGCM", _RecordingAESGCM)
+    blobs, segments = 1000, 1000
+    for i in range(blobs):
+        header, body = seal_stream(key, f"img-{i}", io.BytesIO(bytes(segments)), 1)
+        assert sum(1 for _ in body) == segments
+        rewrap_header(header, f"img-{i}", key, other_key)
+    pairs = np.frombuffer(_RecordingAESGCM.used, dtype="V16")
+    assert pairs.size == blobs * (segments + 2)
+    assert np.unique(pairs).size == pairs.size
+    # One segment key per blob plus the two groups' wrapping keys.
+    assert len(_RecordingAESGCM.key_numbers) == blobs + 2
+
+
 def test_segment_nonces_never_repeat_within_a_blob():
     base = os.urandom(blob.NONCE_BASE_BYTES)
     nonces = {blob._segment_nonce(base, i, last) for i in range(500_000) for last in (False, True)}
