@@ -10,8 +10,11 @@ from hypothesis.extra.numpy import arrays
 from pipeline.crypto.fingerprint import (SEAL_OVERHEAD, fingerprint_width, fingerprints,
                                          open_hashes, rekey, seal_hashes, token_parameters,
                                          tokens)
+from pipeline.config import DecodeConfig
 from pipeline.crypto.keys import GroupKey
 from pipeline.errors import IntegrityError
+from pipeline.hashing.algorithms import get_algorithm
+from pipeline.hashing.fingerprint import fingerprint_batch
 
 KEY = GroupKey(bytes(range(32)))
 OTHER = GroupKey(bytes(range(1, 33)))
@@ -95,6 +98,25 @@ def test_a_dozen_pairs_pin_down_most_of_a_256_bit_token_key():
     pinned = candidates.sum(axis=1) == 1
     assert pinned.mean() > 0.75
     assert np.array_equal(permutation[pinned], token_parameters(KEY, 32)[0][pinned])
+
+
+def test_known_photographs_recover_the_token_key(shared_data):
+    # The same attack on real photographs hashed the way ingestion hashes them:
+    # whoever knows which public pictures were uploaded hashes them and lines
+    # them up with their tokens. Whether a bit is pinned depends on the hashes
+    # only (two hash bit columns equal or complementary over all the pictures
+    # leave a choice), not on the key.
+    paths = sorted((shared_data / "dev").glob("*.jpg"))
+    decoding = DecodeConfig()
+    batch = fingerprint_batch(paths, get_algorithm("lbph"), dihedral=False,
+                              max_pixels=decoding.max_pixels, formats=decoding.formats,
+                              draft_min_side=decoding.draft_min_side)
+    assert not batch.errors and len(batch) == 20
+    candidates, permutation, mask = _recover_token_key(batch.hashes, tokens(KEY, batch.hashes))
+    assert (candidates.sum(axis=1) == 1).all()
+    true_permutation, true_mask = token_parameters(KEY, batch.hashes.shape[1])
+    assert np.array_equal(permutation, true_permutation)
+    assert np.array_equal(mask, true_mask)
 
 
 @settings(max_examples=50, deadline=None)
