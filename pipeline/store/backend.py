@@ -7,7 +7,7 @@ which backend it is; only here do the semantics differ:
     The object appears whole or not at all. Local: a temporary file beside the
     target, fsync, ``os.replace``. Object stores (S3): one PUT, or a multipart
     upload that becomes visible only when completed. ``memory://``: the value is
-    assigned at once.
+    assembled, then assigned at once.
 ``write_exclusive``
     Create-if-absent, atomically: exactly one of several racing writers creates
     the object. Local: ``os.link`` of a complete temporary file (fails with
@@ -23,10 +23,12 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
+from typing import IO
 
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
+from fsspec.spec import AbstractBufferedFile
 
 #: Multipart part size for object stores: the S3 minimum, so a streamed blob
 #: holds at most one part in memory.
@@ -68,13 +70,17 @@ def _write_local_temporary(path: str, chunks: Iterable[bytes], on_chunk: Callabl
     """Write ``chunks`` to a durable temporary sibling of ``path`` and return its name."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     temporary = _temporary_path(path)
-    with open(temporary, "xb") as f:
-        for chunk in chunks:
-            f.write(chunk)
-            if on_chunk is not None:
-                on_chunk()
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(temporary, "xb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                if on_chunk is not None:
+                    on_chunk()
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(temporary)
+        raise
     return temporary
 
 
@@ -86,13 +92,18 @@ def write_atomic(
 ) -> None:
     """Write ``chunks`` to ``path`` so readers see the old object or the whole new one.
 
+    If iterating ``chunks`` raises, the exception propagates and nothing new
+    is published under ``path`` (local: the temporary file is removed; object
+    stores: the multipart upload is aborted).
+
     Parameters
     ----------
     fs : fsspec.AbstractFileSystem
     path : str
         Full path on ``fs`` (already checked by :mod:`pipeline.store.keys`).
     chunks : iterable of bytes
-        Streamed: at most one chunk (one multipart part on object stores) is held.
+        Streamed: at most one chunk (one multipart part on object stores) is
+        held, except on ``memory://``, where the object is assembled first.
     on_chunk : callable, optional
         Called after each chunk has been handed to the filesystem; the store uses
         it to report the ``*.chunk`` steps of a write.
@@ -102,11 +113,41 @@ def write_atomic(
         os.replace(temporary, path)
         _fsync_directory(os.path.dirname(path))
         return
-    with fs.open(path, "wb", block_size=OBJECT_PART_BYTES) as f:
+    if isinstance(fs, MemoryFileSystem):
+        # A memory file is published the moment it is opened, so it is
+        # assembled first and stored with one assignment.
+        parts = []
+        for chunk in chunks:
+            parts.append(bytes(chunk))
+            if on_chunk is not None:
+                on_chunk()
+        fs.pipe_file(path, b"".join(parts))
+        return
+    f = fs.open(path, "wb", block_size=OBJECT_PART_BYTES)
+    try:
         for chunk in chunks:
             f.write(chunk)
             if on_chunk is not None:
                 on_chunk()
+    except BaseException:
+        _abandon(f)
+        raise
+    f.close()
+
+
+def _abandon(f: IO[bytes]) -> None:
+    """Drop an unfinished write without publishing it.
+
+    A buffered object-store file publishes on ``close()`` whatever it holds, so
+    it is discarded (the multipart upload, if any, is aborted) and marked
+    closed. Files of other backends write in place: closing them is all there
+    is to do, and what they wrote stays uncommitted until gc removes it.
+    """
+    if isinstance(f, AbstractBufferedFile):
+        f.discard()
+        f.closed = True
+    else:
+        f.close()
 
 
 def write_exclusive(

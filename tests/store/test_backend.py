@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 
-from pipeline.store.backend import list_keys, write_atomic, write_exclusive
+from pipeline.store.backend import OBJECT_PART_BYTES, list_keys, write_atomic, write_exclusive
 
 from .conftest import new_location
 
@@ -38,3 +39,26 @@ def test_atomic_write_replaces_whole_and_leaves_no_temporary(fs_and_root):
     assert list_keys(fs, root) == ["blobs/ab/cd/abcdef"]
     if isinstance(fs, LocalFileSystem):
         assert steps == [b"old", b"old"]  # readers see the old object until the rename
+
+
+@pytest.mark.parametrize("size", [10, OBJECT_PART_BYTES + 10])  # one PUT; a multipart upload on S3
+def test_atomic_write_whose_chunks_fail_publishes_nothing(fs_and_root, size):
+    fs, root = fs_and_root
+    on_s3 = "s3" in fs.protocol
+    if not (on_s3 or isinstance(fs, (LocalFileSystem, MemoryFileSystem))):
+        pytest.skip("a generic backend writes in place (docs/store.md)")
+    path = f"{root}/blobs/ab/cd/abcdef"
+    write_atomic(fs, path, [b"old"])
+
+    def failing_chunks():
+        yield bytes(size)
+        raise RuntimeError("encryption failed mid-blob")
+
+    with pytest.raises(RuntimeError, match="mid-blob"):
+        write_atomic(fs, path, failing_chunks())
+    assert fs.cat_file(path) == b"old"
+    assert list_keys(fs, root) == ["blobs/ab/cd/abcdef"]
+    if on_s3:
+        bucket = root.split("/", 1)[0]
+        uploads = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=root.split("/", 1)[1])
+        assert uploads.get("Uploads", []) == []
