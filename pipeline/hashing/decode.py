@@ -8,7 +8,9 @@ Large JPEGs are decoded at a reduced scale (libjpeg's DCT scaling), which is bot
 much faster and a good low-pass filter before the hash's own downscaling.
 
 Input is untrusted: the format must be on a whitelist before any decoder runs,
-the pixel count is checked from the header before the pixels are decoded, and
+the pixel count is checked from the header before the pixels are read or
+decoded (a file is streamed, never slurped, so a huge non-image costs a few
+bytes of reading), and
 every failure — empty, non-image, unsupported format, too large, corrupt,
 truncated — raises :class:`~pipeline.errors.DecodeError` naming the file.
 Nothing here changes Pillow's global settings (``LOAD_TRUNCATED_IMAGES`` stays
@@ -20,13 +22,15 @@ import io
 import os
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from pipeline.errors import DecodeError
+from pipeline.errors import ConfigError, DecodeError
 
 Source = str | os.PathLike | bytes
 
@@ -81,9 +85,12 @@ def decode(
         What error messages call the file; the path (or ``"<bytes>"``) by default.
     max_pixels : int
         Largest accepted ``width * height``, checked from the header before any
-        pixel is decoded.
+        pixel is read. Pillow's own error limit (twice ``Image.MAX_IMAGE_PIXELS``,
+        ~179 MP) still applies above it: raising that would change a process-wide
+        setting.
     formats : iterable of str
-        Pillow format names allowed to be decoded (``"JPEG"``, ``"PNG"``, ...).
+        Pillow format names allowed to be decoded (``"JPEG"``, ``"PNG"``, ...;
+        case does not matter).
     draft_min_side : int
         Decode JPEGs at 1/2, 1/4 or 1/8 scale as long as the short side stays at
         least this many pixels; 0 always decodes at full size.
@@ -97,25 +104,27 @@ def decode(
     DecodeError
         The file cannot be read, is empty, is not an image, is in a format not
         allowed, has more than ``max_pixels`` pixels, or is corrupt or truncated.
+    ConfigError
+        ``formats`` names a format Pillow does not know.
     """
     if name is None:
         name = "<bytes>" if isinstance(source, bytes | bytearray) else os.fspath(source)
-    data = _read(source, name)
-    formats = tuple(formats)
-    image = _open(data, name, formats, max_pixels)
-    width, height = image.size
-    try:
-        if draft_min_side > 0 and min(width, height) >= 2 * draft_min_side:
-            # JPEG only (a no-op for other formats); must precede load().
-            image.draft("RGB", (draft_min_side, draft_min_side))
-        image.load()
-        orientation = _orientation(image)
-        if orientation in range(2, 9):
-            ImageOps.exif_transpose(image, in_place=True)
-            if orientation >= 5:  # the transposing orientations swap width and height
-                width, height = height, width
-    except Exception as exc:  # noqa: BLE001 - malformed input makes Pillow's plugins raise any type
-        raise DecodeError(name, f"corrupt or truncated {image.format} data ({_describe(exc)})") from exc
+    formats = known_formats(formats)
+    with _opened(source, name) as fp:
+        image = _open(fp, name, formats, max_pixels)
+        width, height = image.size
+        try:
+            if draft_min_side > 0 and min(width, height) >= 2 * draft_min_side:
+                # JPEG only (a no-op for other formats); must precede load().
+                image.draft("RGB", (draft_min_side, draft_min_side))
+            image.load()
+            orientation = _orientation(image)
+            if orientation in range(2, 9):
+                ImageOps.exif_transpose(image, in_place=True)
+                if orientation >= 5:  # the transposing orientations swap width and height
+                    width, height = height, width
+        except Exception as exc:  # noqa: BLE001 - malformed input makes Pillow's plugins raise any type
+            raise DecodeError(name, f"corrupt or truncated {image.format} data ({_describe(exc)})") from exc
     try:
         rgb = _to_rgb(image)
     except ValueError as exc:  # Pillow has no conversion from this mode to RGB
@@ -141,32 +150,59 @@ def decode_image(
     ).image
 
 
-def _read(source: Source, name: str) -> bytes:
+def known_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    """``formats`` upper-cased, checked against Pillow's registry.
+
+    Pillow itself fails on an unknown name only when a file reaches it, and then
+    with a bare ``KeyError`` that would read as every file being corrupt.
+
+    Raises
+    ------
+    ConfigError
+        A name Pillow does not know.
+    """
+    formats = tuple(fmt.upper() for fmt in formats)
+    Image.init()
+    unknown = [fmt for fmt in formats if fmt not in Image.OPEN]
+    if unknown:
+        raise ConfigError(f"formats={list(formats)}", f"Pillow knows no image format {', '.join(unknown)}")
+    return formats
+
+
+@contextmanager
+def _opened(source: Source, name: str) -> Iterator[BinaryIO]:
+    """The source as an open binary file, closed on leaving; empty or unreadable ones refused."""
     if isinstance(source, bytes | bytearray):
-        data = bytes(source)
-    else:
+        if not source:
+            raise DecodeError(name, "empty file")
+        yield io.BytesIO(source)
+        return
+    try:
+        fp = open(source, "rb")
+    except OSError as exc:
+        raise DecodeError(name, f"cannot read file ({exc.strerror or exc})") from exc
+    with fp:
         try:
-            with open(source, "rb") as f:
-                data = f.read()
+            empty = not fp.peek(1)
         except OSError as exc:
             raise DecodeError(name, f"cannot read file ({exc.strerror or exc})") from exc
-    if not data:
-        raise DecodeError(name, "empty file")
-    return data
+        if empty:
+            raise DecodeError(name, "empty file")
+        yield fp
 
 
-def _open(data: bytes, name: str, formats: tuple[str, ...], max_pixels: int) -> Image.Image:
+def _open(fp: BinaryIO, name: str, formats: tuple[str, ...], max_pixels: int) -> Image.Image:
     """Identify the format among ``formats`` and check the header's pixel count."""
     with _OPEN_LOCK, warnings.catch_warnings():
         # max_pixels decides, checked below; Pillow's warning (between its own limit and
         # twice it) would only add noise for images the configured limit accepts.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data), formats=formats)
+            image = Image.open(fp, formats=formats)
         except Image.DecompressionBombError as exc:
             raise DecodeError(name, f"too many pixels, refused as a decompression bomb ({exc})") from exc
         except Image.UnidentifiedImageError as exc:
-            raise DecodeError(name, _unidentified_reason(data, formats)) from exc
+            raise DecodeError(name, _unidentified_reason(_prefix(fp), formats)) from exc
         except Exception as exc:  # noqa: BLE001 - a malformed header makes plugins raise any type
             raise DecodeError(name, f"corrupt or truncated image header ({_describe(exc)})") from exc
     width, height = image.size
@@ -179,14 +215,22 @@ def _open(data: bytes, name: str, formats: tuple[str, ...], max_pixels: int) -> 
     return image
 
 
-def _unidentified_reason(data: bytes, formats: tuple[str, ...]) -> str:
-    """Say whether the bytes look like a known but refused format, or like no image at all.
+def _prefix(fp: BinaryIO) -> bytes:
+    """The first 16 bytes, what Pillow's signature checks look at (none if ``fp`` cannot rewind)."""
+    try:
+        fp.seek(0)
+        return fp.read(16)
+    except OSError:
+        return b""
 
-    Only the plugins' signature checks run on the bytes (no decoder), so asking
+
+def _unidentified_reason(prefix: bytes, formats: tuple[str, ...]) -> str:
+    """Say whether the first bytes look like a known but refused format, or like no image at all.
+
+    Only the plugins' signature checks run on them (no decoder), so asking
     costs nothing and exposes no decoder outside the whitelist.
     """
     Image.init()
-    prefix = data[:16]
     for fmt in Image.ID:
         accept = Image.OPEN[fmt][1]
         try:

@@ -5,6 +5,7 @@ import io
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from pipeline.config import DecodeConfig
-from pipeline.errors import DecodeError
+from pipeline.errors import ConfigError, DecodeError
 from pipeline.hashing.algorithms import get_algorithm
 from pipeline.hashing.decode import decode, decode_image
 
@@ -243,6 +244,54 @@ def test_between_pillow_limits_the_configured_limit_decides():
         assert_refused(png_header(side, side), "too many pixels", max_pixels=pixels - 1)
         # Accepted by the size guard, then fails for lack of pixel data.
         assert_refused(png_header(side, side), "corrupt", max_pixels=side * side)
+
+
+def test_a_huge_non_image_is_refused_from_its_first_bytes(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "movie.jpg"
+    with open(path, "wb") as f:
+        f.write(b"\x00\x00\x00\x18ftypmp42")
+        f.truncate(64 << 20)  # sparse: 64 MiB of size, next to no disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError, match="not a recognised image"):
+            decode(path, **OPTIONS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes held while refusing a 64 MiB non-image"
+
+
+def _open_descriptors() -> int:
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        pytest.skip("needs /proc/self/fd to count open files")
+    return len(list(fd_dir.iterdir()))
+
+
+def test_files_are_closed_whatever_the_outcome(photo, tmp_path):
+    good, bad = tmp_path / "good.jpg", tmp_path / "bad.png"
+    good.write_bytes(encode(photo.resize((1024, 1024)), "JPEG"))  # drafted, EXIF-less
+    bad.write_bytes(encode(photo, "PNG")[:5000])
+    gif = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    before = _open_descriptors()
+    for _ in range(3):
+        decode(good, **OPTIONS)
+        decode(gif, **OPTIONS)
+        with pytest.raises(DecodeError):
+            decode(bad, **OPTIONS)
+        with pytest.raises(DecodeError):
+            decode(good, **{**OPTIONS, "max_pixels": 100})
+    assert _open_descriptors() == before
+
+
+def test_format_names_are_checked_and_case_free(photo):
+    assert decode(encode(photo, "PNG"), **{**OPTIONS, "formats": ["png"]}).format == "PNG"
+    with pytest.raises(ConfigError, match="JPG"):
+        decode(encode(photo, "PNG"), **{**OPTIONS, "formats": ["PNG", "JPG"]})
 
 
 def test_pillow_globals_are_left_alone(photo):
