@@ -26,6 +26,7 @@ from PIL import Image
 from pipeline.config import Config
 from pipeline.hashing.algorithms import ALGORITHMS, get_algorithm
 from pipeline.hashing.bits import to_hex
+from pipeline.hashing.decode import known_formats
 from pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, config: Config) -> int:
     algorithm = get_algorithm(args.algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits)
     dihedral = config.hash.dihedral if args.dihedral is None else args.dihedral
-    files = list_image_files(args.paths, config.decode.formats)
+    files = list_image_files(args.paths, known_formats(config.decode.formats))
     log.info("hashing %d files with %s (dihedral variants: %s)", len(files), algorithm.name, dihedral)
     columns = COLUMNS + (("dihedral",) if dihedral else ())
     failed = 0
@@ -73,7 +74,7 @@ def list_image_files(paths: Iterable[str], formats: Sequence[str]) -> list[str]:
     """Files named, plus the image files under each directory named, in a deterministic order.
 
     Inside a directory, a file is kept when its extension belongs to one of
-    ``formats`` (Pillow's registered extensions) and no part of its path below
+    ``formats`` (upper-case Pillow names; Pillow's registered extensions) and no part of its path below
     the directory starts with a dot.
     """
     extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in formats}

@@ -127,3 +127,9 @@ def test_the_bench_scorer_reads_the_table(shared_data, image_dir, tmp_path):
     run_cli(image_dir, "--algo", "phash", "--dihedral", "--out", out)
     hashes = score.hashes_from_file(out, ["a.jpg", "b.jpg", "c.png"])
     assert hashes.shape == (3, 8, 8)
+
+
+def test_an_unknown_format_name_is_a_config_error_before_any_file(image_dir, capsys):
+    assert main(["--set", 'decode.formats=["JPEG", "JPG"]', "hash", str(image_dir)]) == 2
+    captured = capsys.readouterr()
+    assert "JPG" in captured.err and captured.out == ""
