@@ -40,8 +40,11 @@ _MEMORY_LOCK = threading.Lock()
 def list_keys(fs: AbstractFileSystem, root: str, prefix: str | None = None) -> list[str]:
     """Sorted root-relative keys of every file under ``root/prefix`` (all of ``root`` if None).
 
-    The listing cache is dropped first: object-store listings are strongly
-    consistent, but fsspec would otherwise answer from an older listing.
+    The listing cache is dropped before and after: object-store listings are
+    strongly consistent, but fsspec would otherwise answer this listing from an
+    older one, and later ``exists``/``info``/``open`` calls from the listings
+    this one caches for every folder it found, missing what other processes
+    write there afterwards.
     """
     path = root if prefix is None else f"{root}/{prefix}"
     fs.invalidate_cache(path)
@@ -49,6 +52,8 @@ def list_keys(fs: AbstractFileSystem, root: str, prefix: str | None = None) -> l
         found = fs.find(path)
     except FileNotFoundError:
         return []
+    for folder in {p.rsplit("/", 1)[0] for p in found}:
+        fs.invalidate_cache(folder)
     start = len(root) + 1
     return sorted(p[start:] for p in found if p.startswith(root + "/"))
 

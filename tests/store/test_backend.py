@@ -62,3 +62,14 @@ def test_atomic_write_whose_chunks_fail_publishes_nothing(fs_and_root, size):
         bucket = root.split("/", 1)[0]
         uploads = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=root.split("/", 1)[1])
         assert uploads.get("Uploads", []) == []
+
+
+def test_listing_leaves_no_cache_that_hides_later_writes(fs_and_root):
+    """After a listing, a file another process writes into a listed folder is seen."""
+    fs, root = fs_and_root
+    write_atomic(fs, f"{root}/blobs/ab/cd/abcd0001", [b"one"])
+    assert list_keys(fs, root) == ["blobs/ab/cd/abcd0001"]
+    another_process = type(fs)(skip_instance_cache=True, **fs.storage_options) if "s3" in fs.protocol else fs
+    write_atomic(another_process, f"{root}/blobs/ab/cd/abcd0002", [b"two"])
+    assert fs.exists(f"{root}/blobs/ab/cd/abcd0002")
+    assert fs.cat_file(f"{root}/blobs/ab/cd/abcd0002") == b"two"
