@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterable
 from typing import IO
 
@@ -29,6 +28,8 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractBufferedFile
+
+from pipeline.store import keys
 
 #: Multipart part size for object stores: the S3 minimum, so a streamed blob
 #: holds at most one part in memory.
@@ -58,11 +59,6 @@ def list_keys(fs: AbstractFileSystem, root: str, prefix: str | None = None) -> l
     return sorted(p[start:] for p in found if p.startswith(root + "/"))
 
 
-def _temporary_path(path: str) -> str:
-    """A unique sibling of ``path``; left behind only by a crash, removed by gc."""
-    return f"{path}.tmp-{uuid.uuid4().hex}"
-
-
 def _fsync_directory(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -74,7 +70,7 @@ def _fsync_directory(directory: str) -> None:
 def _write_local_temporary(path: str, chunks: Iterable[bytes], on_chunk: Callable[[], None] | None) -> str:
     """Write ``chunks`` to a durable temporary sibling of ``path`` and return its name."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = _temporary_path(path)
+    temporary = path + keys.temporary_suffix()  # left behind only by a crash; gc removes it
     try:
         with open(temporary, "xb") as f:
             for chunk in chunks:

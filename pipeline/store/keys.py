@@ -10,6 +10,7 @@ refused with :class:`~pipeline.errors.StoreError`, whatever the backend.
 from __future__ import annotations
 
 import re
+import uuid
 
 from pipeline.errors import StoreError
 
@@ -111,6 +112,19 @@ def run_file_key(table: str, run_id: str, name: str, unique: str) -> str:
     if name.endswith(".parquet"):
         raise StoreError(name, "Parquet files are written as table parts")
     return f"{table}/{run_id}/{unique}-{name}"
+
+
+def temporary_suffix() -> str:
+    """A fresh ``.tmp-<uuid>`` suffix: the name of an interrupted write, which gc removes."""
+    return f".tmp-{uuid.uuid4().hex}"
+
+
+def blob_id_of(key: str) -> str | None:
+    """The id of the blob whose body or header ``key`` is, or None for any other key."""
+    blob_id = key.rsplit("/", 1)[-1].removesuffix(".hdr")
+    if BLOB_ID_PATTERN.fullmatch(blob_id) and key in (blob_body_key(blob_id), blob_header_key(blob_id)):
+        return blob_id
+    return None
 
 
 def commit_key(version: int) -> str:

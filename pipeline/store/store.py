@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO
 
@@ -176,15 +177,8 @@ class Store:
         if committed_only:
             yield from sorted(self._committed_blob_ids())
             return
-        present: dict[str, int] = {}
-        for key in list_keys(self.fs, self.root, "blobs"):
-            name = key.rsplit("/", 1)[-1]
-            blob_id = name.removesuffix(".hdr")
-            if keys.BLOB_ID_PATTERN.fullmatch(blob_id) and key in (
-                keys.blob_body_key(blob_id), keys.blob_header_key(blob_id)
-            ):
-                present[blob_id] = present.get(blob_id, 0) + 1
-        yield from sorted(blob_id for blob_id, count in present.items() if count == 2)
+        present = Counter(keys.blob_id_of(key) for key in list_keys(self.fs, self.root, "blobs"))
+        yield from sorted(blob_id for blob_id, count in present.items() if blob_id is not None and count == 2)
 
     # -- tables --------------------------------------------------------------
 
