@@ -21,6 +21,9 @@ def collect_garbage(
 ) -> list[str]:
     """Remove files under ``root`` that ``log`` does not refer to and that are old enough.
 
+    Only names the store itself makes are candidates (:func:`keys.is_store_key`):
+    other files under ``root`` are left alone, whatever their age.
+
     Files are listed *before* the commit log is read, so a file committed
     between the two is seen as referenced. A run that takes longer than the
     grace period between writing a file and committing it may lose that file
@@ -55,12 +58,9 @@ def collect_garbage(
     referenced = log.referenced_keys()
     removed = []
     for key in present:
-        if key in referenced:
-            continue
-        try:
-            path = f"{root}/{keys.check_key(key)}"
-        except StoreError:
-            continue  # a name the store could not have made: not ours to delete
+        if key in referenced or not keys.is_store_key(key):
+            continue  # committed, or a name the store could not have made: not ours to delete
+        path = f"{root}/{keys.check_key(key)}"
         try:
             if fs.modified(path).timestamp() <= now - grace_seconds:
                 fs.rm_file(path)

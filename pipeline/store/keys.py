@@ -25,6 +25,12 @@ TABLE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: Top-level folders that belong to the store itself, never to a table.
 RESERVED_TOP_LEVEL = frozenset({"blobs", "_commits"})
 
+#: The unique part of a data file's or temporary file's name: ``uuid4().hex``.
+_UNIQUE = r"[0-9a-f]{32}"
+_TEMPORARY_PATTERN = re.compile(rf"(.+)\.tmp-{_UNIQUE}")
+_PART_NAME_PATTERN = re.compile(rf"part-(.+)-{_UNIQUE}\.parquet")
+_RUN_FILE_NAME_PATTERN = re.compile(rf"{_UNIQUE}-(.+)")
+
 
 def check_key(key: str) -> str:
     """Return ``key`` unchanged if it is a safe store-relative object key.
@@ -125,6 +131,40 @@ def blob_id_of(key: str) -> str | None:
     if BLOB_ID_PATTERN.fullmatch(blob_id) and key in (blob_body_key(blob_id), blob_header_key(blob_id)):
         return blob_id
     return None
+
+
+def _is_valid(check, value: str) -> bool:
+    try:
+        check(value)
+    except StoreError:
+        return False
+    return True
+
+
+def is_store_key(key: str) -> bool:
+    """True if ``key`` is shaped like a key the store writes, or like the temporary of one.
+
+    Commit records, blob bodies and headers, table parts and run files, each
+    optionally with a :func:`temporary_suffix`. Garbage collection removes only
+    such keys, so files that merely share the store's folder (a bucket used for
+    other things, a mistyped ``--store``) are never deleted.
+    """
+    temporary = _TEMPORARY_PATTERN.fullmatch(key)
+    if temporary is not None:
+        key = temporary.group(1)
+    if commit_version(key) is not None or blob_id_of(key) is not None:
+        return True
+    components = key.split("/")
+    if len(components) != 3:
+        return False
+    table, run_id, name = components
+    if not (_is_valid(check_table, table) and _is_valid(check_run_id, run_id)):
+        return False
+    part = _PART_NAME_PATTERN.fullmatch(name)
+    if part is not None:
+        return _is_valid(check_run_id, part.group(1))
+    run_file = _RUN_FILE_NAME_PATTERN.fullmatch(name)
+    return run_file is not None and _is_valid(check_run_id, run_file.group(1)) and not name.endswith(".parquet")
 
 
 def commit_key(version: int) -> str:

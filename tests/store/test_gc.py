@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from jobs.cli import main as cli_main
 from pipeline.errors import StoreError
 from pipeline.store import Store, keys
+from pipeline.store.backend import write_atomic
 
 from .test_store import error_rows
 
@@ -33,6 +34,32 @@ def test_gc_removes_unreferenced_files_only_after_the_grace_period(store):
     assert present_keys(store) == committed
     assert store.read_table("errors").column("source").to_pylist() == ["a/0", "a/1"]
     assert store.open_blob_body("aaaa0001").read() == b"body a"
+
+
+FOREIGN_KEYS = [
+    "notes.txt", "photos/2026/img_0001.jpg", "errors/readme.md", "errors/r1/part-0.parquet",
+    "errors/r1/part-0-NOTHEX0123456789abcdef0123456789.parquet", "blobs/ab/cd/abcd0001.bak",
+    "blobs/xx/yy/abcd0001", "blobs/abcd0001", "_commits/1.json", "_commits/00000000000000000001.json.bak",
+]
+
+
+def test_gc_removes_only_names_the_store_makes(store):
+    """Files that merely share the store's folder survive gc, however old; the store's own leftovers go."""
+    for key in FOREIGN_KEYS:
+        write_atomic(store.fs, store._path(key), [b"not the store's"])
+    leftovers = [
+        store.write_table_part("errors", "r1", 0, error_rows("r1", ["x"])),
+        store.write_run_file("reports", "r1", "report.html", b"<html>"),
+        store.write_blob("abcd0002", b"h", [b"body"]),
+        "blobs/ab/cd/abcd0002.hdr",
+        "blobs/ab/cd/abcd0003" + keys.temporary_suffix(),
+        "_commits/00000000000000000001.json" + keys.temporary_suffix(),
+    ]
+    for key in leftovers[-2:]:
+        write_atomic(store.fs, store._path(key), [b"interrupted"])
+    removed = store.gc(grace_seconds=0, now=time.time() + 10)
+    assert removed == sorted(leftovers)
+    assert present_keys(store) == set(FOREIGN_KEYS)
 
 
 def test_committing_files_gc_removed_fails_loudly(store):

@@ -106,3 +106,30 @@ def test_a_tampered_commit_record_naming_an_unsafe_key_is_refused(store):
     store.fs.pipe_file(store._path("_commits/00000000000000000001.json"), json.dumps(record).encode())
     with pytest.raises(StoreError, match="outside"):
         store.read_table("errors")
+
+
+@given(
+    st.sampled_from(["errors", "fingerprints", "reports"]),
+    st.from_regex(keys.RUN_ID_PATTERN, fullmatch=True).filter(lambda r: ".." not in r),
+    st.from_regex(keys.BLOB_ID_PATTERN, fullmatch=True),
+    st.booleans(),
+)
+def test_every_key_the_store_makes_is_recognised_as_its_own(table, name, blob_id, interrupted):
+    made = [
+        keys.commit_key(len(name)),
+        keys.blob_body_key(blob_id), keys.blob_header_key(blob_id),
+        keys.table_part_key(table, name, name, "0123456789abcdef0123456789abcdef"),
+    ]
+    if not name.endswith(".parquet"):
+        made.append(keys.run_file_key(table, name, name, "0123456789abcdef0123456789abcdef"))
+    for key in made:
+        key += keys.temporary_suffix() if interrupted else ""
+        assert keys.is_store_key(key), key
+        keys.check_key(key)
+    assert keys.blob_id_of(keys.blob_header_key(blob_id)) == blob_id
+
+
+@pytest.mark.parametrize("key", ["notes.txt", "blobs/ab/cd/abcd.bak", "blobs/xy/cd/abcd", "errors/r1/part-0.parquet",
+                                 "blobs/ab/cd/abcd.tmp-x", "_commits/1.json", "errors/r1/0123-report.html"])
+def test_other_keys_are_not_the_store_own(key):
+    assert not keys.is_store_key(key)
