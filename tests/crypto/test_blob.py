@@ -70,7 +70,9 @@ def test_round_trip(key, size):
     assert open_bytes(key, "img-1", header, body) == plaintext
     segments = max(1, -(-size // SEGMENT))
     assert len(body) == size + segments * TAG_BYTES
-    assert plaintext == b"" or plaintext not in body
+    # A short plaintext turns up in random ciphertext by chance (1 byte in a
+    # 17-byte body: 7 % of runs); from 16 bytes on that chance is nil.
+    assert size < 16 or plaintext not in body
 
 
 def test_each_seal_uses_a_fresh_data_key(key):
