@@ -1,20 +1,20 @@
 """Store backends for the tests: a local folder, ``memory://`` and a real S3 server over HTTP.
 
 The S3 server is moto's, started once per test session as a separate process on
-a loopback port, and s3fs talks to it over HTTP exactly as it talks to AWS. It
-serves one request at a time: moto checks ``If-None-Match`` and stores the
-object in two steps, and serialising requests makes that conditional PUT atomic,
-as it is on S3 itself.
+a loopback port it chooses itself, and s3fs talks to it over HTTP exactly as it
+talks to AWS. It serves one request at a time: moto checks ``If-None-Match`` and
+stores the object in two steps, and serialising requests makes that conditional
+PUT atomic, as it is on S3 itself.
 """
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +22,20 @@ from pipeline.store import Store
 
 BUCKET = "imgdedup-test"
 
+# The server binds port 0 itself and then publishes the port it got (write and
+# rename, so the file appears whole): no other process can take the port between
+# choosing it and listening on it. Werkzeug's single-threaded server speaks
+# HTTP/1.0, so no client holds the one request slot with a kept-alive connection.
 _SERVER_CODE = """
-import sys
-from werkzeug.serving import run_simple
+import os, sys
+from werkzeug.serving import make_server
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app),
-           threaded=False, request_handler=MotoRequestHandler)
+server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app),
+                     threaded=False, request_handler=MotoRequestHandler)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(server.server_port))
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+server.serve_forever()
 """
 
 
@@ -43,23 +51,20 @@ class Location:
         return Store(self.url, self.options, **kwargs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> bool:
+def _wait_for_port_file(port_file: Path, process: subprocess.Popen, timeout: float) -> int | None:
+    """The port the server published, or None if it exited or did not publish within ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if port_file.exists():
+            return int(port_file.read_text())
         if process.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+            return None
+        time.sleep(0.05)
+    return None
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
 
 
 @pytest.fixture(scope="session")
@@ -71,13 +76,16 @@ def s3_options(tmp_path_factory):
         import s3fs  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"S3 test server unavailable: {exc} (install the dev extra: moto[server], s3fs)")
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("s3") / "server.log", "wb")
+    folder = tmp_path_factory.mktemp("s3")
+    log_path, port_file = folder / "server.log", folder / "port"
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    process = subprocess.Popen([sys.executable, "-c", _SERVER_CODE, str(port)], stdout=log, stderr=log, env=env)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-c", _SERVER_CODE, str(port_file)],
+                                   stdout=log, stderr=log, env=env)
     try:
-        if not _wait_for_port(port, process, timeout=20):
-            pytest.skip(f"S3 test server did not start on 127.0.0.1:{port} (see {log.name})")
+        port = _wait_for_port_file(port_file, process, timeout=20)
+        if port is None:
+            pytest.skip(f"S3 test server (moto) did not start: {_tail(log_path) or 'no output'} (log: {log_path})")
         endpoint = f"http://127.0.0.1:{port}"
         boto3.client(
             "s3", endpoint_url=endpoint, region_name="us-east-1",
@@ -89,8 +97,11 @@ def s3_options(tmp_path_factory):
         }
     finally:
         process.terminate()
-        process.wait(timeout=10)
-        log.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def new_location(backend: str, request: pytest.FixtureRequest, folder) -> Location:
