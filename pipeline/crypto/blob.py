@@ -202,11 +202,6 @@ def parse_header(header: bytes, image_id: str) -> BlobHeader:
                       wrapped, commitment, sealed_for)
 
 
-def header_wrap_key_id(header: bytes, image_id: str) -> bytes:
-    """Id of the group key that wraps this blob's data key now (what rotation changes)."""
-    return parse_header(header, image_id).wrap_key_id
-
-
 def _unseal_header(keys: KeyRing, image_id: str, header_bytes: bytes) -> tuple[BlobHeader, bytes]:
     """Verify a header and return it with the blob's data key.
 

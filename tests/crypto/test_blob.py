@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.crypto import blob
-from pipeline.crypto.blob import (TAG_BYTES, header_wrap_key_id, open_bytes, open_stream,
-                                  parse_header, rewrap_header, seal_bytes, seal_stream)
+from pipeline.crypto.blob import (TAG_BYTES, open_bytes, open_stream, parse_header,
+                                  rewrap_header, seal_bytes, seal_stream)
 from pipeline.crypto.keys import GroupKey
 from pipeline.errors import IntegrityError
 
@@ -223,7 +223,7 @@ def test_data_key_commitment_checked_before_segments(key, sealed, spy):
 def test_rewrap_keeps_body_and_switches_key(key, other_key, sealed):
     plaintext, header, body = sealed
     rotated = rewrap_header(header, "img-a", key, other_key)
-    assert header_wrap_key_id(rotated, "img-a") == other_key.key_id
+    assert parse_header(rotated, "img-a").wrap_key_id == other_key.key_id
     assert parse_header(rotated, "img-a").seal_key_id == key.key_id
     assert open_bytes(other_key, "img-a", rotated, body) == plaintext
     _assert_refused(key, "img-a", rotated, body)

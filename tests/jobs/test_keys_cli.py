@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from jobs.cli import main
-from pipeline.crypto.blob import header_wrap_key_id, open_stream, seal_stream
+from pipeline.crypto.blob import open_stream, parse_header, seal_stream
 from pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
 from pipeline.errors import IntegrityError
 from pipeline.store import Store
@@ -111,7 +111,7 @@ def test_rotation_rewraps_headers_only(store_url, key_files, capsys, caplog):
 
     assert _bodies(store) == bodies_before
     for blob_id, plaintext in plaintexts.items():
-        assert header_wrap_key_id(store.read_blob_header(blob_id), blob_id) == new.key_id
+        assert parse_header(store.read_blob_header(blob_id), blob_id).wrap_key_id == new.key_id
         assert _read(store, new, blob_id) == plaintext
         with pytest.raises(IntegrityError):
             _read(store, old, blob_id)
@@ -136,7 +136,7 @@ def test_interrupted_rotation_resumes(store_url, key_files, monkeypatch, capsys)
 
     # Mid-rotation every blob reads with whichever key wraps it now.
     store = Store(store_url)
-    wrapped_by = [header_wrap_key_id(store.read_blob_header(b), b) for b in BLOB_IDS]
+    wrapped_by = [parse_header(store.read_blob_header(b), b).wrap_key_id for b in BLOB_IDS]
     assert wrapped_by.count(new.key_id) == 2 and wrapped_by.count(old.key_id) == len(BLOB_IDS) - 2
     for blob_id, plaintext in plaintexts.items():
         assert _read(store, [old, new], blob_id) == plaintext
@@ -161,7 +161,8 @@ def test_blob_under_an_unknown_key_is_reported(tmp_path, key_files, capsys):
 
     assert _rotate(url, old_path, new_path) == 1
     assert f"{len(BLOB_IDS)} re-wrapped" in capsys.readouterr().out
-    assert header_wrap_key_id(Store(url).read_blob_header("zz-stranger"), "zz-stranger") == stranger.key_id
+    stranger_header = Store(url).read_blob_header("zz-stranger")
+    assert parse_header(stranger_header, "zz-stranger").wrap_key_id == stranger.key_id
 
 
 def test_a_damaged_header_naming_the_new_key_is_not_counted_as_done(tmp_path, key_files, capsys):
