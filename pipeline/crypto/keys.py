@@ -128,7 +128,8 @@ def write_key_file(path: str | Path, key: GroupKey, *, overwrite: bool = False) 
     Raises
     ------
     KeyFileError
-        The file exists and ``overwrite`` is false, or it cannot be created.
+        The file exists and ``overwrite`` is false, or it cannot be created or
+        written (nothing is left behind then).
     """
     path = Path(path)
     document = json.dumps({
@@ -159,8 +160,10 @@ def write_key_file(path: str | Path, key: GroupKey, *, overwrite: bool = False) 
             os.fsync(out.fileno())
         if overwrite:
             os.replace(target, path)
-    except BaseException:
+    except BaseException as exc:
         target.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise KeyFileError(str(path), f"cannot write: {exc.strerror}") from None
         raise
     return path
 

@@ -66,6 +66,17 @@ def test_refuses_to_overwrite_unless_asked(key_path):
     assert [p.name for p in key_path.parent.iterdir()] == [key_path.name]
 
 
+def test_a_replacement_that_cannot_be_written_leaves_nothing_behind(tmp_path):
+    occupied = tmp_path / "group.key"
+    occupied.mkdir()
+    with pytest.raises(KeyFileError, match="cannot write") as info:
+        write_key_file(occupied, GroupKey.generate(), overwrite=True)
+    assert info.value.subject == str(occupied)
+    assert [p.name for p in tmp_path.iterdir()] == ["group.key"]
+    with pytest.raises(KeyFileError, match="cannot create"):
+        write_key_file(tmp_path / "missing" / "group.key", GroupKey.generate())
+
+
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644, 0o620])
 def test_refuses_a_file_others_can_read(key_path, mode):
     key_path.chmod(mode)
