@@ -1,6 +1,7 @@
 """``imgdedup keygen`` and ``imgdedup rotate-key`` on real stores."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -12,7 +13,7 @@ import pytest
 
 from jobs.cli import main
 from pipeline.crypto.blob import open_stream, parse_header, seal_stream
-from pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
+from pipeline.crypto.keys import PURPOSES, GroupKey, load_key_file, write_key_file
 from pipeline.errors import IntegrityError
 from pipeline.store import Store
 from pipeline.store.keys import blob_body_key
@@ -108,6 +109,16 @@ def test_rotation_rewraps_headers_only(store_url, key_files, capsys, caplog):
     for path in (old_path, new_path):
         secret = json.loads(path.read_text())["key"]
         assert secret not in out and secret not in caplog.text
+    # No group key or sub-key, in any spelling, in any object of the store.
+    secrets = [json.loads(p.read_text())["key"] for p in (old_path, new_path)]
+    secrets += [base64.b64decode(k) for k in secrets]
+    secrets += [k.subkey(purpose) for k in (old, new) for purpose in PURPOSES]
+    secrets += [s.hex() for s in secrets if isinstance(s, bytes)]
+    contents = [store.fs.cat_file(f) for f in store.fs.find(store.root)]
+    assert len(contents) > 2 * len(BLOB_IDS)
+    for secret in secrets:
+        needle = secret.encode() if isinstance(secret, str) else secret
+        assert not any(needle in content for content in contents)
 
     assert _bodies(store) == bodies_before
     for blob_id, plaintext in plaintexts.items():
