@@ -67,9 +67,24 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+def _make_durable_directories(directory: str) -> None:
+    """Create ``directory`` and its missing ancestors, fsyncing the parent of each new one.
+
+    Without that, a power loss could drop a new folder's entry (``errors/<run_id>/``,
+    ``blobs/ab/cd/``) while the commit record naming a file inside it survives.
+    """
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for folder in reversed(missing):
+        os.makedirs(folder, exist_ok=True)
+        _fsync_directory(os.path.dirname(folder))
+
+
 def _write_local_temporary(path: str, chunks: Iterable[bytes], on_chunk: Callable[[], None] | None) -> str:
     """Write ``chunks`` to a durable temporary sibling of ``path`` and return its name."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _make_durable_directories(os.path.dirname(path))
     temporary = path + keys.temporary_suffix()  # left behind only by a crash; gc removes it
     try:
         with open(temporary, "xb") as f:

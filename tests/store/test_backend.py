@@ -6,6 +6,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
+from pipeline.store import backend
 from pipeline.store.backend import OBJECT_PART_BYTES, list_keys, write_atomic, write_exclusive
 
 from .conftest import new_location
@@ -73,3 +74,15 @@ def test_listing_leaves_no_cache_that_hides_later_writes(fs_and_root):
     write_atomic(another_process, f"{root}/blobs/ab/cd/abcd0002", [b"two"])
     assert fs.exists(f"{root}/blobs/ab/cd/abcd0002")
     assert fs.cat_file(f"{root}/blobs/ab/cd/abcd0002") == b"two"
+
+
+def test_local_writes_make_new_folders_durable(tmp_path, monkeypatch):
+    """Every folder a local write creates is recorded in its parent with an fsync (power-loss safety)."""
+    synced = []
+    monkeypatch.setattr(backend, "_fsync_directory", synced.append)
+    root = tmp_path / "store"
+    write_atomic(LocalFileSystem(), f"{root}/errors/run-1/part-0.parquet", [b"x"])
+    assert synced == [str(tmp_path), str(root), f"{root}/errors", f"{root}/errors/run-1"]
+    synced.clear()
+    assert write_exclusive(LocalFileSystem(), f"{root}/_commits/00000000000000000001.json", b"{}")
+    assert synced == [str(root), f"{root}/_commits"]
