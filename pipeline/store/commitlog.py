@@ -85,15 +85,19 @@ class CommitLog:
     ) -> int:
         """Commit ``run_id`` at the next free version, or return the version it already has.
 
-        Arguments are trusted (checked by the caller). A lost race re-reads the
-        log and tries the next version; a version lost to a record that the
-        listing then does not show raises StoreError instead of retrying forever.
+        Arguments are trusted (checked by the caller). Each attempt lists the
+        log once. A lost race re-reads the log and tries the next version; a
+        version lost to a record that the listing then does not show raises
+        StoreError instead of retrying forever.
         """
+        lost = 0  # the last version this call lost to another writer
         while True:
-            version = self.latest_version()
-            existing = self.committed_runs().get(run_id)
-            if existing is not None:
-                return existing
+            runs = self.committed_runs()
+            if run_id in runs:
+                return runs[run_id]
+            version = max(self._records, default=0)
+            if version < lost:
+                raise StoreError(keys.commit_key(lost), "record exists but is not listed by the store")
             record = {
                 "format": COMMIT_FORMAT,
                 "version": version + 1,
@@ -111,8 +115,7 @@ class CommitLog:
                 self._records[version + 1] = record
                 self._step("commit.done")
                 return version + 1
-            if self.latest_version() <= version:
-                raise StoreError(key, "record exists but is not listed by the store")
+            lost = version + 1
 
     def refresh(self) -> None:
         """Read the records not seen yet; check the log has no gaps."""

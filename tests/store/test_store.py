@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import StoreError
-from pipeline.store import Store, schemas
+from pipeline.store import Store, commitlog, schemas
 
 
 def error_rows(run_id: str, sources: list[str]) -> pa.Table:
@@ -224,3 +224,10 @@ def test_reading_some_columns_keeps_their_types_and_metadata(store):
     assert empty.schema.names == ["source"] and empty.num_rows == 0
     with pytest.raises(StoreError, match="no such columns"):
         store.read_table("fingerprints", columns=["pixels"])
+
+
+def test_a_lost_version_the_listing_does_not_show_is_an_error_not_a_spin(store, monkeypatch):
+    """A create-exclusive write that reports the record exists, while no listing shows it, must not loop."""
+    monkeypatch.setattr(commitlog, "write_exclusive", lambda *args: False)
+    with pytest.raises(StoreError, match="not listed"):
+        store.commit("r1", {})
