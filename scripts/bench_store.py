@@ -44,8 +44,9 @@ def _plain_write(path: Path, chunks: list[bytes]) -> None:
 
 
 def _drain(f) -> None:
-    while f.read(CHUNK):
-        pass
+    with f:
+        while f.read(CHUNK):
+            pass
 
 
 def _commit_rate(store: Store, runs: int) -> tuple[float, float]:
