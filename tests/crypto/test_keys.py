@@ -114,8 +114,10 @@ def _rewrite(path, **changes):
 ])
 def test_malformed_files_say_what_is_wrong(key_path, changes, message):
     _rewrite(key_path, **changes)
-    with pytest.raises(KeyFileError, match=message):
+    with pytest.raises(KeyFileError, match=message) as info:
         load_key_file(key_path)
+    key_text = str(json.loads(key_path.read_text())["key"])
+    assert key_text not in str(info.value)
 
 
 def test_not_json_and_missing(tmp_path):
