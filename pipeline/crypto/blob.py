@@ -167,12 +167,13 @@ def _data_key_commitment(commit_key: bytes, image_id: str, seal_key_id: bytes,
     return hmac.new(commit_key, message, hashlib.sha256).digest()
 
 
-def _header_mac(key: GroupKey, header: BlobHeader) -> bytes:
-    return hmac.new(key.subkey("key-commitment"), header.unsigned_bytes(), hashlib.sha256).digest()
+def _header_mac(key: GroupKey, unsigned: bytes) -> bytes:
+    return hmac.new(key.subkey("key-commitment"), unsigned, hashlib.sha256).digest()
 
 
 def _signed(key: GroupKey, header: BlobHeader) -> bytes:
-    return header.unsigned_bytes() + _header_mac(key, header)
+    unsigned = header.unsigned_bytes()
+    return unsigned + _header_mac(key, unsigned)
 
 
 def parse_header(header: bytes, image_id: str) -> BlobHeader:
@@ -216,7 +217,10 @@ def _unseal_header(keys: KeyRing, image_id: str, header_bytes: bytes) -> tuple[B
         held = ", ".join(k.key_id_hex for k in ring) or "none"
         raise _fail(image_id, f"wrapped under group key id {header.wrap_key_id.hex()}; "
                     f"keys held: {held}")
-    if not hmac.compare_digest(header_bytes[-_MAC_BYTES:], _header_mac(key, header)):
+    # The MAC is checked over the bytes as received, not over a re-encoding of
+    # the parsed fields, so no parsing leniency can hide an edit.
+    expected_mac = _header_mac(key, header_bytes[:-_MAC_BYTES])
+    if not hmac.compare_digest(header_bytes[-_MAC_BYTES:], expected_mac):
         raise _fail(image_id, "header commitment check failed: edited header or a header "
                     "made under another group key")
     if header.image_id != image_id:
