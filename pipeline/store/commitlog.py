@@ -142,7 +142,7 @@ class CommitLog:
             for table, table_keys in record["files"].items():
                 keys.check_table(table)
                 for table_key in table_keys:
-                    keys.check_key(table_key)
+                    keys.check_table_file(table, table_key)
             for blob_id in record["blobs"]:
                 keys.check_blob_id(blob_id)
             for table in record["replace"]:

@@ -109,6 +109,19 @@ def table_part_key(table: str, run_id: str, part: str, unique: str) -> str:
     return f"{table}/{run_id}/part-{part}-{unique}.parquet"
 
 
+def check_table_file(table: str, key: str) -> str:
+    """Return ``key`` if it is a safe key under ``<table>/`` (``table`` already checked), else raise StoreError.
+
+    Every file a commit lists for ``table`` must be one, in :meth:`Store.commit`
+    and in records read back, so a tampered record cannot make a reader parse a
+    blob or a commit record as a Parquet part.
+    """
+    check_key(key)
+    if not key.startswith(f"{table}/"):
+        raise StoreError(key, f"not a file of table {table!r}")
+    return key
+
+
 def run_file_key(table: str, run_id: str, name: str, unique: str) -> str:
     """Key of one immutable non-Parquet file of a run: ``<table>/<run_id>/<unique>-<name>``."""
     check_table(table)

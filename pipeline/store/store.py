@@ -345,11 +345,9 @@ class Store:
             not JSON, or a commit log that is not contiguous.
         """
         keys.check_run_id(run_id)
-        file_lists = {keys.check_table(table): sorted({keys.check_key(k) for k in ks}) for table, ks in files.items()}
-        for table, table_keys in file_lists.items():
-            for key in table_keys:
-                if not key.startswith(f"{table}/"):
-                    raise StoreError(key, f"not a file of table {table!r}")
+        file_lists = {
+            keys.check_table(table): sorted({keys.check_table_file(table, k) for k in ks}) for table, ks in files.items()
+        }
         blob_ids = sorted({keys.check_blob_id(b) for b in blobs})
         replaced = sorted({keys.check_table(t) for t in replace})
         try:
