@@ -1,14 +1,19 @@
 """Ablation of LBPH's open choices on the near-duplicate bench (docs/lbph.md).
 
 Builds the labelled variant set with ``../shared/bench/transforms.py`` (or reuses
-it), hashes every file with each LBPH variant, scores plain and dihedral matching
+it), decodes every file as ``imgdedup hash`` does (``decode_image`` with the
+configured limits and JPEG draft scale), hashes it with each LBPH variant, scores plain and dihedral matching
 with the bench's own ``evaluate`` (ROC AUC, recall at FPR, best F1, per-family
 recall) and prints one Markdown table. With ``--score NAME...`` it also writes
 ``file,hash,dihedral`` CSV tables for the named variants and runs the bench's
 ``score.py`` on them beside its anchors (aHash, pHash, dHash, wHash, pHash-256,
-PDQ, PDQ-dihedral), which is the table docs/lbph.md quotes.
+PDQ, PDQ-dihedral), which is the table docs/lbph.md quotes. With ``--thresholds
+T...`` it prints, for each ``--score`` variant, how many different-original pairs
+and what share of same-original pairs fall within each t (dihedral matching),
+which is how ``dedup.threshold_t`` is chosen.
 
     python scripts/ablate_lbph.py [--set bench-out/set] [--originals DIR|skimage] [--score lbph lbph-paper ...]
+                                  [--thresholds 40 64 80]
 
 Last line: one JSON object with each variant's dihedral AUC and recall.
 """
@@ -26,8 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.config import load_config
 from pipeline.hashing.algorithms import get_algorithm, lbph_algorithm
 from pipeline.hashing.bits import to_hex
+from pipeline.hashing.decode import decode_image
 from pipeline.hashing.lbph import DEFAULT, PAPER, LbphParams, default_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,8 +113,26 @@ def load_set(set_dir: Path, originals: Path) -> tuple[list[str], np.ndarray, np.
     with open(set_dir / "truth.csv") as f:
         rows = list(csv.DictReader(f))
     files = [r["file"] for r in rows]
-    images = [Image.open(set_dir / name).convert("RGB") for name in files]
+    decode = load_config().decode
+    images = [decode_image(set_dir / name, max_pixels=decode.max_pixels, formats=decode.formats,
+                           draft_min_side=decode.draft_min_side) for name in files]
     return files, np.array([r["group"] for r in rows]), np.array([r["family"] for r in rows]), images
+
+
+def print_thresholds(scorer, sets: dict[str, np.ndarray], groups: np.ndarray, thresholds: list[int]) -> None:
+    """Markdown table: per variant and t, different-original pairs within t and recall (dihedral matching)."""
+    upper = np.triu_indices(len(groups), 1)
+    same = groups[upper[0]] == groups[upper[1]]
+    print()
+    print("| variant | t | different-original pairs within t | of | recall |")
+    print("|---|---|---|---|---|")
+    for name, forms in sets.items():
+        distances = scorer.pair_distances(forms)[upper]
+        closest = int(distances[~same].min())
+        for t in thresholds:
+            false_pairs = int((distances[~same] <= t).sum())
+            print(f"| {name} | {t} | {false_pairs} | {int((~same).sum())} | {(distances[same] <= t).mean():.3f} |")
+        print(f"| {name} | closest different-original pair: {closest} | | | |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fpr", type=float, default=1e-4)
     ap.add_argument("--score", nargs="*", default=[], metavar="NAME",
                     help="variants (or lbph / lbph-paper / phash / ahash / dhash) to run score.py on")
+    ap.add_argument("--thresholds", nargs="*", type=int, default=[], metavar="T",
+                    help="with --score: false pairs and recall of each scored variant within each t")
     a = ap.parse_args(argv)
     scorer = _load_scorer()
     files, groups, families, images = load_set(a.set, a.originals)
@@ -162,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         subprocess.run([sys.executable, str(BENCH / "score.py"), str(a.set), "--fpr", str(a.fpr), *tables],
                        check=True)
+    if a.score and a.thresholds:
+        print_thresholds(scorer, {name: sets[name] for name in a.score}, groups, a.thresholds)
     print(json.dumps(summary))
     return 0
 
