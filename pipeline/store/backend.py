@@ -19,8 +19,10 @@ which backend it is; only here do the semantics differ:
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import IO
 
@@ -34,6 +36,11 @@ from pipeline.store import keys
 #: Multipart part size for object stores: the S3 minimum, so a streamed blob
 #: holds at most one part in memory.
 OBJECT_PART_BYTES = 5 * 2**20
+
+#: Tries of a create-exclusive write that meets a concurrent conditional write
+#: of the same key, and the first wait between them (doubled each time), seconds.
+CONFLICT_ATTEMPTS = 8
+CONFLICT_BACKOFF_SECONDS = 0.05
 
 _MEMORY_LOCK = threading.Lock()
 
@@ -210,10 +217,19 @@ def write_exclusive(
                 return False
             fs.pipe_file(path, data)
         return True
-    try:
-        fs.pipe_file(path, data, mode="create")
-    except FileExistsError:
-        return False
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            fs.pipe_file(path, data, mode="create")
+            break
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            # s3fs reports S3's 409 ConditionalRequestConflict (another
+            # conditional write of this key in flight) as EBUSY; AWS asks for a
+            # retry, which then either creates the key or finds it taken (412).
+            if exc.errno != errno.EBUSY or attempt == CONFLICT_ATTEMPTS - 1:
+                raise
+            time.sleep(CONFLICT_BACKOFF_SECONDS * 2**attempt)
     fs.invalidate_cache(path)
     # A backend whose "create" mode is check-then-write may let a second writer
     # overwrite us; reading back catches the overwrites that land before this read.

@@ -1,6 +1,8 @@
 """The two write primitives, on each backend and on a generic fsspec filesystem."""
 from __future__ import annotations
 
+import errno
+
 import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
@@ -86,3 +88,27 @@ def test_local_writes_make_new_folders_durable(tmp_path, monkeypatch):
     synced.clear()
     assert write_exclusive(LocalFileSystem(), f"{root}/_commits/00000000000000000001.json", b"{}")
     assert synced == [str(root), f"{root}/_commits"]
+
+
+def test_exclusive_write_retries_a_conflicting_concurrent_create(tmp_path, monkeypatch):
+    """S3 may answer racing conditional PUTs with 409 (EBUSY in s3fs): retry, then win or find the key taken."""
+    fs = DirFileSystem(str(tmp_path), LocalFileSystem(auto_mkdir=True))
+    create = fs.pipe_file
+    monkeypatch.setattr(backend, "CONFLICT_BACKOFF_SECONDS", 0.0)
+
+    def conflict_first(path, data, **kwargs):
+        if not conflicts:
+            return create(path, data, **kwargs)
+        conflicts.pop()()
+        raise OSError(errno.EBUSY, "ConditionalRequestConflict")
+
+    monkeypatch.setattr(fs, "pipe_file", conflict_first)
+    conflicts = [lambda: None, lambda: None]
+    assert write_exclusive(fs, "_commits/00000000000000000001.json", b"mine")
+    assert fs.cat_file("_commits/00000000000000000001.json") == b"mine"
+    conflicts = [lambda: create("_commits/00000000000000000002.json", b"theirs")]
+    assert not write_exclusive(fs, "_commits/00000000000000000002.json", b"mine")
+    assert fs.cat_file("_commits/00000000000000000002.json") == b"theirs"
+    conflicts = [lambda: None] * backend.CONFLICT_ATTEMPTS
+    with pytest.raises(OSError):
+        write_exclusive(fs, "_commits/00000000000000000003.json", b"mine")
