@@ -9,14 +9,13 @@ nothing else.
 from __future__ import annotations
 
 import signal
-from collections import Counter
 
 import pytest
 
 from pipeline.store import keys
 
 from .conftest import new_location
-from .writer import blob_body, blob_header, run_in_processes, write_run
+from .writer import assert_holds_exactly, run_in_processes, write_run
 
 BLOB_BYTES = 200_000  # several 64 KiB chunks, so a kill can land inside a body
 BASE = {"run_id": "base", "sources": ["base/0", "base/1"], "blobs": ["base0001"]}
@@ -37,14 +36,7 @@ def assert_store_holds(store, runs: list[dict]) -> None:
     """The latest version holds exactly ``runs``: their rows once each and their blobs intact."""
     assert store.latest_version() == len(runs)
     assert sorted(store.committed_runs()) == sorted(r["run_id"] for r in runs)
-    sources = store.read_table("errors").column("source").to_pylist()
-    assert Counter(sources) == Counter(s for r in runs for s in r["sources"])
-    blob_ids = sorted(b for r in runs for b in r["blobs"])
-    assert list(store.iter_blob_ids()) == blob_ids
-    for blob_id in blob_ids:
-        assert store.read_blob_header(blob_id) == blob_header(blob_id)
-        with store.open_blob_body(blob_id) as f:
-            assert f.read() == blob_body(blob_id, BLOB_BYTES)
+    assert_holds_exactly(store, runs, BLOB_BYTES)
 
 
 def referenced_keys(store) -> list[str]:

@@ -7,10 +7,11 @@ from collections import Counter
 import pytest
 
 from .conftest import new_location
-from .writer import blob_body, blob_header, run_in_processes, write_run
+from .writer import assert_holds_exactly, run_in_processes, write_run
 
 WRITERS = 5
 RUNS_PER_WRITER = 3
+BLOB_BYTES = 1000
 
 
 def writer_runs(worker: int) -> list[dict]:
@@ -47,13 +48,7 @@ def check_race_outcome(store, results: list[dict]) -> None:
     (shared_winner,) = [w for w in (0, 1) if shared_record["blobs"] == [f"shared{w}"]]
     expected_runs = [run for w in range(WRITERS) for run in writer_runs(w)
                      if run["run_id"] != "shared" or run["blobs"] == [f"shared{shared_winner}"]]
-    sources = store.read_table("errors").column("source").to_pylist()
-    assert Counter(sources) == Counter(s for run in expected_runs for s in run["sources"])
-    expected_blobs = sorted(b for run in expected_runs for b in run["blobs"])
-    assert list(store.iter_blob_ids()) == expected_blobs
-    for blob_id in expected_blobs:
-        assert store.read_blob_header(blob_id) == blob_header(blob_id)
-        assert store.open_blob_body(blob_id).read() == blob_body(blob_id, 1000)
+    assert_holds_exactly(store, expected_runs, BLOB_BYTES)
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
@@ -62,7 +57,7 @@ def test_racing_writer_processes(backend, request, tmp_path):
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     specs = [
-        {"url": location.url, "options": location.options, "runs": writer_runs(w), "blob_bytes": 1000,
+        {"url": location.url, "options": location.options, "runs": writer_runs(w), "blob_bytes": BLOB_BYTES,
          "barrier": {"dir": str(barrier), "count": WRITERS}}
         for w in range(WRITERS)
     ]
@@ -90,7 +85,7 @@ def test_racing_writer_threads_on_memory(request, tmp_path):
                     barrier.wait()
         store = location.open(on_step=on_step)
         try:
-            versions = {run["run_id"]: write_run(store, run["run_id"], run["sources"], run["blobs"], 1000)
+            versions = {run["run_id"]: write_run(store, run["run_id"], run["sources"], run["blobs"], BLOB_BYTES)
                         for run in writer_runs(worker)}
         except BaseException as exc:  # reported to the test thread below
             errors.append(exc)

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -53,6 +54,18 @@ def write_run(store: Store, run_id: str, sources: list[str], blob_ids: list[str]
     )
     part = store.write_table_part("errors", run_id, 0, rows)
     return store.commit(run_id, {"errors": [part]}, blob_ids, meta={"pid": os.getpid()})
+
+
+def assert_holds_exactly(store: Store, runs: list[dict], blob_bytes: int) -> None:
+    """The store's latest version holds the rows of ``runs`` once each, and exactly their blobs, intact."""
+    sources = store.read_table("errors").column("source").to_pylist()
+    assert Counter(sources) == Counter(s for run in runs for s in run["sources"])
+    blob_ids = sorted(b for run in runs for b in run["blobs"])
+    assert list(store.iter_blob_ids()) == blob_ids
+    for blob_id in blob_ids:
+        assert store.read_blob_header(blob_id) == blob_header(blob_id)
+        with store.open_blob_body(blob_id) as f:
+            assert f.read() == blob_body(blob_id, blob_bytes)
 
 
 class StepObserver:
