@@ -9,10 +9,10 @@ much faster and a good low-pass filter before the hash's own downscaling.
 
 Input is untrusted: the format must be on a whitelist before any decoder runs,
 the pixel count is checked from the header before the pixels are read or
-decoded (a file is streamed, never slurped, so a huge non-image costs a few
-bytes of reading), and
-every failure — empty, non-image, unsupported format, too large, corrupt,
-truncated — raises :class:`~pipeline.errors.DecodeError` naming the file.
+decoded (the file is streamed to Pillow, not read whole first, so refusing a
+huge non-image or oversized file costs a few bytes of reading), and every
+failure — empty, non-image, unsupported format, too large, corrupt, truncated —
+raises :class:`~pipeline.errors.DecodeError` naming the file.
 Nothing here changes Pillow's global settings (``LOAD_TRUNCATED_IMAGES`` stays
 False, ``MAX_IMAGE_PIXELS`` untouched).
 """
