@@ -1,8 +1,9 @@
 """Role separation: the server side runs with no key in reach and never imports pipeline.crypto.
 
 The store, the packed-bit kernels and (where present) the index, clustering and
-dedup-decision modules are the server side. They must work in a process where
-``pipeline.crypto`` cannot be imported and no key file exists.
+dedup-decision modules are the server side, with the store's upkeep command
+(``imgdedup gc``). They must work in a process where ``pipeline.crypto`` cannot
+be imported and no key file exists.
 """
 from __future__ import annotations
 
@@ -91,6 +92,19 @@ stored = store.read_table("fingerprints")
 matrix = np.frombuffer(b"".join(stored.column("fingerprint").to_pylist()), dtype=np.uint8).reshape(n, 32)
 distances = hamming(query[None, :], matrix)[0]
 assert distances.argmin() == 17 and distances.min() == 4, distances
+
+# Blob upkeep is server side too: headers are replaced (key rotation hands the
+# store new wrapped keys), and `imgdedup gc` removes what no commit lists.
+import argparse
+from jobs import storecmd
+from pipeline.config import load_config
+store.write_blob("abcd0001", b"wrapped key v1", [b"ciphertext"])
+store.write_blob("dead0001", b"abandoned", [b"ciphertext"])
+store.commit("run-2", {}, ["abcd0001"])
+store.replace_blob_header("abcd0001", b"wrapped key v2")
+assert storecmd.run(argparse.Namespace(grace=0, store=sys.argv[1]), load_config()) == 0
+assert list(store.iter_blob_ids(committed_only=False)) == ["abcd0001"]
+assert store.read_blob_header("abcd0001") == b"wrapped key v2"
 assert [m for m in sys.modules if m.startswith("pipeline.crypto") and sys.modules[m] is not None] == []
 print("server side ran without pipeline.crypto")
 """
