@@ -116,8 +116,10 @@ def write_atomic(
     """Write ``chunks`` to ``path`` so readers see the old object or the whole new one.
 
     If iterating ``chunks`` raises, the exception propagates and nothing new
-    is published under ``path`` (local: the temporary file is removed; object
-    stores: the multipart upload is aborted).
+    is published under ``path`` (local: the temporary file is removed;
+    ``memory://``: nothing was assigned; buffered object-store files such as
+    S3's: the multipart upload is aborted). A backend whose files write in
+    place keeps what was written (see ``docs/store.md``).
 
     Parameters
     ----------
