@@ -44,7 +44,7 @@ class NoFilesystem:
 
 @pytest.fixture
 def store_without_fs(store):
-    store.fs = NoFilesystem()
+    store.fs = store._log.fs = NoFilesystem()
     return store
 
 
