@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from jobs.hash import fingerprint_in_batches
 from pipeline.config import Config
 from pipeline.hashing.algorithms import get_algorithm
 from pipeline.hashing.bits import dihedral_hamming, hamming
-from pipeline.hashing.fingerprint import fingerprint_batch
 
 
 # skimage.data loaders whose files ship inside the scikit-image package.
@@ -185,15 +184,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
     algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits)
     dihedral = config.hash.dihedral
-    batches = [
-        fingerprint_batch([images_dir / s.file for s in chunk], algorithm, names=[s.file for s in chunk],
-                          dihedral=dihedral, **dataclasses.asdict(config.decode))
-        for chunk in (samples[k:k + config.dask.partition_size]
-                      for k in range(0, len(samples), config.dask.partition_size))
-    ]
-    for batch in batches:
-        for error in batch.errors:
-            print(f"error: {error}", file=sys.stderr)
+    batches = list(fingerprint_in_batches([images_dir / s.file for s in samples], algorithm, config,
+                                          dihedral=dihedral, names=[s.file for s in samples]))
     names = [name for b in batches for name in b.names]
     by_file = {s.file: s for s in samples}
     hashes = np.concatenate([b.hashes for b in batches])

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline.config import Config
-from pipeline.hashing.algorithms import ALGORITHMS, get_algorithm
+from pipeline.hashing.algorithms import ALGORITHMS, HashAlgorithm, get_algorithm
 from pipeline.hashing.bits import to_hex
 from pipeline.hashing.decode import known_formats
 from pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
@@ -59,15 +59,41 @@ def run(args: argparse.Namespace, config: Config) -> int:
     columns = COLUMNS + (("dihedral",) if dihedral else ())
     failed = 0
     with _TableWriter(args.out, columns) as write:
-        for start in range(0, len(files), config.dask.partition_size):
-            chunk = files[start:start + config.dask.partition_size]
-            batch = fingerprint_batch(chunk, algorithm, dihedral=dihedral, **dataclasses.asdict(config.decode))
-            for error in batch.errors:
-                print(f"error: {error}", file=sys.stderr)
+        for batch in fingerprint_in_batches(files, algorithm, config, dihedral=dihedral):
             failed += len(batch.errors)
             write(rows(batch))
     log.info("hashed %d files, %d failed", len(files) - failed, failed)
     return 1 if failed else 0
+
+
+def fingerprint_in_batches(files: Sequence[str | Path], algorithm: HashAlgorithm, config: Config, *,
+                           dihedral: bool, names: Sequence[str] | None = None) -> Iterator[FingerprintBatch]:
+    """Fingerprint ``files`` ``dask.partition_size`` at a time, printing one stderr line per failed file.
+
+    Parameters
+    ----------
+    files : sequence of path-like
+    algorithm : HashAlgorithm
+    config : Config
+        Supplies the batch size and the decoding limits.
+    dihedral : bool
+        Also compute the 8 dihedral variants.
+    names : sequence of str, optional
+        What rows and error lines call each file; the paths by default.
+
+    Yields
+    ------
+    FingerprintBatch
+        One per batch, in order.
+    """
+    size = config.dask.partition_size
+    for start in range(0, len(files), size):
+        batch = fingerprint_batch(files[start:start + size], algorithm, dihedral=dihedral,
+                                  names=None if names is None else names[start:start + size],
+                                  **dataclasses.asdict(config.decode))
+        for error in batch.errors:
+            print(f"error: {error}", file=sys.stderr)
+        yield batch
 
 
 def list_image_files(paths: Iterable[str], formats: Sequence[str]) -> list[str]:
