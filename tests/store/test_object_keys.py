@@ -97,6 +97,8 @@ def test_the_store_own_folders_are_not_tables(store_without_fs, table):
 def test_unsafe_file_keys_in_a_commit_are_refused_before_any_filesystem_call(store_without_fs, key):
     with pytest.raises(StoreError):
         store_without_fs.commit("run-1", {"errors": [key]})
+    with pytest.raises(StoreError):
+        store_without_fs.open_committed_file(key)
 
 
 @pytest.mark.parametrize("key", ["../../outside.parquet", "_commits/00000000000000000001.json", "blobs/ab/cd/abcd0001"])
