@@ -110,7 +110,8 @@ class Store:
             The blob's header (key wrapping, nonces; format owned by the crypto side).
         body_chunks : iterable of bytes
             The ciphertext, streamed: memory is bounded by one chunk (one
-            5 MiB multipart part on object stores).
+            5 MiB multipart part on object stores; ``memory://`` holds whole
+            objects anyway).
 
         Returns
         -------
