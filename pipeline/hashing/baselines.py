@@ -104,6 +104,11 @@ def phash_dihedral_batch(thumbs: np.ndarray) -> np.ndarray:
     """pHash of the 8 dihedral forms from one DCT, ``(B, 32, 32)`` → ``(B, 8, 8)`` uint8.
 
     Sign flips change the block's median, so every form is thresholded by its own.
+    Where two coefficients tie at the median (a picture symmetric about a
+    diagonal), the plain hash, like imagehash's, is decided by rounding, and a
+    form can differ from the hash of the turned thumbnail in those tied bits
+    (2 for a diagonal gradient); LBPH's kernels give ties a margin instead, but
+    here the plain hash must stay imagehash's.
     """
     return _phash_bits(dct_stack(_phash_block(thumbs)))
 
