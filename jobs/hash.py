@@ -93,6 +93,7 @@ def fingerprint_in_batches(files: Sequence[str | Path], algorithm: HashAlgorithm
                                   **dataclasses.asdict(config.decode))
         for error in batch.errors:
             print(f"error: {error}", file=sys.stderr)
+        log.info("fingerprinted %d/%d files", min(start + size, len(files)), len(files))
         yield batch
 
 
