@@ -66,6 +66,16 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    batch_size: int = 32
+    search_mode: str = "exact"
+    poll_interval_ms: int = 1000
+    stable_size_ms: int = 2000
+    recluster_new_classes: int = 8
+    recluster_centre_shift: int = 16
+
+
+@dataclass(frozen=True)
 class Config:
     hash: HashConfig = field(default_factory=HashConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -74,12 +84,14 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
 
 
 _CHOICES = {
     ("hash", "algo"): {"lbph", "lbph-paper", "phash", "ahash", "dhash"},
     ("hash", "bits"): {64, 128, 256},
     ("crypto", "mode"): {"tokens", "sealed"},
+    ("ingest", "search_mode"): {"exact", "paper"},
 }
 
 
