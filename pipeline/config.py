@@ -37,7 +37,8 @@ class DecodeConfig:
 class DedupConfig:
     threshold_t: int = 64
     centre_threshold: int = 96
-    clusters: int = 16
+    clusters: int | str = 16
+    pointer_blob_grace_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,15 @@ class DaskConfig:
     scheduler: str = ""
     partition_size: int = 256
     workers: int = 0
+
+
+@dataclass(frozen=True)
+class BulkConfig:
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = (".*", "*/.*")
+    incremental: str = "digest"
+    retries: int = 2
+    progress: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class Config:
     crypto: CryptoConfig = field(default_factory=CryptoConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
+    bulk: BulkConfig = field(default_factory=BulkConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
 
@@ -91,6 +102,8 @@ _CHOICES = {
     ("hash", "algo"): {"lbph", "lbph-paper", "phash", "ahash", "dhash"},
     ("hash", "bits"): {64, 128, 256},
     ("crypto", "mode"): {"tokens", "sealed"},
+    ("bulk", "incremental"): {"digest", "stat"},
+    ("bulk", "progress"): {"auto", "bar", "log"},
     ("ingest", "search_mode"): {"exact", "paper"},
 }
 
@@ -116,6 +129,11 @@ def _coerce(section: str, name: str, value: object, annotation: object) -> objec
     elif annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(where, f"expected an integer, got {value!r}")
+    elif annotation == int | str:  # a count, or a word naming a rule ("auto")
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(where, f"expected an integer or a string, got {value!r}")
+        if isinstance(value, str) and value != "auto":
+            raise ConfigError(where, f"expected an integer or \"auto\", got {value!r}")
     elif annotation is str:
         if not isinstance(value, str):
             raise ConfigError(where, f"expected a string, got {value!r}")
