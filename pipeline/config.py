@@ -86,6 +86,14 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    page_size: int = 50
+    thumbnail_px: int = 128
+    members_shown: int = 12
+    review_margin: int = 8
+
+
+@dataclass(frozen=True)
 class Config:
     hash: HashConfig = field(default_factory=HashConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -95,6 +103,7 @@ class Config:
     dask: DaskConfig = field(default_factory=DaskConfig)
     bulk: BulkConfig = field(default_factory=BulkConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
 
 
