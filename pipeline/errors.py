@@ -57,3 +57,9 @@ class StoreError(ImgdedupError):
     """The store refused an operation: unsafe object key, lost commit race, missing object."""
 
     stage = "store"
+
+
+class MergeError(ImgdedupError):
+    """A merge cannot be undone: the image is not a pointer of that group, or its blob is gone."""
+
+    stage = "unmerge"
