@@ -36,3 +36,36 @@ def content_digest(key: GroupKey, reader: BinaryIO, chunk_bytes: int = 1 << 20) 
     while chunk := reader.read(chunk_bytes):
         mac.update(chunk)
     return mac.digest()
+
+
+#: Hex characters in an image id (128 bits).
+IMAGE_ID_CHARS = 32
+
+
+def image_id(key: GroupKey, digest: bytes, source: str) -> str:
+    """The id of the image with content ``digest`` found at ``source``: 32 hex characters.
+
+    A keyed HMAC (``content-digest`` sub-key) of the digest and the source
+    string, so the same file at the same place always gets the same id — a
+    re-run or a retried task writes the same rows and blob ids — while two
+    copies of one file at different places get different ids, and an id reveals
+    nothing about the file or its name without the key.
+
+    Parameters
+    ----------
+    key : GroupKey
+    digest : bytes
+        The file's :func:`content_digest` (32 bytes).
+    source : str
+        Where the file was read from, as the job names it (a URL or path).
+
+    Returns
+    -------
+    str
+        ``IMAGE_ID_CHARS`` lower-case hex characters.
+    """
+    if len(digest) != DIGEST_BYTES:
+        raise ValueError(f"a content digest is {DIGEST_BYTES} bytes, got {len(digest)}")
+    mac = hmac.new(key.subkey("content-digest"), b"image-id\x00" + digest + source.encode("utf-8"),
+                   digestmod=hashlib.sha256)
+    return mac.hexdigest()[:IMAGE_ID_CHARS]

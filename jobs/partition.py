@@ -1,0 +1,248 @@
+"""The bulk job's per-partition task: read, digest, fingerprint, seal and store one partition of files.
+
+It runs on a Dask worker. Each file is read once, straight from its source URL
+(its bytes never reach the scheduler or the client), into memory a few files at
+a time (:data:`READ_BATCH`), so a worker holds at most that many files plus one
+partition's thumbnails and rows. What goes back is small: the partition's
+fingerprint rows (an Arrow table), its fingerprints in the space the job
+searches in, and its error rows.
+
+Deterministic and idempotent: image ids are keyed digests of the bytes and the
+source URL, so a retried task (a lost worker, a re-run after a crash) produces
+the same rows and rewrites the same, still uncommitted, blob ids.
+"""
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+
+from jobs.source import SIGNATURE_BYTES, SourceFile, looks_like_image
+from pipeline.crypto.blob import seal_stream
+from pipeline.crypto.digest import content_digest, image_id
+from pipeline.crypto.fingerprint import fingerprint_width, fingerprints, seal_hashes, tokens
+from pipeline.crypto.keys import GroupKey
+from pipeline.errors import ImgdedupError
+from pipeline.hashing.algorithms import get_algorithm
+from pipeline.hashing.fingerprint import fingerprint_batch
+from pipeline.store import Store
+from pipeline.store.schemas import fingerprints_schema
+
+#: Files a task holds in memory at once; bounds a worker's memory by file size, not partition size.
+READ_BATCH = 16
+
+#: Columns of the errors table a task fills (``run_id`` is added at commit).
+ERROR_COLUMNS = ("source", "stage", "error_type", "message")
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """Everything a partition task needs besides its files; one per run, sent to each task.
+
+    ``storage_options`` open the store, ``source_options`` the source files.
+    ``ingested_at`` is the run's start time, the same in every task and retry.
+    """
+
+    store_url: str
+    storage_options: Mapping[str, object]
+    source_options: Mapping[str, object]
+    key: GroupKey
+    algo: str
+    size: int
+    bits: int
+    dihedral: bool
+    mode: str
+    segment_bytes: int
+    decode: Mapping[str, object]
+    extensions: frozenset[str]
+    ingested_at: np.datetime64
+
+    def schema(self) -> pa.Schema:
+        """Schema of the ``fingerprints`` rows this run writes."""
+        width = fingerprint_width(self.mode, self.bits // 8)
+        return fingerprints_schema(width, algo=self.algo, bits=self.bits, key_id=self.key.key_id_hex,
+                                   mode=self.mode)
+
+
+@dataclass
+class PartitionResult:
+    """What one partition task returns to the client.
+
+    Attributes
+    ----------
+    index : int
+        Partition number.
+    rows : pyarrow.Table
+        One ``fingerprints`` row per new image (``cluster_id``, ``blob``,
+        ``duplicate_of`` and ``distance`` still null), in listing order.
+    vectors : ndarray of uint8, shape (n, bits // 8)
+        The rows' fingerprints in the space the job searches in: tokens in
+        ``tokens`` mode, raw hashes in ``sealed`` mode (the job holds the key).
+    dihedral : ndarray of uint8, shape (n, 8, bits // 8), or None
+        The 8 dihedral forms of each fingerprint, in the same space.
+    digests : ndarray of uint8, shape (n, 32)
+        Keyed content digests of the rows' files.
+    blob_written : ndarray of bool, shape (n,)
+        True where this task wrote the row's blob (False for a byte-for-byte
+        copy of an earlier file of the partition).
+    errors : list of dict
+        One per bad file: :data:`ERROR_COLUMNS`.
+    skipped : int
+        Files that are not images (neither named nor shaped like one).
+    unchanged : int
+        Files the store already holds with the same bytes at the same URL.
+    bytes_read : int
+    seconds : dict of str to float
+        Worker time per stage: ``read`` (reading and digesting), ``decode_hash``,
+        ``encrypt_write``.
+    """
+
+    index: int
+    rows: pa.Table
+    vectors: np.ndarray
+    dihedral: np.ndarray | None
+    digests: np.ndarray
+    blob_written: np.ndarray
+    errors: list[dict] = field(default_factory=list)
+    skipped: int = 0
+    unchanged: int = 0
+    bytes_read: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _error_row(source: str, exc: BaseException, stage: str) -> dict:
+    """An errors-table row; an imgdedup error names its own stage and reason."""
+    if isinstance(exc, ImgdedupError):
+        stage, message = exc.stage, exc.reason
+    else:
+        message = str(exc)
+    return {"source": source, "stage": stage, "error_type": type(exc).__name__, "message": message}
+
+
+def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mapping[str, str],
+                          spec: PartitionSpec) -> PartitionResult:
+    """Fingerprint, seal and store the blobs of one partition of source files.
+
+    Parameters
+    ----------
+    index : int
+        Partition number (carried into the result).
+    files : sequence of SourceFile
+    known : mapping of str to str
+        ``{source URL: image id}`` of rows the store already holds for these
+        files; a file whose new id equals its known one is counted unchanged and
+        not fingerprinted again.
+    spec : PartitionSpec
+
+    Returns
+    -------
+    PartitionResult
+    """
+    algorithm = get_algorithm(spec.algo, size=spec.size, bits=spec.bits)
+    store = Store(spec.store_url, spec.storage_options)
+    seconds = {"read": 0.0, "decode_hash": 0.0, "encrypt_write": 0.0}
+    ids, sources, sizes, digests, hashes, variants = [], [], [], [], [], []
+    widths, heights, quality, written, errors = [], [], [], [], []
+    skipped = unchanged = bytes_read = 0
+    stored_digests: set[bytes] = set()
+    for start in range(0, len(files), READ_BATCH):
+        started = time.perf_counter()
+        batch = []  # (file, bytes, digest, image id) of files to fingerprint
+        for file in files[start:start + READ_BATCH]:
+            try:
+                with fsspec.open(file.url, "rb", **dict(spec.source_options)) as f:
+                    data = f.read()
+            except OSError as exc:
+                errors.append(_error_row(file.url, exc, "read"))
+                continue
+            bytes_read += len(data)
+            if not looks_like_image(file.name, data[:SIGNATURE_BYTES], spec.extensions):
+                skipped += 1
+                continue
+            digest = content_digest(spec.key, io.BytesIO(data))
+            new_id = image_id(spec.key, digest, file.url)
+            if known.get(file.url) == new_id:
+                unchanged += 1
+                continue
+            batch.append((file, data, digest, new_id))
+        seconds["read"] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        result = fingerprint_batch([data for _, data, _, _ in batch], algorithm, dihedral=spec.dihedral,
+                                   names=[file.url for file, *_ in batch], **dict(spec.decode))
+        seconds["decode_hash"] += time.perf_counter() - started
+        errors.extend(_error_row(exc.subject, exc, "decode") for exc in result.errors)
+
+        started = time.perf_counter()
+        for row, position in enumerate(result.indices):
+            file, data, digest, new_id = batch[position]
+            first_copy = digest not in stored_digests
+            if first_copy:  # a byte-for-byte copy earlier in this partition already stored these bytes
+                header, body = seal_stream(spec.key, new_id, io.BytesIO(data), spec.segment_bytes)
+                store.write_blob(new_id, header, body)
+                stored_digests.add(digest)
+            written.append(first_copy)
+            ids.append(new_id)
+            sources.append(file.url)
+            sizes.append(len(data))
+            digests.append(digest)
+        seconds["encrypt_write"] += time.perf_counter() - started
+        hashes.append(result.hashes)
+        if result.dihedral is not None:
+            variants.append(result.dihedral)
+        widths.append(result.width)
+        heights.append(result.height)
+        quality.append(result.quality)
+
+    nbytes = algorithm.nbytes
+    raw = np.concatenate(hashes) if hashes else np.zeros((0, nbytes), np.uint8)
+    forms = (np.concatenate(variants) if variants else np.zeros((0, 8, nbytes), np.uint8)) if spec.dihedral else None
+    started = time.perf_counter()
+    if spec.mode == "tokens":
+        vectors = tokens(spec.key, raw)
+        forms = None if forms is None else tokens(spec.key, forms.reshape(-1, nbytes)).reshape(forms.shape)
+    else:
+        vectors = raw
+    rows = _rows(spec, ids, sources, sizes, digests, raw, widths, heights, quality)
+    seconds["encrypt_write"] += time.perf_counter() - started
+    digest_array = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32)
+    return PartitionResult(index, rows, vectors, forms, digest_array, np.array(written, dtype=bool), errors,
+                           skipped, unchanged, bytes_read, seconds)
+
+
+def _rows(spec: PartitionSpec, ids: list[str], sources: list[str], sizes: list[int], digests: list[bytes],
+          raw: np.ndarray, widths: list[np.ndarray], heights: list[np.ndarray],
+          quality: list[np.ndarray]) -> pa.Table:
+    """The partition's ``fingerprints`` rows, keyed (token or sealed column, sealed raw hash)."""
+    schema = spec.schema()
+    n = len(ids)
+    width = schema.field("fingerprint").type.byte_width
+
+    def binary(array: np.ndarray, type_: pa.DataType) -> pa.Array:
+        return pa.array([bytes(r) for r in array], type=type_)
+
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    keyed = fingerprints(spec.key, spec.mode, ids, raw) if n else np.zeros((0, width), np.uint8)
+    sealed = seal_hashes(spec.key, ids, raw) if n else np.zeros((0, 1), np.uint8)
+    columns = {
+        "image_id": pa.array(ids, pa.string()),
+        "fingerprint": binary(keyed, schema.field("fingerprint").type),
+        "algo": pa.array([spec.algo] * n, pa.string()),
+        "key_id": pa.array([spec.key.key_id_hex] * n, pa.string()),
+        "width": pa.array(joined(widths), pa.int32()),
+        "height": pa.array(joined(heights), pa.int32()),
+        "bytes": pa.array(sizes, pa.int64()),
+        "source": pa.array(sources, pa.string()),
+        "ingested_at": pa.array(np.full(n, spec.ingested_at), pa.timestamp("us", tz="UTC")),
+        "hash_sealed": binary(sealed, pa.binary()),
+        "content_digest": pa.array(digests, schema.field("content_digest").type),
+        "quality": pa.array(joined(quality), pa.uint8()),
+    }
+    return pa.table([columns.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)

@@ -1,0 +1,139 @@
+"""Listing an image source through fsspec, and telling image files from the rest.
+
+A source is any fsspec URL or local path: a folder (walked recursively), one
+file, ``memory://...``, ``s3://bucket/prefix``. The listing holds names, sizes
+and modification times only; the files themselves are read later by the workers,
+straight from the source, so their bytes never pass through the scheduler.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import fsspec
+from PIL import Image
+
+from pipeline.errors import ImgdedupError
+from pipeline.hashing.decode import known_formats
+
+#: Bytes at the start of a file that the image-signature checks look at.
+SIGNATURE_BYTES = 16
+
+
+class SourceError(ImgdedupError):
+    """A source URL cannot be listed (missing, unreachable, not allowed)."""
+
+    stage = "list"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a source listing.
+
+    Attributes
+    ----------
+    url : str
+        Full fsspec URL a worker opens (``file:///...`` for local files); also
+        the ``source`` column of the file's rows.
+    name : str
+        Path below the source root, ``/``-separated (what the glob filters match).
+    size : int
+        Bytes.
+    mtime : float
+        Last modification, POSIX seconds (0.0 when the filesystem does not say).
+    """
+
+    url: str
+    name: str
+    size: int
+    mtime: float
+
+
+def _mtime(info: Mapping[str, object]) -> float:
+    """Modification time from an fsspec info dict, whatever key and type the backend uses."""
+    for field in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(field)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return 0.0
+
+
+def _selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    return (any(fnmatch.fnmatchcase(name, p) for p in include)
+            and not any(fnmatch.fnmatchcase(name, p) for p in exclude))
+
+
+def list_source(source: str, *, include: Sequence[str] = ("*",), exclude: Sequence[str] = (),
+                storage_options: Mapping[str, object] | None = None) -> list[SourceFile]:
+    """Every file under ``source`` that the glob filters select, sorted by name.
+
+    Parameters
+    ----------
+    source : str
+        fsspec URL or local path of a folder or a single file.
+    include, exclude : sequence of str
+        fnmatch patterns on the name below the root (``bulk.include``/``bulk.exclude``).
+    storage_options : mapping, optional
+        Passed to the fsspec filesystem.
+
+    Returns
+    -------
+    list of SourceFile
+
+    Raises
+    ------
+    SourceError
+        The source does not exist or cannot be listed.
+    """
+    try:
+        fs, root = fsspec.core.url_to_fs(source, **dict(storage_options or {}))
+        if not fs.exists(root):
+            raise SourceError(source, "no such file or folder")
+        found = fs.find(root, detail=True)
+    except (OSError, ValueError, ImportError) as exc:
+        raise SourceError(source, f"cannot list the source ({exc})") from exc
+    root = root.rstrip("/")
+    files = []
+    for path, info in found.items():
+        if info.get("type", "file") != "file":
+            continue
+        name = posixpath.basename(path) if path.rstrip("/") == root else posixpath.relpath(path, root)
+        if _selected(name, include, exclude):
+            files.append(SourceFile(fs.unstrip_protocol(path), name, int(info.get("size") or 0), _mtime(info)))
+    return sorted(files, key=lambda f: f.name)
+
+
+def image_extensions(formats: Sequence[str]) -> frozenset[str]:
+    """Lower-case file extensions (with the dot) Pillow registers for ``formats``."""
+    formats = known_formats(formats)
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in formats)
+
+
+def looks_like_image(name: str, prefix: bytes, extensions: frozenset[str]) -> bool:
+    """True if a file is named like an image or its first bytes carry any image signature Pillow knows.
+
+    A file this refuses is not an image of any kind and is skipped; a file it
+    accepts is decoded, and fails as a ``DecodeError`` row if it is a corrupt
+    image, an image in a refused format or a non-image with an image's name.
+    """
+    if posixpath.splitext(name)[1].lower() in extensions:
+        return True
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept is not None and accept(prefix[:SIGNATURE_BYTES]) is True:
+                return True
+        except Exception:  # noqa: BLE001 - a signature check may choke on odd bytes
+            continue
+    return False
