@@ -1,0 +1,410 @@
+"""The cluster index: class centres, radii and members stored by class.
+
+Server side, no key: it holds fingerprints in one space (keyed tokens, or raw
+hashes inside a key-holding job) and answers "which stored fingerprints lie
+within Hamming distance t of this one".
+
+Layout. Members are stored contiguously sorted by class and, inside a class, by
+their distance to the class centre, so a class is a slice and the members at a
+given distance from the centre are a sub-slice. Members added since the last
+layout sit in a short tail that is scanned in full; the layout is rebuilt when
+the tail grows past a fraction of the index.
+
+Search modes.
+
+``exact``
+    By the triangle inequality ``d(q, m) >= |d(q, c) - d(m, c)|`` for any member
+    ``m`` of class ``c``, so only members with ``d(m, c)`` in
+    ``[d(q, c) - t, d(q, c) + t]`` can match; a class whose radius is below
+    ``d(q, c) - t`` is skipped whole. The answer equals a brute-force scan.
+``paper``
+    The nearest class only, and only when it lies within ``centre_threshold``
+    (Chen et al. §5); it misses duplicates held by neighbouring classes, which is
+    what the paper's figure 8 measures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.index.kernels import as_words, dense_distances, majority, scan_ranges
+
+MODES = ("exact", "paper")
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Stored fingerprints within the threshold of one query, nearest first.
+
+    Attributes
+    ----------
+    ids : ndarray of object, shape (r,)
+    distances : ndarray of int32, shape (r,)
+        Hamming distance in bits (smallest over the query's dihedral forms).
+    """
+
+    ids: np.ndarray
+    distances: np.ndarray
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How far the index has moved from the clustering it was built from.
+
+    Attributes
+    ----------
+    centre_shift : ndarray of int32, shape (k_built,)
+        Hamming distance, in bits, from each built centre to its current centre.
+    new_classes : int
+        Classes opened by :meth:`ClusterIndex.add` since the build.
+    added : int
+        Members added since the build.
+    """
+
+    centre_shift: np.ndarray
+    new_classes: int
+    added: int
+
+    @property
+    def max_shift(self) -> int:
+        """Largest centre movement in bits (0 for an index built with no classes)."""
+        return int(self.centre_shift.max()) if len(self.centre_shift) else 0
+
+
+class ClusterIndex:
+    """Fingerprints grouped by class, searchable within a Hamming distance.
+
+    Build with :meth:`build` (or :meth:`empty`, :meth:`from_cluster_columns`);
+    the constructor is internal.
+
+    Attributes
+    ----------
+    centres : ndarray of uint8, shape (k, nbytes)
+        Current class centres (bitwise majority of the members once any were added).
+    radii : ndarray of int32, shape (k,)
+        Largest member distance to its current centre, in bits (0 for an empty class).
+    sizes : ndarray of int64, shape (k,)
+        Members per class.
+    """
+
+    # The tail is re-laid into the sorted layout once it exceeds this share of the index.
+    _TAIL_FRACTION = 1 / 16
+    _TAIL_MIN = 1024
+
+    def __init__(self, nbytes: int, centres: np.ndarray, bit_counts: np.ndarray, sizes: np.ndarray):
+        self.nbytes = nbytes
+        self.centres = centres
+        self._bit_counts = bit_counts
+        self.sizes = sizes
+        self._built_centres = centres.copy()
+        self._added = 0
+        self._tail_fps: list[np.ndarray] = []
+        self._tail_ids: list[object] = []
+        self._tail_labels: list[int] = []
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, fingerprints: np.ndarray, ids, centres: np.ndarray, labels: np.ndarray) -> "ClusterIndex":
+        """Index fingerprints already assigned to classes.
+
+        Parameters
+        ----------
+        fingerprints : ndarray of uint8, shape (n, nbytes)
+        ids : sequence of n ids (str or any object), one per fingerprint
+        centres : ndarray of uint8, shape (k, nbytes)
+            The clustering's centres; kept as given (members need not be nearest to
+            their own centre: radii are measured, so exact search stays exact).
+        labels : ndarray of int, shape (n,)
+            Class of each fingerprint, in ``0..k-1``.
+
+        Raises
+        ------
+        ValueError
+            Shapes disagree or a label is out of range.
+        """
+        fingerprints = np.asarray(fingerprints, dtype=np.uint8)
+        centres = np.asarray(centres, dtype=np.uint8).reshape(-1, fingerprints.shape[1])
+        labels = np.asarray(labels, dtype=np.int64)
+        ids = _object_array(ids)
+        n, nbytes = fingerprints.shape
+        k = centres.shape[0]
+        if labels.shape != (n,) or ids.shape != (n,):
+            raise ValueError(f"expected {n} labels and ids, got {labels.shape} and {ids.shape}")
+        if n and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"labels must lie in 0..{k - 1}")
+        bits = np.unpackbits(fingerprints, axis=1).astype(np.int64)
+        bit_counts = np.zeros((k, nbytes * 8), dtype=np.int64)
+        np.add.at(bit_counts, labels, bits)
+        index = cls(nbytes, centres.copy(), bit_counts, np.bincount(labels, minlength=k).astype(np.int64))
+        index._lay_out(fingerprints, ids, labels)
+        return index
+
+    @classmethod
+    def empty(cls, nbytes: int) -> "ClusterIndex":
+        """An index with no class and no member; the first :meth:`add` opens class 0."""
+        return cls.build(np.zeros((0, nbytes), np.uint8), [], np.zeros((0, nbytes), np.uint8), np.zeros(0, np.int64))
+
+    def _lay_out(self, fingerprints: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> None:
+        """Sort members by (class, distance to current centre); measure radii."""
+        words = as_words(fingerprints)
+        centre_words = as_words(self.centres)
+        k = len(self.centres)
+        distance = np.zeros(len(labels), dtype=np.int64)
+        for j in range(words.shape[1]):
+            distance += np.bitwise_count(words[:, j] ^ centre_words[labels, j])
+        stride = self.nbytes * 8 + 1
+        key = labels * stride + distance
+        order = np.argsort(key, kind="stable")
+        self._words = words[order]
+        self._fps = fingerprints[order]
+        self._ids = ids[order]
+        self._labels = labels[order]
+        self._keys = key[order]
+        self._stride = stride
+        self._offsets = np.searchsorted(self._labels, np.arange(k + 1))
+        self._layout_centres = centre_words
+        self.radii = np.zeros(k, dtype=np.int32)
+        np.maximum.at(self.radii, labels, distance.astype(np.int32))
+        self._layout_radii = self.radii.copy()
+        self._tail_fps, self._tail_ids, self._tail_labels = [], [], []
+
+    # ------------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self._ids) + len(self._tail_ids)
+
+    def route(self, queries: np.ndarray) -> np.ndarray:
+        """Distances from each query to every current centre.
+
+        Parameters
+        ----------
+        queries : ndarray of uint8, shape (m, nbytes) or (m, F, nbytes)
+            Plain hashes, or F forms per query (the dihedral set).
+
+        Returns
+        -------
+        ndarray of int32, shape (m, k)
+            Hamming distance in bits, smallest over the query's forms.
+        """
+        return dense_distances(self._query_words(queries), as_words(self.centres))[0]
+
+    def search(self, queries: np.ndarray, t: int, *, mode: str = "exact", centre_threshold: int | None = None,
+               batch: int = 1024) -> list[Matches]:
+        """Every stored fingerprint within Hamming distance ``t`` of each query.
+
+        Parameters
+        ----------
+        queries : ndarray of uint8, shape (m, nbytes) or (m, F, nbytes)
+            Plain hashes, or F forms per query (the 8 dihedral forms); a stored
+            fingerprint matches when any form lies within ``t``.
+        t : int
+            Largest distance that is a match, in bits.
+        mode : {"exact", "paper"}
+            See the module docstring.
+        centre_threshold : int, optional
+            N, paper mode only: the nearest class is searched only when its
+            centre lies within N bits of the query. None searches it always.
+        batch : int
+            Queries processed together (bounds the temporaries).
+
+        Returns
+        -------
+        list of Matches, one per query, sorted by distance.
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        words = self._query_words(queries)
+        tail_words, tail_labels, tail_ids = self._tail_arrays()
+        results: list[Matches] = []
+        for start in range(0, len(words), batch):
+            block = words[start:start + batch]
+            if mode == "exact":
+                query_index, row_index, distance = self._scan_exact(block, t)
+                tail_hit = self._scan_tail(block, tail_words, t, np.ones((len(block), len(tail_labels)), bool))
+            else:
+                query_index, row_index, distance, nearest = self._scan_nearest(block, t, centre_threshold)
+                same_class = nearest[:, None] == tail_labels[None, :]
+                tail_hit = self._scan_tail(block, tail_words, t, same_class)
+            query_index = np.concatenate([query_index, tail_hit[0]])
+            row_index = np.concatenate([row_index, tail_hit[1] + len(self._ids)])
+            distance = np.concatenate([distance, tail_hit[2]])
+            results += _group_by_query(len(block), query_index, row_index, distance, self._ids, tail_ids)
+        return results
+
+    def _query_words(self, queries: np.ndarray) -> np.ndarray:
+        queries = np.asarray(queries, dtype=np.uint8)
+        if queries.ndim == 2:
+            queries = queries[:, None, :]
+        if queries.ndim != 3 or queries.shape[2] != self.nbytes:
+            raise ValueError(f"expected (m, {self.nbytes}) or (m, F, {self.nbytes}) queries, got {queries.shape}")
+        return as_words(queries)
+
+    def _scan_exact(self, block: np.ndarray, t: int):
+        low, high = dense_distances(block, self._layout_centres)
+        sizes = np.diff(self._offsets)
+        query, cls = np.nonzero((low - self._layout_radii[None, :] <= t) & (sizes > 0)[None, :])
+        # Members whose distance to the centre is within t of the query's (any form's) distance.
+        base = cls * self._stride
+        lo = np.searchsorted(self._keys, base + np.maximum(low[query, cls] - t, 0), side="left")
+        hi = np.searchsorted(self._keys, base + np.minimum(high[query, cls] + t, self._stride - 1), side="right")
+        return scan_ranges(block, self._words, query, lo, hi, t)
+
+    def _scan_nearest(self, block: np.ndarray, t: int, centre_threshold: int | None):
+        if len(self.centres) == 0:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros(0, np.int32), np.full(len(block), -1)
+        low = dense_distances(block, as_words(self.centres))[0]
+        nearest = low.argmin(axis=1)
+        if centre_threshold is not None:
+            nearest = np.where(low[np.arange(len(block)), nearest] <= centre_threshold, nearest, -1)
+        query = np.flatnonzero((nearest >= 0) & (nearest < len(self._offsets) - 1))
+        cls = nearest[query]
+        found = scan_ranges(block, self._words, query, self._offsets[cls], self._offsets[cls + 1], t)
+        return (*found, nearest)
+
+    @staticmethod
+    def _scan_tail(block: np.ndarray, tail_words: np.ndarray, t: int, allowed: np.ndarray):
+        if len(tail_words) == 0:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros(0, np.int32)
+        low = dense_distances(block, tail_words)[0]
+        query, row = np.nonzero((low <= t) & allowed)
+        return query, row, low[query, row]
+
+    def _tail_arrays(self):
+        if not self._tail_ids:
+            return np.zeros((0, self._words.shape[1]), np.uint64), np.zeros(0, np.int64), np.zeros(0, object)
+        return as_words(np.stack(self._tail_fps)), np.asarray(self._tail_labels, np.int64), _object_array(self._tail_ids)
+
+    # ------------------------------------------------------------------ updates
+    def add(self, fingerprint: np.ndarray, id, *, centre_threshold: int) -> tuple[int, bool]:
+        """Add one stored fingerprint: join the nearest class or open a new one.
+
+        The fingerprint joins its nearest class when that centre lies within
+        ``centre_threshold`` (N) bits; the class centre becomes the bitwise
+        majority of its members and its radius is re-measured. Otherwise it opens
+        a new class with itself as centre (also when the index has no class).
+
+        Parameters
+        ----------
+        fingerprint : ndarray of uint8, shape (nbytes,)
+        id : the fingerprint's id (returned by later searches)
+        centre_threshold : int
+            N, in bits.
+
+        Returns
+        -------
+        cluster_id : int
+        opened_new_class : bool
+        """
+        fingerprint = np.asarray(fingerprint, dtype=np.uint8).reshape(self.nbytes)
+        bits = np.unpackbits(fingerprint).astype(np.int64)
+        distances = self.route(fingerprint[None])[0]
+        opened = len(distances) == 0 or int(distances.min()) > centre_threshold
+        if opened:
+            cls = len(self.centres)
+            self.centres = np.vstack([self.centres, fingerprint[None]])
+            self._bit_counts = np.vstack([self._bit_counts, bits[None]])
+            self.sizes = np.append(self.sizes, 1)
+            self.radii = np.append(self.radii, 0).astype(np.int32)
+        else:
+            cls = int(distances.argmin())
+            self._bit_counts[cls] += bits
+            self.sizes[cls] += 1
+            self.centres[cls] = majority(self._bit_counts[cls:cls + 1], self.sizes[cls:cls + 1])[0]
+        self._tail_fps.append(fingerprint)
+        self._tail_ids.append(id)
+        self._tail_labels.append(cls)
+        self._added += 1
+        if not opened:
+            self.radii[cls] = self._measure_radius(cls)
+        if len(self._tail_ids) > max(self._TAIL_MIN, len(self._ids) * self._TAIL_FRACTION):
+            self._relayout()
+        return cls, opened
+
+    def _measure_radius(self, cls: int) -> int:
+        members = [self._fps[self._offsets[cls]:self._offsets[cls + 1]]] if cls < len(self._offsets) - 1 else []
+        members += [f[None] for f, label in zip(self._tail_fps, self._tail_labels) if label == cls]
+        distances = dense_distances(as_words(self.centres[cls])[None, None], as_words(np.concatenate(members)))[0]
+        return int(distances.max())
+
+    def _relayout(self) -> None:
+        tail_words, tail_labels, tail_ids = self._tail_arrays()
+        fingerprints = np.concatenate([self._fps, np.stack(self._tail_fps)])
+        self._lay_out(fingerprints, np.concatenate([self._ids, tail_ids]), np.concatenate([self._labels, tail_labels]))
+
+    def drift(self) -> Drift:
+        """How far centres moved and how many classes opened since the build."""
+        built = len(self._built_centres)
+        moved = np.bitwise_count(as_words(self._built_centres) ^ as_words(self.centres[:built]))
+        return Drift(moved.sum(axis=1, dtype=np.int32), len(self.centres) - built, self._added)
+
+    # ------------------------------------------------------------------ storage
+    def members(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All members: ``(ids (n,) object, fingerprints (n, nbytes) uint8, labels (n,) int64)``."""
+        tail_words, tail_labels, tail_ids = self._tail_arrays()
+        tail_fps = np.stack(self._tail_fps) if self._tail_fps else np.zeros((0, self.nbytes), np.uint8)
+        return (np.concatenate([self._ids, tail_ids]), np.concatenate([self._fps, tail_fps]),
+                np.concatenate([self._labels, tail_labels]))
+
+    def to_cluster_columns(self) -> dict:
+        """Columns of the store's ``clusters`` table (without ``version``).
+
+        Returns
+        -------
+        dict
+            ``cluster_id`` (k,) int32, ``centroid`` list of k ``bytes``,
+            ``size`` (k,) int64, ``radius`` (k,) int16.
+        """
+        return {
+            "cluster_id": np.arange(len(self.centres), dtype=np.int32),
+            "centroid": [row.tobytes() for row in self.centres],
+            "size": self.sizes.astype(np.int64),
+            "radius": self.radii.astype(np.int16),
+        }
+
+    @classmethod
+    def from_cluster_columns(cls, columns: dict, fingerprints: np.ndarray, ids, labels: np.ndarray) -> "ClusterIndex":
+        """Rebuild from ``clusters`` table columns and the members' rows.
+
+        Only ``cluster_id`` and ``centroid`` are read; sizes and radii are measured
+        again from the members, so a stale row cannot make exact search inexact.
+
+        Parameters
+        ----------
+        columns : mapping with ``cluster_id`` (k,) ints ``0..k-1`` in any order and
+            ``centroid`` (k,) bytes of ``nbytes`` each
+        fingerprints, ids, labels
+            As in :meth:`build`; ``labels`` are cluster ids.
+        """
+        fingerprints = np.asarray(fingerprints, dtype=np.uint8)
+        cluster_id = np.asarray(columns["cluster_id"], dtype=np.int64)
+        if not np.array_equal(np.sort(cluster_id), np.arange(len(cluster_id))):
+            raise ValueError("cluster ids must be 0..k-1")
+        raw = b"".join(bytes(c) for c in columns["centroid"])
+        centres = np.frombuffer(raw, dtype=np.uint8).reshape(len(cluster_id), fingerprints.shape[1])
+        ordered = np.empty_like(centres)
+        ordered[cluster_id] = centres
+        return cls.build(fingerprints, ids, ordered, labels)
+
+
+def _object_array(values) -> np.ndarray:
+    """A 1-D object array of ids (tuples or arrays stay single elements)."""
+    values = list(values)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _group_by_query(m: int, query: np.ndarray, row: np.ndarray, distance: np.ndarray,
+                    laid_out_ids: np.ndarray, tail_ids: np.ndarray) -> list[Matches]:
+    """Split (query, row, distance) triples into one nearest-first Matches per query."""
+    order = np.lexsort((row, distance, query))
+    query, row, distance = query[order], row[order], distance[order].astype(np.int32)
+    n = len(laid_out_ids)
+    ids = np.empty(len(row), dtype=object)
+    in_tail = row >= n
+    ids[~in_tail] = laid_out_ids[row[~in_tail]]
+    ids[in_tail] = tail_ids[row[in_tail] - n]
+    bounds = np.searchsorted(query, np.arange(m + 1))
+    return [Matches(ids[a:b], distance[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]

@@ -1,0 +1,119 @@
+"""Near-duplicate join and duplicate groups, for the bulk job.
+
+:func:`near_duplicate_pairs` finds every pair of fingerprints within ``t`` bits:
+each fingerprint is searched, in exact mode, against the classes the triangle
+inequality cannot rule out (its own class and any neighbour whose radius reaches
+within ``t``), so the pairs equal those of an all-pairs scan.
+:func:`connected_components` then merges pairs into duplicate groups with a
+vectorised union-find.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.index.cluster_index import ClusterIndex
+
+
+def near_duplicate_pairs(
+    fingerprints: np.ndarray,
+    labels: np.ndarray,
+    centres: np.ndarray,
+    radii: np.ndarray,
+    t: int,
+    dihedral: np.ndarray | None = None,
+    *,
+    batch: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs of fingerprints within Hamming distance ``t``.
+
+    Parameters
+    ----------
+    fingerprints : ndarray of uint8, shape (n, nbytes)
+    labels : ndarray of int, shape (n,)
+        Class of each fingerprint, ``0..k-1``.
+    centres : ndarray of uint8, shape (k, nbytes)
+    radii : ndarray of int, shape (k,)
+        Each class's radius as the clustering recorded it; checked against the
+        members (a member beyond its recorded radius means the inputs disagree).
+    t : int
+        Largest distance of a pair, in bits.
+    dihedral : ndarray of uint8, shape (n, 8, nbytes), optional
+        Each fingerprint's dihedral forms (plain form first). A pair's distance is
+        then the smallest over either side's forms against the other's plain
+        fingerprint.
+    batch : int
+        Fingerprints searched together.
+
+    Returns
+    -------
+    pairs : ndarray of int64, shape (m, 2)
+        ``(i, j)`` with ``i < j``, sorted.
+    distances : ndarray of int32, shape (m,)
+        Hamming distance of each pair in bits.
+
+    Raises
+    ------
+    ValueError
+        A class's members lie farther from its centre than its given radius.
+    """
+    fingerprints = np.asarray(fingerprints, dtype=np.uint8)
+    n = len(fingerprints)
+    index = ClusterIndex.build(fingerprints, np.arange(n), centres, labels)
+    radii = np.asarray(radii)
+    if radii.shape != index.radii.shape or (index.radii > radii).any():
+        raise ValueError("a class has members beyond its given radius")
+    queries = fingerprints if dihedral is None else np.asarray(dihedral, dtype=np.uint8)
+    found_i, found_j, found_d = [], [], []
+    for start in range(0, n, batch):
+        for offset, hit in enumerate(index.search(queries[start:start + batch], t, batch=batch)):
+            found_i.append(np.full(len(hit.ids), start + offset, dtype=np.int64))
+            found_j.append(hit.ids.astype(np.int64))
+            found_d.append(hit.distances)
+    if not found_i:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int32)
+    i, j, d = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
+    keep = i != j
+    # Each unordered pair is found from both ends (their distances differ only
+    # when dihedral forms are not exact); keep the smaller.
+    first, second = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+    d = d[keep]
+    order = np.lexsort((d, second, first))
+    first, second, d = first[order], second[order], d[order]
+    unique = np.ones(len(first), dtype=bool)
+    unique[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+    return np.stack([first[unique], second[unique]], axis=1), d[unique].astype(np.int32)
+
+
+def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Duplicate groups: the connected components of the pair graph (union-find).
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    pairs : ndarray of int, shape (m, 2)
+        Edges between items ``0..n-1``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Each item's group label: the smallest item index of its group (an item
+        in no pair is its own group).
+    """
+    parent = np.arange(n, dtype=np.int64)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    a, b = pairs[:, 0], pairs[:, 1]
+    while True:
+        root_a, root_b = parent[a], parent[b]
+        low, high = np.minimum(root_a, root_b), np.maximum(root_a, root_b)
+        linked = low != high
+        if not linked.any():
+            return parent
+        # Hook each root onto the smallest root it touches, then compress paths
+        # fully, so parent[x] is again x's root and never above x.
+        np.minimum.at(parent, high[linked], low[linked])
+        while True:
+            grandparent = parent[parent]
+            if np.array_equal(grandparent, parent):
+                break
+            parent = grandparent
