@@ -42,6 +42,16 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    seed: int = 0
+    batch_size: int = 8192
+    max_batches: int = 200
+    tol: float = 0.0
+    seed_sample_size: int = 65536
+    seeding: str = "k-means||"
+
+
+@dataclass(frozen=True)
 class CryptoConfig:
     key_file: str = "imgdedup.key"
     mode: str = "tokens"
@@ -94,10 +104,17 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    mode: str = "exact"
+    query_batch: int = 1024
+
+
+@dataclass(frozen=True)
 class Config:
     hash: HashConfig = field(default_factory=HashConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     crypto: CryptoConfig = field(default_factory=CryptoConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
@@ -105,15 +122,18 @@ class Config:
     demo: DemoConfig = field(default_factory=DemoConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
 
 
 _CHOICES = {
     ("hash", "algo"): {"lbph", "lbph-paper", "phash", "ahash", "dhash"},
     ("hash", "bits"): {64, 128, 256},
     ("crypto", "mode"): {"tokens", "sealed"},
+    ("cluster", "seeding"): {"k-means++", "k-means||"},
     ("bulk", "incremental"): {"digest", "stat"},
     ("bulk", "progress"): {"auto", "bar", "log"},
     ("ingest", "search_mode"): {"exact", "paper"},
+    ("index", "mode"): {"exact", "paper"},
 }
 
 
@@ -143,6 +163,10 @@ def _coerce(section: str, name: str, value: object, annotation: object) -> objec
             raise ConfigError(where, f"expected an integer or a string, got {value!r}")
         if isinstance(value, str) and value != "auto":
             raise ConfigError(where, f"expected an integer or \"auto\", got {value!r}")
+    elif annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(where, f"expected a number, got {value!r}")
+        value = float(value)
     elif annotation is str:
         if not isinstance(value, str):
             raise ConfigError(where, f"expected a string, got {value!r}")
