@@ -88,7 +88,6 @@ class DemoConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     batch_size: int = 32
-    search_mode: str = "exact"
     poll_interval_ms: int = 1000
     stable_size_ms: int = 2000
     recluster_new_classes: int = 8
@@ -132,7 +131,6 @@ _CHOICES = {
     ("cluster", "seeding"): {"k-means++", "k-means||"},
     ("bulk", "incremental"): {"digest", "stat"},
     ("bulk", "progress"): {"auto", "bar", "log"},
-    ("ingest", "search_mode"): {"exact", "paper"},
     ("index", "mode"): {"exact", "paper"},
 }
 
