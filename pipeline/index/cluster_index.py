@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.index.kernels import as_words, dense_distances, majority, scan_ranges
+from pipeline.cluster.kmeans import ClusterStats, majority, member_stats
+from pipeline.index.kernels import as_words, dense_distances, scan_ranges
 
 MODES = ("exact", "paper")
 
@@ -81,7 +82,8 @@ class ClusterIndex:
     Attributes
     ----------
     centres : ndarray of uint8, shape (k, nbytes)
-        Current class centres (bitwise majority of the members once any were added).
+        Current class centres: as built, and the bitwise majority of the members
+        (ties keep the previous bit) for a class that gained members.
     radii : ndarray of int32, shape (k,)
         Largest member distance to its current centre, in bits (0 for an empty class).
     sizes : ndarray of int64, shape (k,)
@@ -133,10 +135,8 @@ class ClusterIndex:
             raise ValueError(f"expected {n} labels and ids, got {labels.shape} and {ids.shape}")
         if n and (labels.min() < 0 or labels.max() >= k):
             raise ValueError(f"labels must lie in 0..{k - 1}")
-        bits = np.unpackbits(fingerprints, axis=1).astype(np.int64)
-        bit_counts = np.zeros((k, nbytes * 8), dtype=np.int64)
-        np.add.at(bit_counts, labels, bits)
-        index = cls(nbytes, centres.copy(), bit_counts, np.bincount(labels, minlength=k).astype(np.int64))
+        stats = member_stats(fingerprints, labels, k)
+        index = cls(nbytes, centres.copy(), stats.bit_counts, stats.sizes)
         index._lay_out(fingerprints, ids, labels)
         return index
 
@@ -311,7 +311,8 @@ class ClusterIndex:
             cls = int(distances.argmin())
             self._bit_counts[cls] += bits
             self.sizes[cls] += 1
-            self.centres[cls] = majority(self._bit_counts[cls:cls + 1], self.sizes[cls:cls + 1])[0]
+            stats = ClusterStats(self._bit_counts[cls:cls + 1], self.sizes[cls:cls + 1])
+            self.centres[cls] = majority(stats, self.centres[cls:cls + 1])[0]
         self._tail_fps.append(fingerprint)
         self._tail_ids.append(id)
         self._tail_labels.append(cls)

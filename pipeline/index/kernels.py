@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.cluster.assign import as_words as rows_as_words
+
 #: Elements per temporary in the dense and pair kernels (bounds memory near 64 MiB).
 _BUDGET = 1 << 21
 
 
 def as_words(packed: np.ndarray) -> np.ndarray:
-    """View packed fingerprints as 64-bit words.
+    """View packed fingerprints of any leading shape as 64-bit words.
 
     Parameters
     ----------
@@ -24,14 +26,11 @@ def as_words(packed: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of uint64, shape (..., ceil(nbytes / 8))
-        Zero-padded to whole words (padding bits are equal on both sides, so
-        distances are unchanged). Word byte order is irrelevant to popcounts of XORs.
+        As :func:`pipeline.cluster.assign.as_words`, row by row.
     """
     packed = np.asarray(packed, dtype=np.uint8)
-    pad = -packed.shape[-1] % 8
-    if pad:
-        packed = np.concatenate([packed, np.zeros(packed.shape[:-1] + (pad,), np.uint8)], axis=-1)
-    return np.ascontiguousarray(packed).view(np.uint64)
+    words = rows_as_words(packed.reshape(-1, packed.shape[-1]))
+    return words.reshape(packed.shape[:-1] + (words.shape[-1],))
 
 
 def dense_distances(queries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,18 +144,3 @@ def _pair_distances(queries: np.ndarray, rows: np.ndarray, query_index: np.ndarr
             acc += np.bitwise_count(gathered[:, j] ^ form[:, j])
         best = acc if best is None else np.minimum(best, acc)
     return best
-
-
-def majority(bit_counts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Packed bitwise majority: a bit is set when more than half the members set it.
-
-    Parameters
-    ----------
-    bit_counts : ndarray of int64, shape (k, bits)
-    sizes : ndarray of int64, shape (k,)
-
-    Returns
-    -------
-    ndarray of uint8, shape (k, bits // 8)
-    """
-    return np.packbits(2 * bit_counts > sizes[:, None], axis=-1)

@@ -185,11 +185,13 @@ def test_add_updates_centre_radius_and_opens_classes_beyond_n(monkeypatch):
     assert opened and cluster == 4
     all_fps = np.concatenate(stored + [stranger[None]])
     ids, member_fps, member_labels = index.members()
-    # Centres are the bitwise majority of the members, radii their largest distance.
+    # Centres are the bitwise majority of the members (a tie may keep either bit),
+    # radii their largest distance.
     for c in range(5):
         rows = member_fps[member_labels == c]
         counts = np.unpackbits(rows, axis=1).sum(axis=0)
-        assert np.array_equal(index.centres[c], np.packbits(2 * counts > len(rows)))
+        decided = 2 * counts != len(rows)
+        assert np.array_equal(np.unpackbits(index.centres[c])[decided], (2 * counts > len(rows))[decided])
         assert index.radii[c] == hamming(index.centres[c:c + 1], rows).max()
         assert index.sizes[c] == len(rows)
     drift = index.drift()
