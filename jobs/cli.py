@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jobs.demo",
     "jobs.keys",
     "jobs.storecmd",
+    "jobs.bulk",
 )
 
 

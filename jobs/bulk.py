@@ -1,0 +1,194 @@
+"""``imgdedup bulk``: deduplicate an image source of any size into a store, on Dask.
+
+    imgdedup bulk SOURCE [--store URL] [--key FILE] [--scheduler ADDRESS]
+
+1. **list** the source through fsspec (:mod:`jobs.source`) and cut the listing
+   into partitions of ``dask.partition_size`` files;
+2. **fingerprint** each partition on a worker (:mod:`jobs.partition`): read,
+   keyed digest, decode, hash, key, seal, write the blob; bad files become
+   error rows;
+3. **cluster** the fingerprints with distributed mini-batch Hamming K-means
+   (a store that already has classes keeps them and the new images are assigned);
+4. **dedup**: the index's near-duplicate join at ``dedup.threshold_t`` plus
+   exact byte-duplicates, duplicate groups, one canonical per group
+   (:mod:`pipeline.dedup`), pointer rows for the rest;
+5. **commit** the run's fingerprints, clusters, errors and reports tables and
+   its blobs with one commit record, then print a summary.
+
+Re-running over a grown source fingerprints only new files (``bulk.incremental``)
+and dedups them against what the store holds; a run killed midway leaves nothing
+visible, and running it again commits every file once.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+
+import numpy as np
+from distributed import Client
+
+from jobs.bulk_dedup import StoredRows, cluster_and_dedup, read_stored_rows
+from jobs.bulk_report import BulkSummary, commit_run, print_summary
+from jobs.dask_runtime import dask_client, wait_for
+from jobs.partition import PartitionResult, PartitionSpec, fingerprint_partition
+from jobs.source import SourceFile, image_extensions, list_source
+from pipeline.config import Config, as_dict
+from pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path
+from pipeline.errors import ImgdedupError
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class BulkError(ImgdedupError):
+    """The bulk job could not finish; nothing of the run was committed."""
+
+    stage = "bulk"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bulk", help="deduplicate an image folder or bucket into the store (Dask job)",
+        description="List SOURCE (a folder or any fsspec URL), fingerprint, encrypt and store every image on "
+                    "Dask workers, cluster the fingerprints, keep one canonical image per duplicate group and "
+                    "commit the run atomically. Re-runs only process new files.",
+    )
+    parser.add_argument("source", metavar="SOURCE", help="folder, file or fsspec URL of the images")
+    parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
+    parser.add_argument("--key", metavar="FILE", default=None,
+                        help="group key file (default: $IMGDEDUP_KEY_FILE or crypto.key_file)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="Dask scheduler to run on (default: dask.scheduler, else a local cluster)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    key = load_key_file(args.key or resolve_key_path(config.crypto.key_file))
+    summary = run_bulk(args.source, args.store or config.store.url, key, config,
+                       scheduler=args.scheduler if args.scheduler is not None else config.dask.scheduler)
+    print_summary(summary)
+    return 1 if summary.errors else 0
+
+
+def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, scheduler: str = "",
+             client: Client | None = None, storage_options: Mapping[str, object] | None = None,
+             source_options: Mapping[str, object] | None = None) -> BulkSummary:
+    """Run the bulk job once and return its summary.
+
+    Parameters
+    ----------
+    source : str
+        Folder, file or fsspec URL of the images.
+    store_url : str
+        The store.
+    key : GroupKey
+    config : Config
+    scheduler : str
+        Dask scheduler address; empty for a local cluster sized by ``dask.workers``.
+    client : distributed.Client, optional
+        Run on this client instead (``scheduler`` is then ignored).
+    storage_options, source_options : mapping, optional
+        fsspec options of the store and of the source.
+
+    Returns
+    -------
+    BulkSummary
+
+    Raises
+    ------
+    BulkError
+        A partition task kept failing; nothing was committed.
+    """
+    if client is None:
+        in_process = any(url.startswith("memory://") for url in (source, store_url))
+        with dask_client(scheduler, config.dask.workers, processes=not in_process) as own:
+            return run_bulk(source, store_url, key, config, client=own, storage_options=storage_options,
+                            source_options=source_options)
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = f"bulk-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    store = Store(store_url, storage_options)
+    seconds: dict[str, float] = {}
+
+    clock = time.perf_counter()
+    files = list_source(source, include=config.bulk.include, exclude=config.bulk.exclude,
+                        storage_options=source_options)
+    stored = read_stored_rows(store, key, config.crypto.mode, config.hash.bits // 8)
+    files, known, unchanged_by_stat = _new_files(files, stored, config.bulk.incremental)
+    seconds["list"] = time.perf_counter() - clock
+    log.info("%s: %d files to read from %s (%d unchanged by path, size and time)", run_id, len(files), source,
+             unchanged_by_stat)
+
+    clock = time.perf_counter()
+    spec = PartitionSpec(
+        store_url=store_url, storage_options=dict(storage_options or {}), source_options=dict(source_options or {}),
+        key=key, algo=config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+        dihedral=config.hash.dihedral, mode=config.crypto.mode, segment_bytes=config.crypto.segment_bytes,
+        decode=dataclasses.asdict(config.decode), extensions=image_extensions(config.decode.formats),
+        ingested_at=np.datetime64(started.replace(tzinfo=None), "us"),
+    )
+    futures = _submit_partitions(client, files, known, spec, config, run_id)
+    wait_for(futures, "fingerprint", config.bulk.progress)
+    results = _gather(client, futures, config.bulk.retries)
+    seconds["fingerprint"] = time.perf_counter() - clock
+
+    outcome = cluster_and_dedup(client, futures, results, stored, spec, config, seconds)
+    clock = time.perf_counter()
+    summary = commit_run(store, run_id, source, results, outcome, spec, config,
+                         _config_digest(config), seconds, unchanged_by_stat)
+    log.info("%s: committed as store version %d in %.1f s", run_id, summary.version, time.perf_counter() - clock)
+    return summary
+
+
+def _new_files(files: list[SourceFile], stored: StoredRows,
+               incremental: str) -> tuple[list[SourceFile], dict[str, str], int]:
+    """Files to read, ``{url: stored image id}`` for them, and how many ``stat`` skipped unread."""
+    latest = stored.latest_by_source()
+    if incremental == "stat":
+        kept = [f for f in files
+                if not (f.url in latest and latest[f.url].bytes == f.size and f.mtime <= latest[f.url].ingested_at)]
+        skipped = len(files) - len(kept)
+        files = kept
+    else:
+        skipped = 0
+    return files, {f.url: latest[f.url].image_id for f in files if f.url in latest}, skipped
+
+
+def _submit_partitions(client: Client, files: list[SourceFile], known: dict[str, str], spec: PartitionSpec,
+                       config: Config, run_id: str) -> list:
+    """One fingerprint task per partition of files; the spec travels to the workers once."""
+    size = config.dask.partition_size
+    [spec_future] = client.scatter([spec], broadcast=True, hash=False)
+    futures = []
+    for index, start in enumerate(range(0, len(files), size)):
+        part = files[start:start + size]
+        futures.append(client.submit(
+            fingerprint_partition, index, part, {f.url: known[f.url] for f in part if f.url in known},
+            spec_future, key=f"fingerprint-{run_id}-{index}", retries=config.bulk.retries, pure=False,
+        ))
+    return futures
+
+
+def _gather(client: Client, futures: list, retries: int) -> list[PartitionResult]:
+    """The partition results in order; the first task that failed for good fails the run."""
+    results = []
+    for index, future in enumerate(futures):
+        try:
+            results.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - any failure of a task, after Dask's retries, ends the run
+            for other in futures:
+                other.cancel()
+            raise BulkError(f"partition {index}", f"fingerprint task failed after {retries + 1} attempts "
+                            f"({type(exc).__name__}: {exc}); nothing was committed") from exc
+    return results
+
+
+def _config_digest(config: Config) -> str:
+    """SHA-256 of the run's configuration (which holds no key material), for the commit record."""
+    return hashlib.sha256(json.dumps(as_dict(config), sort_keys=True, default=list).encode()).hexdigest()

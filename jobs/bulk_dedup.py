@@ -1,0 +1,241 @@
+"""The bulk job's cluster and dedup stages, and what it reads back from the store for them.
+
+Fingerprints are compared in one *search space*: keyed tokens in ``tokens``
+mode (what the store itself could search without the key), raw hashes in
+``sealed`` mode (the bulk job holds the key; the store only ever sees them
+sealed). Images the store already holds as canonicals take part in the join
+with their plain fingerprint; new images bring their 8 dihedral forms, which is
+enough, since a pair's distance is the smallest over either side's forms.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import operator
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from distributed import Client
+
+from jobs.partition import PartitionResult, PartitionSpec
+from pipeline.cluster.assign import assign
+from pipeline.config import Config
+from pipeline.crypto.fingerprint import open_hashes
+from pipeline.crypto.keys import GroupKey
+from pipeline.dedup import PointerPlan, choose_canonicals, exact_duplicate_pairs, plan_pointers
+from pipeline.index.join import connected_components, near_duplicate_pairs
+from pipeline.store import Store
+from pipeline.store.schemas import CLUSTERS, FINGERPRINTS
+
+log = logging.getLogger(__name__)
+
+_STORED_COLUMNS = ["image_id", "fingerprint", "cluster_id", "width", "height", "bytes", "duplicate_of",
+                   "source", "ingested_at", "content_digest", "quality"]
+
+
+def centre_ids(k: int) -> list[str]:
+    """The ids a sealed centroid is bound to (``sealed`` mode seals centres like fingerprints)."""
+    return [f"centre-{i}" for i in range(k)]
+
+
+@dataclass(frozen=True)
+class StoredSource:
+    """The newest row the store holds for one source URL."""
+
+    image_id: str
+    bytes: int
+    ingested_at: float
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    """What the store already holds, as the bulk job needs it.
+
+    Attributes
+    ----------
+    table : pyarrow.Table
+        Latest committed ``fingerprints`` rows (:data:`_STORED_COLUMNS`).
+    vectors : ndarray of uint8, shape (n, nbytes)
+        Their fingerprints in the search space.
+    centres : ndarray of uint8, shape (k, nbytes), or None
+        The latest committed class centres in the search space; None if none.
+    """
+
+    table: pa.Table
+    vectors: np.ndarray
+    centres: np.ndarray | None
+
+    def latest_by_source(self) -> dict[str, StoredSource]:
+        """``{source URL: its newest row}``."""
+        latest: dict[str, StoredSource] = {}
+        columns = self.table.select(["source", "image_id", "bytes", "ingested_at"]).to_pydict()
+        for source, image_id, size, ingested in zip(*columns.values()):
+            seconds = ingested.timestamp() if ingested is not None else 0.0
+            if source is not None and (source not in latest or latest[source].ingested_at <= seconds):
+                latest[source] = StoredSource(image_id, size if size is not None else -1, seconds)
+        return latest
+
+    @property
+    def canonical(self) -> np.ndarray:
+        """(n,) bool: rows that hold their blob (not pointers)."""
+        return self.table.column("duplicate_of").is_null().to_numpy(zero_copy_only=False)
+
+
+def _search_space(key: GroupKey, mode: str, ids: Sequence[str], column: pa.Array, nbytes: int) -> np.ndarray:
+    """A fingerprint-like binary column as (n, nbytes) uint8 in the search space."""
+    width = column.type.byte_width
+    packed = np.frombuffer(b"".join(v.as_py() for v in column), np.uint8).reshape(len(column), width)
+    return packed if mode == "tokens" else open_hashes(key, list(ids), packed)
+
+
+def read_stored_rows(store: Store, key: GroupKey, mode: str, nbytes: int) -> StoredRows:
+    """The store's latest fingerprint rows and class centres, in the search space."""
+    present = store.read_table(FINGERPRINTS)
+    table = store.read_table(FINGERPRINTS, schema=present.schema,
+                             columns=[c for c in _STORED_COLUMNS if c in present.schema.names])
+    ids = table.column("image_id").to_pylist()
+    vectors = (_search_space(key, mode, ids, table.column("fingerprint").combine_chunks(), nbytes)
+               if table.num_rows else np.zeros((0, nbytes), np.uint8))
+    clusters = store.read_table(CLUSTERS)
+    centres = None
+    if clusters.num_rows:
+        clusters = clusters.sort_by("cluster_id")
+        k = clusters.num_rows
+        centres = _search_space(key, mode, centre_ids(k), clusters.column("centroid").combine_chunks(), nbytes)
+    return StoredRows(table, vectors, centres)
+
+
+@dataclass(frozen=True)
+class DedupOutcome:
+    """Cluster and dedup decisions for the new rows of a run, and the run's class table.
+
+    Attributes
+    ----------
+    cluster_id : ndarray of int32, shape (n_new,)
+    duplicate_of : list of str or None, length n_new
+        Image id of the canonical a new row points to; None for a canonical.
+    distance : ndarray of int32, shape (n_new,)
+        Distance to ``duplicate_of`` in bits; -1 for a canonical.
+    exact : ndarray of bool, shape (n_new,)
+        Pointers whose bytes equal their canonical's (their blob is not kept).
+    centres : ndarray of uint8, shape (k, nbytes)
+        Class centres in the search space.
+    sizes, radii : ndarray of int64, shape (k,)
+        Canonical images per class, and their largest distance to the centre.
+    nearest : ndarray of int32, shape (m,)
+        Distances of the near-duplicate pairs found (for the report's histogram).
+    """
+
+    cluster_id: np.ndarray
+    duplicate_of: list
+    distance: np.ndarray
+    exact: np.ndarray
+    centres: np.ndarray
+    sizes: np.ndarray
+    radii: np.ndarray
+    nearest: np.ndarray
+
+
+def auto_clusters(n: int) -> int:
+    """k for ``dedup.clusters = "auto"``: round(sqrt(n)) classes, at least one."""
+    return max(1, round(math.sqrt(n)))
+
+
+def clusters_for(config: Config, n: int) -> int:
+    """k for ``n`` fingerprints: ``dedup.clusters``, or :func:`auto_clusters`; never more than ``n``."""
+    k = auto_clusters(n) if config.dedup.clusters == "auto" else config.dedup.clusters
+    return max(1, min(k, n))
+
+
+def _fit_centres(client: Client, futures: list, stored: StoredRows, n: int, config: Config) -> np.ndarray:
+    """K-means centres over the stored canonical rows and the new partitions, never gathered in one place."""
+    from jobs.cluster import distributed_kmeans
+
+    partitions = [client.submit(operator.attrgetter("vectors"), f, pure=False) for f in futures]
+    held = stored.vectors[stored.canonical]
+    if len(held):
+        partitions.insert(0, client.scatter(held))
+    result = distributed_kmeans(partitions, clusters_for(config, n), config=config.cluster)
+    return result.centres
+
+
+def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResult], stored: StoredRows,
+                      spec: PartitionSpec, config: Config, seconds: dict[str, float]) -> DedupOutcome:
+    """Assign classes to the new rows and decide which of them become pointers.
+
+    ``seconds`` receives the ``cluster`` and ``dedup`` stage times.
+    """
+    nbytes = spec.bits // 8
+    clock = time.perf_counter()
+    new = np.concatenate([r.vectors for r in results]) if results else np.zeros((0, nbytes), np.uint8)
+    held = stored.canonical
+    old = stored.vectors[held]
+    everything = np.concatenate([old, new])
+    if stored.centres is not None:
+        centres = stored.centres
+    elif len(everything):
+        centres = _fit_centres(client, futures, stored, len(everything), config)
+    else:
+        centres = np.zeros((0, nbytes), np.uint8)
+    labels, to_centre = assign(everything, centres) if len(everything) else (np.zeros(0, np.int32),) * 2
+    seconds["cluster"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    k = len(centres)
+    radii = np.zeros(k, np.int64)
+    np.maximum.at(radii, labels, to_centre)
+    forms = None
+    if spec.dihedral:
+        new_forms = (np.concatenate([r.dihedral for r in results]) if results
+                     else np.zeros((0, 8, nbytes), np.uint8))
+        forms = np.concatenate([np.repeat(old[:, None, :], 8, axis=1), new_forms])
+    table = stored.table.filter(pa.array(held))
+    quality = np.concatenate([table.column("quality").fill_null(100).to_numpy(),
+                              *[r.rows.column("quality").to_numpy() for r in results]]).astype(np.int64)
+    eligible = np.flatnonzero(quality >= config.hash.min_quality)
+    pairs, distances = near_duplicate_pairs(everything[eligible], labels[eligible], centres, radii,
+                                            config.dedup.threshold_t,
+                                            None if forms is None else forms[eligible])
+    pairs = eligible[pairs]
+    digests = np.concatenate([_digests(table), *[r.digests for r in results]])
+    # Rows written before digests were recorded carry none and take no part in exact matching.
+    with_digest = np.flatnonzero(digests.any(axis=1))
+    exact_pairs = with_digest[exact_duplicate_pairs(digests[with_digest])]
+    groups = connected_components(len(everything), np.concatenate([pairs, exact_pairs]))
+    pixels = np.concatenate([(table.column("width").fill_null(0).to_numpy().astype(np.int64)
+                              * table.column("height").fill_null(0).to_numpy()),
+                             *[r.rows.column("width").to_numpy().astype(np.int64) * r.rows.column("height").to_numpy()
+                               for r in results]])
+    fixed = np.arange(len(everything)) < len(old)
+    canonical = choose_canonicals(groups, pixels, np.arange(len(everything)), fixed)
+    plan: PointerPlan = plan_pointers(canonical, everything, forms)
+
+    ids = table.column("image_id").to_pylist() + [i for r in results for i in r.rows.column("image_id").to_pylist()]
+    is_canonical = ~plan.is_pointer
+    sizes = np.bincount(labels[is_canonical], minlength=k).astype(np.int64)
+    canonical_radii = np.zeros(k, np.int64)
+    np.maximum.at(canonical_radii, labels[is_canonical], to_centre[is_canonical])
+    new_rows = slice(len(old), None)
+    pointer_of = plan.duplicate_of[new_rows]
+    exact = np.zeros(len(new), dtype=bool)
+    points = np.flatnonzero(pointer_of >= 0)
+    exact[points] = (digests[len(old) + points] == digests[pointer_of[points]]).all(axis=1)
+    seconds["dedup"] = time.perf_counter() - clock
+    log.info("dedup: %d near-duplicate pairs within %d bits, %d exact copies, %d pointers among %d new images",
+             len(pairs), config.dedup.threshold_t, len(exact_pairs), len(points), len(new))
+    return DedupOutcome(
+        cluster_id=labels[new_rows].astype(np.int32),
+        duplicate_of=[ids[c] if c >= 0 else None for c in pointer_of],
+        distance=plan.distance[new_rows], exact=exact, centres=centres, sizes=sizes,
+        radii=canonical_radii, nearest=distances,
+    )
+
+
+def _digests(table: pa.Table) -> np.ndarray:
+    """The content digests of stored rows as (n, 32) uint8 (zeros where a row has none)."""
+    column = table.column("content_digest").to_pylist()
+    return np.frombuffer(b"".join(d if d is not None else bytes(32) for d in column),
+                         np.uint8).reshape(len(column), 32)
