@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jobs.demo",
     "jobs.keys",
     "jobs.storecmd",
+    "jobs.ingest",
+    "jobs.get",
     "jobs.bulk",
 )
 

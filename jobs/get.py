@@ -1,0 +1,99 @@
+"""``imgdedup get``: download an image by id or by a query image (the paper's download, §5(3)).
+
+    imgdedup get IMAGE_ID --out PATH [--store URL] [--key FILE]
+    imgdedup get --like FILE --out PATH [--store URL] [--key FILE]
+
+By id: the image's row names its blob, or (a pointer) the canonical image whose
+blob stands for it. By a query image: the file's keyed content digest is looked
+up first (an exact copy); otherwise its fingerprint (with its dihedral forms
+when configured) is searched in the class index and the nearest stored image
+within ``dedup.threshold_t`` is taken, and reported with its distance. The blob
+is decrypted into a temporary file beside ``--out`` and renamed onto it only
+once every segment has verified, so ``--out`` never holds a partial or forged
+image. A miss prints ``The image does not exist`` and exits with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.crypto.blob import open_stream
+from pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path
+from pipeline.store import Store
+
+from jobs.ingest_state import DecidedImages, lookup_like
+
+log = logging.getLogger(__name__)
+
+MISS_MESSAGE = "The image does not exist"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "get", help="decrypt a stored image by id or by a similar image",
+        description="Write the stored image IMAGE_ID (a pointer resolves to its canonical image), "
+                    "or the stored image nearest to FILE, decrypted, to --out.",
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("image_id", nargs="?", metavar="IMAGE_ID", help="id of a stored or pointer image")
+    target.add_argument("--like", metavar="FILE", help="query image: its exact copy, else its nearest duplicate")
+    parser.add_argument("--out", metavar="PATH", required=True, help="where to write the decrypted image")
+    parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
+    parser.add_argument("--key", metavar="FILE", default=None,
+                        help="group key file (default: $IMGDEDUP_KEY_FILE, else crypto.key_file)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    key = load_key_file(args.key or resolve_key_path(config.crypto.key_file))
+    store = Store(args.store or config.store.url)
+    images = DecidedImages.load(store, key, config)
+    if args.like is not None:
+        found = lookup_like(images, key, config, args.like)
+        if found is None:
+            print(MISS_MESSAGE)
+            return 1
+        image_id, distance = found
+        log.info("%s matches image %s at distance %d", args.like, image_id, distance)
+    else:
+        image_id = args.image_id
+    canonical = images.canonical_of(image_id)
+    if canonical is None:
+        print(MISS_MESSAGE)
+        return 1
+    download(store, key, canonical, Path(args.out))
+    print(f"{image_id} -> {args.out}" + ("" if canonical == image_id else f" (stored as {canonical})"))
+    return 0
+
+
+def download(store: Store, key: GroupKey, blob_id: str, out: Path) -> None:
+    """Decrypt blob ``blob_id`` to ``out``, atomically.
+
+    The plaintext goes to a temporary file in ``out``'s folder, which is renamed
+    onto ``out`` only after the last segment authenticated.
+
+    Raises
+    ------
+    IntegrityError
+        The blob does not decrypt under ``key`` (``out`` is left untouched).
+    StoreError
+        The blob is missing.
+    """
+    out = out.expanduser()
+    header = store.read_blob_header(blob_id)
+    fd, temporary = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.",
+                                     suffix=".part")
+    try:
+        with store.open_blob_body(blob_id) as body, os.fdopen(fd, "wb") as sink:
+            for chunk in open_stream(key, blob_id, header, body):
+                sink.write(chunk)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temporary, out)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,150 @@
+"""``imgdedup ingest``: decide new uploads one micro-batch at a time (the paper's upload, §5(2)).
+
+    imgdedup ingest SOURCE... [--store URL] [--key FILE] [--watch]
+
+Each SOURCE is a file, a folder or an fsspec URL, listed like the bulk job
+lists its source (``bulk.include``/``bulk.exclude``; files recognised as images
+by name or first bytes). Files are decided ``ingest.batch_size`` at a time by
+:class:`jobs.ingestor.Ingestor`, each micro-batch published by one commit; one
+line per decision is printed (``stored``, ``duplicate`` or ``error``). With
+``--watch`` the sources are listed again every ``ingest.poll_interval_ms``
+until the process is stopped (Ctrl-C or SIGTERM), and a new file is taken once
+its size has stayed the same for ``ingest.stable_size_ms`` (a file still being
+copied in waits for the next poll). Running it again over the same files adds
+nothing: each image is decided once, by its keyed content digest.
+
+The Python API (:class:`Ingestor`, :class:`Decision`) is re-exported here.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from collections.abc import Iterator, Sequence
+
+import fsspec
+
+from jobs.ingestor import Decision, Ingestor
+from jobs.source import SIGNATURE_BYTES, SourceError, SourceFile, image_extensions, list_source, looks_like_image
+from pipeline.config import Config
+from pipeline.crypto.keys import load_key_file, resolve_key_path
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Decision", "Ingestor", "register", "run", "stable_files"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ingest", help="decide new images one micro-batch at a time (stored, duplicate or error)",
+        description="Fingerprint each new image, search its class, and store its sealed blob or "
+                    "record a pointer to the stored duplicate; one commit per micro-batch.",
+    )
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image file, folder or fsspec URL")
+    parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
+    parser.add_argument("--key", metavar="FILE", default=None,
+                        help="group key file (default: $IMGDEDUP_KEY_FILE, else crypto.key_file)")
+    parser.add_argument("--watch", action="store_true",
+                        help="keep polling the sources for new files until stopped")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    key = load_key_file(args.key or resolve_key_path(config.crypto.key_file))
+    ingestor = Ingestor(Store(args.store or config.store.url), key, config)
+    counts = {"stored": 0, "duplicate": 0, "error": 0}
+    files = stable_files(args.sources, config) if args.watch else iter(_images(args.sources, config))
+    if args.watch:
+        # SIGTERM stops the watch between micro-batches like Ctrl-C does.
+        signal.signal(signal.SIGTERM, _stop)
+    try:
+        for batch in _batches(files, config.ingest.batch_size):
+            for decision in ingestor.submit_batch([f.url for f in batch]):
+                counts[decision.kind] += 1
+                print(_describe(decision), flush=True)
+    except KeyboardInterrupt:
+        log.info("stopped")
+    log.info("ingest: %d stored, %d duplicates, %d errors", counts["stored"], counts["duplicate"], counts["error"])
+    return 1 if counts["error"] else 0
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _describe(decision: Decision) -> str:
+    if decision.kind == "duplicate":
+        return (f"duplicate {decision.image_id} of {decision.duplicate_of} "
+                f"distance {decision.distance} {decision.source}")
+    if decision.kind == "stored":
+        return f"stored {decision.image_id} class {decision.cluster_id} {decision.source}"
+    return f"error {decision.source}: {decision.message}"
+
+
+def _images(sources: Sequence[str], config: Config) -> list[SourceFile]:
+    """The image files of ``sources`` (by name or first bytes), in listing order."""
+    extensions = image_extensions(config.decode.formats)
+    found = []
+    for source in sources:
+        for file in list_source(source, include=config.bulk.include, exclude=config.bulk.exclude):
+            if _is_image(file, extensions):
+                found.append(file)
+    return found
+
+
+def _is_image(file: SourceFile, extensions: frozenset[str]) -> bool:
+    try:
+        with fsspec.open(file.url, "rb") as reader:
+            prefix = reader.read(SIGNATURE_BYTES)
+    except OSError:
+        return True  # left to the ingest step, which records the read error
+    return looks_like_image(file.name, prefix, extensions)
+
+
+def stable_files(sources: Sequence[str], config: Config, *, clock=time.monotonic,
+                 sleep=time.sleep) -> Iterator[SourceFile | None]:
+    """Poll ``sources`` forever; yield each new image file once its size is stable.
+
+    A file is yielded when the same size was seen for at least
+    ``ingest.stable_size_ms``; it is yielded again only if its size changes
+    later (the ingest step then decides the new bytes, or finds them known).
+    ``None`` is yielded after every poll, so a consumer can flush a partial batch.
+    """
+    seen: dict[str, tuple[int, float]] = {}   # url -> (size, when that size was first seen)
+    done: dict[str, int] = {}                 # url -> size yielded
+    stable_for = config.ingest.stable_size_ms / 1000
+    while True:
+        now = clock()
+        for file in _images_or_nothing(sources, config):
+            size, since = seen.get(file.url, (None, now))
+            if size != file.size:
+                seen[file.url] = (file.size, now)
+            elif now - since >= stable_for and done.get(file.url) != file.size:
+                done[file.url] = file.size
+                yield file
+        yield None
+        sleep(config.ingest.poll_interval_ms / 1000)
+
+
+def _images_or_nothing(sources: Sequence[str], config: Config) -> list[SourceFile]:
+    """Like :func:`_images`, but a source that vanished or is not there yet lists as empty."""
+    try:
+        return _images(sources, config)
+    except SourceError as exc:
+        log.warning("%s", exc)
+        return []
+
+
+def _batches(files: Iterator[SourceFile | None], size: int) -> Iterator[list[SourceFile]]:
+    """Group ``files`` into lists of ``size``; a ``None`` (end of a poll) flushes a partial list."""
+    batch: list[SourceFile] = []
+    for file in files:
+        if file is not None:
+            batch.append(file)
+        if batch and (len(batch) >= size or file is None):
+            yield batch
+            batch = []
+    if batch:
+        yield batch

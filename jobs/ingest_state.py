@@ -1,0 +1,294 @@
+"""What the store has decided so far, kept in memory by an ingest process: index, digests, pointers.
+
+:class:`DecidedImages` is loaded once from the latest committed ``clusters`` and
+``fingerprints`` tables (an empty store gives an empty index) and then follows
+the commit log: :meth:`DecidedImages.catch_up` reads only the commits that
+landed since, so an ingest process sees the decisions of another one before it
+commits its own. The keyed content digest is the idempotency key: the first
+committed decision for a digest is the one that counts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.cluster.kmeans import assign
+from pipeline.config import Config
+from pipeline.crypto.fingerprint import tokens
+from pipeline.crypto.keys import GroupKey
+from pipeline.errors import ConfigError
+from pipeline.hashing.algorithms import get_algorithm
+from pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
+from pipeline.index import ClusterIndex
+from pipeline.store import Store, schemas
+
+from jobs.seal import dihedral_tokens, read_source
+
+log = logging.getLogger(__name__)
+
+#: Columns of the fingerprints table an ingest process keeps in memory.
+DECISION_COLUMNS = ["image_id", "fingerprint", "cluster_id", "duplicate_of", "distance",
+                    "content_digest", "quality", "source"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The one decision the store holds for an image.
+
+    Attributes
+    ----------
+    image_id : str
+        32 hex characters (keyed HMAC of content digest and source); ``""`` for
+        an error without readable bytes.
+    kind : {"stored", "duplicate", "error"}
+    cluster_id : int or None
+        Class the fingerprint was added to (None for an error).
+    duplicate_of : str or None
+        Canonical image id of a duplicate.
+    distance : int or None
+        Hamming distance in bits to ``duplicate_of`` (smallest over dihedral forms).
+    message : str
+        Why an error failed; empty otherwise.
+    source : str
+        Where the image came from.
+    """
+
+    image_id: str
+    kind: str
+    cluster_id: int | None = None
+    duplicate_of: str | None = None
+    distance: int | None = None
+    message: str = ""
+    source: str = ""
+
+
+def packed_column(column: pa.ChunkedArray, nbytes: int) -> np.ndarray:
+    """A fixed_size_binary(nbytes) column as an (n, nbytes) uint8 array (one copy)."""
+    array = column.combine_chunks()
+    if len(array) == 0:
+        return np.zeros((0, nbytes), np.uint8)
+    data = np.frombuffer(array.buffers()[1], np.uint8)
+    return data[array.offset * nbytes:(array.offset + len(array)) * nbytes].reshape(len(array), nbytes).copy()
+
+
+def _check_compatible(schema: pa.Schema, config: Config, key: GroupKey) -> None:
+    """Refuse a store whose fingerprints were made with another hash, length, key or mode."""
+    meta = schemas.schema_metadata(schema)
+    expected = {"hash_algo": config.hash.algo, "hash_bits": str(config.hash.bits),
+                "key_id": key.key_id_hex, "fingerprint_mode": config.crypto.mode}
+    for name, value in expected.items():
+        if meta.get(name, value) != value:
+            raise ConfigError(name, f"the store's fingerprints have {name}={meta[name]!r}, "
+                              f"this configuration {value!r}; they cannot be compared")
+
+
+class DecidedImages:
+    """The committed decisions of a store as of :attr:`version`, with a class index over them.
+
+    Build it with :meth:`load`. Attributes are read by the ingest job and ``get``.
+
+    Attributes
+    ----------
+    version : int
+        The store version everything here reflects.
+    index : ClusterIndex
+        Every fingerprint of a stored or duplicate image whose quality allows
+        automatic dedup, in token space.
+    by_digest : dict of bytes to Decision
+        First committed decision per keyed content digest.
+    errors : dict of str to Decision
+        Error decision per source (the errors table has no digest).
+    """
+
+    def __init__(self, store: Store, config: Config, key: GroupKey):
+        self.store = store
+        self.config = config
+        self.key = key
+        self.nbytes = config.hash.bits // 8
+        self.version = 0
+        self.by_digest: dict[bytes, Decision] = {}
+        self.errors: dict[str, Decision] = {}
+        self._canonical: dict[str, str] = {}
+        self.index = ClusterIndex.empty(self.nbytes)
+
+    @classmethod
+    def load(cls, store: Store, key: GroupKey, config: Config) -> DecidedImages:
+        """Read the latest committed decisions and build the index from the latest clusters."""
+        if config.crypto.mode != "tokens":
+            raise ConfigError("crypto.mode", "ingest and get search keyed tokens; sealed mode is not supported")
+        images = cls(store, config, key)
+        version = store.latest_version()
+        if version == 0:
+            return images
+        fingerprints = store.read_table(schemas.FINGERPRINTS, version)
+        if fingerprints.num_rows:
+            _check_compatible(fingerprints.schema, config, key)
+        clusters = store.read_table(schemas.CLUSTERS, version)
+        images._record_rows(fingerprints.select(DECISION_COLUMNS))
+        images._record_errors(store.read_table(schemas.ERRORS, version, columns=["source", "message"]))
+        images._build_index(fingerprints.select(DECISION_COLUMNS), clusters)
+        images.version = version
+        return images
+
+    # -- reading committed rows --------------------------------------------
+
+    def _record_rows(self, rows: pa.Table) -> list[int]:
+        """Remember the decisions of ``rows``; return the positions of rows deciding a new digest."""
+        fresh = []
+        columns = {name: rows.column(name).to_pylist() for name in
+                   ("image_id", "cluster_id", "duplicate_of", "distance", "content_digest", "source")}
+        for i, (image_id, cluster_id, duplicate_of, distance, digest, source) in enumerate(zip(*columns.values())):
+            self._canonical[image_id] = duplicate_of or image_id
+            if digest is None or digest in self.by_digest:
+                continue
+            self.by_digest[digest] = Decision(image_id, "stored" if duplicate_of is None else "duplicate",
+                                              cluster_id, duplicate_of, distance, "", source or "")
+            fresh.append(i)
+        return fresh
+
+    def _record_errors(self, rows: pa.Table) -> None:
+        for source, message in zip(rows.column("source").to_pylist(), rows.column("message").to_pylist()):
+            self.errors.setdefault(source, Decision("", "error", message=message, source=source))
+
+    def _searchable(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (n,) object, fingerprints (n, nbytes) uint8) of the rows automatic dedup may match."""
+        quality = rows.column("quality").to_numpy(zero_copy_only=False)
+        keep = ~(np.nan_to_num(quality.astype(float), nan=100.0) < self.config.hash.min_quality)
+        ids = np.array(rows.column("image_id").to_pylist(), dtype=object)[keep]
+        return ids, packed_column(rows.column("fingerprint"), self.nbytes)[keep]
+
+    def _build_index(self, rows: pa.Table, clusters: pa.Table) -> None:
+        """Index the searchable rows under the committed classes.
+
+        A fingerprint goes to its nearest committed centre when that lies within
+        N bits; the others are added one by one as the upload protocol adds them
+        (joining, or opening, a class), so classes opened since the last
+        clustering come back after a restart.
+        """
+        ids, fps = self._searchable(rows)
+        N = self.config.dedup.centre_threshold
+        near = np.zeros(len(ids), bool)
+        if clusters.num_rows:
+            order = np.argsort(clusters.column("cluster_id").to_numpy())
+            centres = packed_column(clusters.column("centroid"), self.nbytes)[order]
+            labels, distances = assign(fps, centres)
+            near = distances <= N
+            self.index = ClusterIndex.build(fps[near], ids[near], centres, labels[near])
+        for fp, image_id in zip(fps[~near], ids[~near]):
+            self.index.add(fp, image_id, centre_threshold=N)
+
+    def catch_up(self) -> tuple[set[bytes], set[str], bool]:
+        """Take in the commits that landed since :attr:`version`.
+
+        Returns
+        -------
+        digests : set of bytes
+            Content digests those commits decided for the first time.
+        sources : set of str
+            Sources those commits recorded errors for.
+        reclustered : bool
+            A commit replaced the clusters or fingerprints table: the caller
+            must :meth:`load` afresh (the in-memory classes are stale).
+        """
+        latest = self.store.latest_version()
+        digests: set[bytes] = set()
+        sources: set[str] = set()
+        for version in range(self.version + 1, latest + 1):
+            record = self.store.commit_record(version)
+            if {schemas.CLUSTERS, schemas.FINGERPRINTS} & set(record["replace"]):
+                return digests, sources, True
+            for part in record["files"].get(schemas.FINGERPRINTS, []):
+                rows = self._read_part(part).select(DECISION_COLUMNS)
+                fresh = self._record_rows(rows)
+                fresh_rows = rows.take(pa.array(fresh, pa.int64()))
+                digests.update(fresh_rows.column("content_digest").to_pylist())
+                ids, fps = self._searchable(fresh_rows)
+                for fp, image_id in zip(fps, ids):
+                    self.index.add(fp, image_id, centre_threshold=self.config.dedup.centre_threshold)
+            for part in record["files"].get(schemas.ERRORS, []):
+                errors = self._read_part(part)
+                self._record_errors(errors)
+                sources.update(errors.column("source").to_pylist())
+            self.version = version
+        return digests, sources, False
+
+    def _read_part(self, key: str) -> pa.Table:
+        with self.store.open_committed_file(key) as reader:
+            return pq.read_table(reader)
+
+    # -- questions ----------------------------------------------------------
+
+    def canonical_of(self, image_id: str) -> str | None:
+        """The image whose blob holds ``image_id``'s picture (itself when stored); None if unknown."""
+        return self._canonical.get(image_id)
+
+    def point(self, image_id: str, canonical: str) -> None:
+        """Note that ``image_id``'s blob is ``canonical``'s (itself when stored), as soon as it is decided.
+
+        Later images of the same micro-batch that match it then point to its
+        canonical too; a batch that is decided again reloads everything anyway.
+        """
+        self._canonical[image_id] = canonical
+
+    def remember(self, digest: bytes, decision: Decision) -> None:
+        """Record a stored or duplicate decision this process just committed."""
+        self.by_digest.setdefault(digest, decision)
+        self.point(decision.image_id, decision.duplicate_of or decision.image_id)
+
+    def remember_error(self, decision: Decision) -> None:
+        """Record an error decision this process just committed."""
+        self.errors.setdefault(decision.source, decision)
+
+
+def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config) -> list[tuple[str, int] | None]:
+    """The nearest indexed image within ``dedup.threshold_t`` of each query, or None.
+
+    Parameters
+    ----------
+    index : ClusterIndex
+    queries : ndarray of uint8, shape (m, nbytes) or (m, 8, nbytes)
+        Tokens, or each query's 8 dihedral tokens.
+    config : Config
+        ``dedup.threshold_t``, ``dedup.centre_threshold`` and ``index.mode``.
+    """
+    results = index.search(queries, config.dedup.threshold_t, mode=config.index.mode,
+                           centre_threshold=config.dedup.centre_threshold)
+    return [(m.ids[0], int(m.distances[0])) if len(m.ids) else None for m in results]
+
+
+def lookup_like(images: DecidedImages, key: GroupKey, config: Config,
+                path: str) -> tuple[str, int] | None:
+    """The stored image a query file stands for: its exact copy, else its nearest duplicate.
+
+    Returns
+    -------
+    (image_id, distance) or None
+        Distance 0 for an exact copy (same keyed content digest).
+    """
+    image = read_source(key, path)
+    exact = images.by_digest.get(image.digest)
+    if exact is not None and exact.kind != "error":
+        return exact.image_id, 0
+    batch = fingerprint_images([image.data], [path], config)
+    if not len(batch):
+        return None
+    return nearest_within(images.index, query_tokens(key, batch), config)[0]
+
+
+def query_tokens(key: GroupKey, batch: FingerprintBatch) -> np.ndarray:
+    """Token-space queries for a fingerprint batch: (B, 8, nbytes) with dihedral forms, else (B, nbytes)."""
+    if batch.dihedral is not None:
+        return dihedral_tokens(key, batch.dihedral)
+    return tokens(key, batch.hashes)
+
+
+def fingerprint_images(data: list[bytes], names: list[str], config: Config) -> FingerprintBatch:
+    """Decode and fingerprint images held in memory with the configured hash and decoding limits."""
+    algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits)
+    return fingerprint_batch(data, algorithm, names=names, dihedral=config.hash.dihedral,
+                             **dataclasses.asdict(config.decode))

@@ -1,0 +1,302 @@
+"""The ingest engine, the paper's upload protocol (§5(2)): one decision per new image.
+
+Python API (what a web handler embeds)::
+
+    ingestor = Ingestor(Store(url), load_key_file(path), config)
+    decision = ingestor.submit(image_bytes_or_path)      # -> Decision
+    decisions = ingestor.submit_batch([...])             # one commit for the lot
+
+For each image: the keyed content digest is computed first; a digest the store
+has already decided returns that decision and adds nothing (the digest is the
+idempotency key, across replays, restarts and processes). A new image is
+fingerprinted (LBPH with its dihedral forms, keyed into tokens) and searched in
+the class index: the nearest stored fingerprint within ``dedup.threshold_t``
+makes it a ``duplicate`` (a pointer to that image's canonical, no blob);
+otherwise its sealed blob is written and it is ``stored``. Either way its token
+joins its nearest class, or opens a new class when no centre lies within
+``dedup.centre_threshold`` (N). A file that cannot be read or decoded is an
+``error`` row. Images whose quality is below ``hash.min_quality`` are stored
+and kept out of the index, as in the bulk job.
+
+Each micro-batch is published with one store commit whose run id is derived
+from the batch's digests, so replaying a batch is a no-op. Just before
+committing, the commits that landed meanwhile are read; if another process
+decided any of the batch's digests, the index is reloaded and the batch decided
+again. Two processes that both pass that check within the same instant can
+still both commit a decision for one digest; readers (this module, ``get``)
+take the first committed one.
+
+Re-clustering: once the index has opened ``ingest.recluster_new_classes``
+classes, or moved a centre ``ingest.recluster_centre_shift`` bits, since it was
+loaded, the micro-batch ends with a K-means over every indexed fingerprint
+(``[cluster]`` settings, k = ``dedup.clusters``) whose centres replace the
+``clusters`` table in one commit (``replace=["clusters"]``); readers switch from
+the old classes to the new ones atomically. It runs in the ingesting process,
+between micro-batches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from jobs.ingest_state import DecidedImages, Decision, fingerprint_images, nearest_within, query_tokens
+from jobs.partition import PartitionSpec, _rows
+from jobs.seal import SourceImage, read_source, store_blob
+from pipeline.cluster import hamming_kmeans
+from pipeline.config import Config, load_config
+from pipeline.crypto.keys import GroupKey
+from pipeline.index import ClusterIndex
+from pipeline.store import Store, schemas
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Decision", "Ingestor"]
+
+
+@dataclasses.dataclass
+class _Plan:
+    """A micro-batch decided in memory, not yet committed."""
+
+    rows: pa.Table
+    errors: list[dict]
+    blobs: list[str]
+    digests: set[bytes]
+    decisions: dict[bytes, Decision]
+    error_decisions: dict[str, Decision]
+
+
+class Ingestor:
+    """Decide and store uploads one micro-batch at a time, exactly once per content digest.
+
+    Parameters
+    ----------
+    store : Store
+    key : GroupKey
+        The group key (ingest is client side: it reads plaintext and seals blobs).
+    config : Config, optional
+        ``conf/default.toml`` when omitted.
+    """
+
+    def __init__(self, store: Store, key: GroupKey, config: Config | None = None):
+        self.store = store
+        self.key = key
+        self.config = config or load_config()
+        self.images = DecidedImages.load(store, key, self.config)
+        # Errors of images read in this process, by digest: the errors table has
+        # no digest column, so this only answers repeats of a batch's own failures.
+        self._errors_by_digest: dict[bytes, Decision] = {}
+
+    def submit(self, image: bytes | str | os.PathLike, *, source: str | None = None) -> Decision:
+        """Decide one image (bytes, a path or an fsspec URL); commits at once."""
+        return self.submit_batch([image], sources=None if source is None else [source])[0]
+
+    def submit_batch(self, images: Sequence[bytes | str | os.PathLike],
+                     sources: Sequence[str | None] | None = None) -> list[Decision]:
+        """Decide a micro-batch and publish it with one commit.
+
+        Parameters
+        ----------
+        images : sequence of bytes, str or path-like
+        sources : sequence of str or None, optional
+            Name recorded per image (default: its path; ``""`` for bytes).
+
+        Returns
+        -------
+        list of Decision
+            One per input, in order; an image already decided (now or earlier,
+            here or by another process) gets its first committed decision.
+        """
+        sources = list(sources) if sources is not None else [None] * len(images)
+        read: list[SourceImage | Decision] = []
+        for image, source in zip(images, sources):
+            try:
+                read.append(read_source(self.key, image, source))
+            except OSError as exc:
+                name = source if source is not None else os.fspath(image)
+                read.append(Decision("", "error", message=f"cannot read: {exc}", source=name))
+        while True:
+            self._take_in_other_commits()
+            plan = self._decide(read)
+            if plan is None or self._publish(plan):
+                break
+            log.info("another ingest decided some of this batch first; deciding it again")
+            self.images = DecidedImages.load(self.store, self.key, self.config)
+        self._recluster_if_drifted()
+        return [self._answer(item) for item in read]
+
+    # -- deciding -----------------------------------------------------------
+
+    def _answer(self, item: SourceImage | Decision) -> Decision:
+        if isinstance(item, Decision):
+            return self.images.errors.get(item.source, item)
+        return (self.images.by_digest.get(item.digest) or self.images.errors.get(item.source)
+                or self._errors_by_digest[item.digest])
+
+    def _take_in_other_commits(self) -> None:
+        *_, reclustered = self.images.catch_up()
+        if reclustered:
+            self.images = DecidedImages.load(self.store, self.key, self.config)
+
+    def _decide(self, read: list[SourceImage | Decision]) -> _Plan | None:
+        """Decide every undecided image of the batch in memory; None when there is nothing new."""
+        errors: list[dict] = []
+        error_decisions: dict[str, Decision] = {}
+        new: dict[bytes, SourceImage] = {}
+        for item in read:
+            if isinstance(item, Decision):
+                if item.source not in self.images.errors:
+                    errors.append(_error_row(item.source, "read", "OSError", item.message))
+                    error_decisions[item.source] = item
+            elif item.digest not in self.images.by_digest and item.source not in self.images.errors:
+                new.setdefault(item.digest, item)
+        if not new and not errors:
+            return None
+        pending = list(new.values())
+        batch = fingerprint_images([p.data for p in pending], [p.source for p in pending], self.config)
+        for position, exc in zip(sorted(set(range(len(pending))) - set(batch.indices.tolist())), batch.errors):
+            errors.append(_error_row(exc.subject, exc.stage, type(exc).__name__, exc.reason))
+            error_decisions[exc.subject] = Decision(pending[position].image_id, "error", message=exc.reason,
+                                                    source=exc.subject)
+            self._errors_by_digest[pending[position].digest] = error_decisions[exc.subject]
+        decided = [pending[i] for i in batch.indices]
+        queries = query_tokens(self.key, batch)
+        plain = queries[:, 0] if queries.ndim == 3 else queries
+        rows, blobs, decisions = [], [], {}
+        for row, image in enumerate(decided):
+            decision, blob = self._decide_one(image, plain[row], queries[row:row + 1],
+                                              int(batch.quality[row]) >= self.config.hash.min_quality)
+            decisions[image.digest] = decision
+            rows.append((decision, blob))
+            if blob is not None:
+                blobs.append(image.image_id)
+        table = self._rows_table(decided, batch, rows)
+        return _Plan(table, errors, blobs, set(decisions), decisions, error_decisions)
+
+    def _decide_one(self, image: SourceImage, token: np.ndarray, query: np.ndarray,
+                    searchable: bool) -> tuple[Decision, str | None]:
+        """The paper's upload step for one fingerprinted image: pointer, or blob and class update."""
+        match = nearest_within(self.images.index, query, self.config)[0] if searchable else None
+        if searchable:
+            cluster_id, _ = self.images.index.add(token, image.image_id,
+                                                  centre_threshold=self.config.dedup.centre_threshold)
+        else:
+            cluster_id = None
+        if match is not None:
+            canonical = self.images.canonical_of(match[0]) or match[0]
+            self.images.point(image.image_id, canonical)
+            return Decision(image.image_id, "duplicate", cluster_id, canonical, match[1], "", image.source), None
+        blob = store_blob(self.store, self.key, image, self.config.crypto.segment_bytes)
+        self.images.point(image.image_id, image.image_id)
+        return Decision(image.image_id, "stored", cluster_id, None, None, "", image.source), blob
+
+    def _rows_table(self, decided: list[SourceImage], batch, rows: list[tuple[Decision, str | None]]) -> pa.Table:
+        spec = PartitionSpec(
+            store_url=self.store.url, storage_options={}, source_options={}, key=self.key,
+            algo=self.config.hash.algo, size=self.config.hash.size, bits=self.config.hash.bits,
+            dihedral=self.config.hash.dihedral, mode=self.config.crypto.mode,
+            segment_bytes=self.config.crypto.segment_bytes, decode=dataclasses.asdict(self.config.decode),
+            extensions=frozenset(), ingested_at=np.datetime64("now", "us"))
+        table = _rows(spec, [i.image_id for i in decided], [i.source for i in decided],
+                      [len(i.data) for i in decided], [i.digest for i in decided], batch.hashes,
+                      [batch.width], [batch.height], [batch.quality])
+        decisions = [d for d, _ in rows]
+        filled = {
+            "cluster_id": pa.array([d.cluster_id for d in decisions], pa.int32()),
+            "blob": pa.array([blob for _, blob in rows], pa.string()),
+            "duplicate_of": pa.array([d.duplicate_of for d in decisions], pa.string()),
+            "distance": pa.array([d.distance for d in decisions], pa.int16()),
+        }
+        for name, column in filled.items():
+            table = table.set_column(table.schema.get_field_index(name), table.schema.field(name), column)
+        return table
+
+    # -- publishing ---------------------------------------------------------
+
+    def _publish(self, plan: _Plan) -> bool:
+        """Commit ``plan``; False (nothing committed) when another process decided part of it first."""
+        digests, sources, reclustered = self.images.catch_up()
+        if reclustered or digests & plan.digests or sources & set(plan.error_decisions):
+            return False
+        run_id = _run_id(plan)
+        files: dict[str, list[str]] = {}
+        if plan.rows.num_rows:
+            files[schemas.FINGERPRINTS] = [self.store.write_table_part(schemas.FINGERPRINTS, run_id, 0, plan.rows)]
+        if plan.errors:
+            table = pa.Table.from_pylist([dict(e, run_id=run_id) for e in plan.errors], schema=schemas.errors_schema())
+            files[schemas.ERRORS] = [self.store.write_table_part(schemas.ERRORS, run_id, 0, table)]
+        version = self.store.commit(run_id, files, plan.blobs, meta={
+            "job": "ingest", "images": plan.rows.num_rows, "errors": len(plan.errors),
+            "stored": len(plan.blobs), "duplicates": plan.rows.num_rows - len(plan.blobs)})
+        ours = all(set(keys) <= set(self.store.commit_record(version)["files"].get(table, []))
+                   for table, keys in files.items())
+        if not ours:
+            # The same batch was committed by another process: its rows are the decisions.
+            self.images = DecidedImages.load(self.store, self.key, self.config)
+            return True
+        for digest, decision in plan.decisions.items():
+            self.images.remember(digest, decision)
+        for decision in plan.error_decisions.values():
+            self.images.remember_error(decision)
+        self._take_in_other_commits()
+        log.info("committed %d decisions and %d errors at version %d", plan.rows.num_rows, len(plan.errors), version)
+        return True
+
+    # -- re-clustering ------------------------------------------------------
+
+    def _recluster_if_drifted(self) -> None:
+        drift = self.images.index.drift()
+        settings = self.config.ingest
+        if not ((settings.recluster_new_classes and drift.new_classes >= settings.recluster_new_classes)
+                or (settings.recluster_centre_shift and drift.max_shift >= settings.recluster_centre_shift)):
+            return
+        self.recluster()
+
+    def recluster(self) -> int:
+        """K-means over every indexed fingerprint; publish the classes with ``replace=["clusters"]``.
+
+        Returns
+        -------
+        int
+            The store version that holds the new classes.
+        """
+        ids, fingerprints, _ = self.images.index.members()
+        k = self.config.dedup.clusters
+        k = max(1, round(np.sqrt(len(ids)))) if k == "auto" else int(k)
+        k = max(1, min(k, len(ids)))
+        result = hamming_kmeans(fingerprints, k, **dataclasses.asdict(self.config.cluster))
+        index = ClusterIndex.build(fingerprints, ids, result.centres, result.labels)
+        columns = index.to_cluster_columns()
+        based_on = self.images.version
+        columns["version"] = np.full(len(result.centres), based_on + 1, np.int64)
+        width = self.images.nbytes
+        table = pa.table(columns, schema=schemas.clusters_schema(
+            width, algo=self.config.hash.algo, bits=self.config.hash.bits, key_id=self.key.key_id_hex,
+            mode=self.config.crypto.mode))
+        run_id = "recluster-" + hashlib.sha256(
+            based_on.to_bytes(8, "big") + result.centres.tobytes()).hexdigest()[:32]
+        part = self.store.write_table_part(schemas.CLUSTERS, run_id, 0, table)
+        version = self.store.commit(run_id, {schemas.CLUSTERS: [part]}, replace=[schemas.CLUSTERS],
+                                    meta={"job": "ingest-recluster", "k": k, "images": len(ids)})
+        log.info("re-clustered %d fingerprints into %d classes (version %d)", len(ids), k, version)
+        self.images = DecidedImages.load(self.store, self.key, self.config)
+        return version
+
+
+def _error_row(source: str, stage: str, error_type: str, message: str) -> dict:
+    return {"source": source, "stage": stage, "error_type": error_type, "message": message}
+
+
+def _run_id(plan: _Plan) -> str:
+    """A run id fixed by the batch's content: the same micro-batch replayed commits nothing new."""
+    h = hashlib.sha256()
+    for digest in sorted(plan.digests):
+        h.update(digest)
+    for source in sorted(plan.error_decisions):
+        h.update(source.encode() + b"\x00")
+    return "ingest-" + h.hexdigest()[:32]
