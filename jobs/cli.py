@@ -20,9 +20,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jobs.demo",
     "jobs.keys",
     "jobs.storecmd",
+    "jobs.bulk",
     "jobs.ingest",
     "jobs.get",
-    "jobs.bulk",
+    "jobs.report",
 )
 
 

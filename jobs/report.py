@@ -1,0 +1,309 @@
+"""``imgdedup report`` and ``imgdedup unmerge``: what a run did, and undoing a wrong merge.
+
+    imgdedup report --out DIR [--store URL] [--run RUN_ID] [--key FILE] [--review]
+    imgdedup unmerge GROUP_ID IMAGE_ID [--store URL]
+
+``report`` reads the store's committed tables only, as they stood when the run
+(the latest one by default) was committed, and writes the report tables
+(``docs/reports.md``) as Parquet files and an HTML page into DIR. Thumbnails are
+decrypted locally and only with ``--key``; without it the page holds no image
+pixels and says so. ``--review`` shows only the groups with a member within
+``report.review_margin`` bits of t, for a person to confirm before pointer
+blobs are deleted.
+
+``unmerge`` makes a pointer image its own canonical image again, by a commit
+that replaces the fingerprints table with the image's row changed
+(``duplicate_of`` and ``distance`` null, ``blob`` its own blob). Possible only
+while the image's blob is kept (``dedup.pointer_blob_grace_days``). It needs no
+key.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+
+from jobs import report_tables as rt
+from jobs.report_html import ReportPage, write_html_report
+from pipeline.config import Config
+from pipeline.crypto.blob import open_stream
+from pipeline.crypto.fingerprint import open_hashes
+from pipeline.crypto.keys import GroupKey, load_key_file
+from pipeline.errors import DecodeError, MergeError, StoreError
+from pipeline.hashing.decode import decode
+from pipeline.store import Store, keys, schemas
+
+log = logging.getLogger(__name__)
+
+#: Tries of unmerge's read-modify-commit when another commit lands in between.
+UNMERGE_ATTEMPTS = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write the report tables and the HTML report of a run",
+        description="Write Parquet report tables (summary, timings, errors_by_type, groups, classes, "
+                    "nearest; docs/reports.md) and report.html for a committed run into --out.",
+    )
+    parser.add_argument("--out", metavar="DIR", required=True, help="folder for the tables and report.html")
+    parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
+    parser.add_argument("--run", dest="run_id", metavar="RUN_ID", default=None, help="committed run to report (default: the latest)")
+    parser.add_argument("--key", metavar="FILE", default=None,
+                        help="group key file: decrypts thumbnails locally (without it the page has no pixels)")
+    parser.add_argument("--review", action="store_true",
+                        help="show only the groups with a member within report.review_margin bits of t")
+    parser.set_defaults(run=run)
+
+    unmerge_parser = subparsers.add_parser(
+        "unmerge", help="make a merged image its own canonical image again",
+        description="Undo a wrong merge: IMAGE_ID, a pointer in the duplicate group GROUP_ID (the id of "
+                    "the group's canonical image), becomes its own canonical image again. Possible only "
+                    "while its blob is kept (dedup.pointer_blob_grace_days).",
+    )
+    unmerge_parser.add_argument("group_id", metavar="GROUP_ID")
+    unmerge_parser.add_argument("image_id", metavar="IMAGE_ID")
+    unmerge_parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
+    unmerge_parser.set_defaults(run=run_unmerge)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    store = Store(args.store or config.store.url)
+    key = load_key_file(args.key) if args.key else None
+    out = Path(args.out)
+    headline = write_report(store, out, config, run_id=args.run_id, key=key, review=args.review)
+    log.info("report of run %s (version %d) written to %s", headline["run_id"], headline["version"], out)
+    print(f"images {headline['images']}  stored {headline['stored']}  duplicates {headline['duplicates']}  "
+          f"bytes saved {headline['bytes_saved']}  errors {headline['errors']}  groups {headline['groups']}  "
+          f"to review {headline['review_groups']}")
+    print(out / "report.html")
+    return 0
+
+
+def run_unmerge(args: argparse.Namespace, config: Config) -> int:
+    store = Store(args.store or config.store.url)
+    version = unmerge(store, args.group_id, args.image_id)
+    print(f"{args.image_id} is its own canonical image again (store version {version})")
+    return 0
+
+
+# -- reading the store -------------------------------------------------------
+
+def select_run(store: Store, run_id: str | None) -> tuple[str, int]:
+    """``(run_id, version)`` of the run to report: ``run_id``, or the latest committed run."""
+    runs = store.committed_runs()
+    if not runs:
+        raise StoreError(store.url, "the store has no committed run to report")
+    if run_id is None:
+        run_id = max(runs, key=runs.__getitem__)
+    elif run_id not in runs:
+        raise StoreError(run_id, "no committed run has this id")
+    return run_id, runs[run_id]
+
+
+def run_summaries(store: Store, version: int, errors: pa.Table) -> list[dict]:
+    """One summary row per committed run up to ``version``: the store's counts right after it.
+
+    Each commit's fingerprints parts are counted once and the counts added up,
+    starting afresh where a commit replaced the table, so the cost is one read
+    of two columns per part, whatever the number of runs.
+    """
+    errors_per_run = dict(zip(*errors.group_by("run_id").aggregate([("source", "count")])
+                              .select(["run_id", "source_count"]).to_pydict().values()))
+    part_counts: dict[str, dict[str, int]] = {}
+    current: list[str] = []
+    rows = []
+    for v in range(1, version + 1):
+        record = store.commit_record(v)
+        if schemas.FINGERPRINTS in record["replace"]:
+            current = []
+        for part in record["files"].get(schemas.FINGERPRINTS, []):
+            if part.endswith(".parquet"):
+                with store.open_committed_file(part) as f:
+                    part_counts[part] = rt.fingerprint_counts(pq.read_table(f, columns=["duplicate_of", "bytes"]))
+                current.append(part)
+        totals = {name: sum(part_counts[p][name] for p in current) for name in
+                  ("images", "stored", "duplicates", "bytes_total", "bytes_stored", "bytes_saved")}
+        rows.append({"run_id": record["run_id"], "version": v,
+                     "committed_at": dt.datetime.fromisoformat(record["committed_at"]),
+                     "errors": errors_per_run.get(record["run_id"], 0), **totals})
+    return rows
+
+
+def fingerprint_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed_size_binary column as an ``(n, width)`` uint8 array."""
+    array = column.combine_chunks()
+    width = array.type.byte_width
+    return np.frombuffer(array.buffers()[1], dtype=np.uint8, count=len(array) * width,
+                         offset=array.offset * width).reshape(len(array), width)
+
+
+def comparable_hashes(fingerprints: pa.Table, key: GroupKey | None) -> np.ndarray | None:
+    """The rows' hashes in a form whose Hamming distances are the hashes' own, if readable.
+
+    Tokens are such a form already; sealed values are opened with ``key``; in
+    sealed mode without a key there is none (None).
+    """
+    mode = schemas.schema_metadata(fingerprints.schema).get("fingerprint_mode", "tokens")
+    values = fingerprint_matrix(fingerprints.column("fingerprint"))
+    if mode == "tokens":
+        return values
+    if key is None:
+        return None
+    return open_hashes(key, fingerprints.column("image_id").to_pylist(), values)
+
+
+def thumbnail_jpeg(store: Store, key: GroupKey, image_id: str, px: int, config: Config) -> bytes | None:
+    """A JPEG thumbnail (longest side ``px``) of blob ``image_id``, decrypted here; None if the blob is gone.
+
+    Raises
+    ------
+    IntegrityError
+        The blob does not decrypt under ``key`` (wrong key or tampered blob).
+    """
+    try:
+        header = store.read_blob_header(image_id)
+        with store.open_blob_body(image_id) as body:
+            plaintext = b"".join(open_stream(key, image_id, header, body))
+    except StoreError:
+        return None
+    try:
+        picture = decode(plaintext, name=image_id, max_pixels=config.decode.max_pixels,
+                         formats=config.decode.formats, draft_min_side=px).image
+    except DecodeError as exc:
+        log.warning("no thumbnail: %s", exc)
+        return None
+    picture.thumbnail((px, px), Image.Resampling.LANCZOS)
+    sink = io.BytesIO()
+    picture.save(sink, "JPEG", quality=80)
+    return sink.getvalue()
+
+
+# -- the report --------------------------------------------------------------
+
+def build_report_tables(store: Store, version: int, config: Config, key: GroupKey | None) -> dict[str, pa.Table]:
+    """Every report table for the store as of ``version`` (see ``docs/reports.md``)."""
+    fingerprints = store.read_table(schemas.FINGERPRINTS, version)
+    errors = store.read_table(schemas.ERRORS, version)
+    metrics = store.read_table(schemas.REPORTS, version)
+    return {
+        rt.SUMMARY: rt.summary_table(run_summaries(store, version, errors)),
+        rt.TIMINGS: rt.timings_table(metrics),
+        rt.ERRORS_BY_TYPE: rt.errors_by_type_table(errors),
+        rt.GROUPS: rt.groups_table(fingerprints, config.dedup.threshold_t, config.report.review_margin),
+        rt.CLASSES: rt.classes_table(store.read_table(schemas.CLUSTERS, version), fingerprints),
+        rt.NEAREST: rt.nearest_table(fingerprints, comparable_hashes(fingerprints, key)),
+    }
+
+
+def write_report(store: Store, out: Path, config: Config, *, run_id: str | None = None,
+                 key: GroupKey | None = None, review: bool = False) -> dict:
+    """Write the report tables (``<name>.parquet``) and ``report.html`` of a run into ``out``.
+
+    Returns
+    -------
+    dict
+        The headline numbers shown at the top of the page: ``run_id``,
+        ``version``, ``images``, ``stored``, ``duplicates``, ``bytes_saved``,
+        ``errors`` (of this run), ``classes``, ``groups``, ``review_groups``.
+    """
+    run_id, version = select_run(store, run_id)
+    tables = build_report_tables(store, version, config, key)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        pq.write_table(table, out / f"{name}.parquet")
+    summary = tables[rt.SUMMARY].to_pylist()[-1]
+    groups = tables[rt.GROUPS]
+    headline = {
+        "run_id": run_id, "version": version,
+        **{name: summary[name] for name in ("images", "stored", "duplicates", "bytes_saved", "errors")},
+        "classes": tables[rt.CLASSES].num_rows,
+        "groups": len(pc.unique(groups.column("group_id"))),
+        "review_groups": len(pc.unique(groups.filter(groups.column("review")).column("group_id"))),
+    }
+    if key is None:
+        thumbnails = None
+    else:
+        def thumbnails(image_id: str) -> bytes | None:
+            return thumbnail_jpeg(store, key, image_id, config.report.thumbnail_px, config)
+    write_html_report(ReportPage(
+        headline=headline, tables=tables, threshold_t=config.dedup.threshold_t,
+        hash_bits=int(schemas.schema_metadata(store.read_table(schemas.FINGERPRINTS, version, columns=["image_id"])
+                                              .schema).get("hash_bits", 256)),
+        review_only=review, page_size=config.report.page_size, members_shown=config.report.members_shown,
+    ), out, thumbnails)
+    return headline
+
+
+# -- unmerge -----------------------------------------------------------------
+
+def unmerged_table(fingerprints: pa.Table, group_id: str, image_id: str) -> pa.Table:
+    """``fingerprints`` with ``image_id`` made its own canonical image (row order kept).
+
+    Raises
+    ------
+    MergeError
+        ``image_id`` is not in the table, is a canonical image, or belongs to
+        another group than ``group_id``.
+    """
+    ids = fingerprints.column("image_id").to_pylist()
+    duplicate_of = fingerprints.column("duplicate_of").to_pylist()
+    if image_id not in ids:
+        raise MergeError(image_id, "no such image in the fingerprints table")
+    row = ids.index(image_id)
+    if duplicate_of[row] is None:
+        raise MergeError(image_id, "is a canonical image already; there is no merge to undo")
+    group = rt.canonical_of(ids, duplicate_of)[row]
+    if group != group_id:
+        raise MergeError(image_id, f"belongs to duplicate group {group}, not {group_id}")
+    is_row = pc.equal(fingerprints.column("image_id"), image_id)
+    changed = {
+        "duplicate_of": pc.if_else(is_row, pa.scalar(None, pa.string()), fingerprints.column("duplicate_of")),
+        "distance": pc.if_else(is_row, pa.scalar(None, pa.int16()), fingerprints.column("distance")),
+        "blob": pc.if_else(is_row, pa.scalar(keys.blob_body_key(image_id)), fingerprints.column("blob")),
+    }
+    for name, column in changed.items():
+        index = fingerprints.schema.get_field_index(name)
+        fingerprints = fingerprints.set_column(index, fingerprints.schema.field(name), column)
+    return fingerprints
+
+
+def unmerge(store: Store, group_id: str, image_id: str) -> int:
+    """Make pointer ``image_id`` of group ``group_id`` its own canonical image again; return the commit version.
+
+    The fingerprints table is read, changed in one row and committed whole
+    with ``replace``; if another commit lands between the read and the commit,
+    the read is redone (up to :data:`UNMERGE_ATTEMPTS` times), so no other
+    run's rows are lost.
+
+    Raises
+    ------
+    MergeError
+        See :func:`unmerged_table`; or the image's blob is no longer kept.
+    StoreError
+        The store kept changing under every attempt.
+    """
+    keys.check_blob_id(image_id)
+    if not store.blob_exists(image_id):
+        raise MergeError(image_id, "its blob is no longer kept (the grace period for undoing merges, "
+                         "dedup.pointer_blob_grace_days, has passed); add the file again instead")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    run_id = f"unmerge-{image_id}-{stamp}"
+    for _ in range(UNMERGE_ATTEMPTS):
+        version = store.latest_version()
+        table = unmerged_table(store.read_table(schemas.FINGERPRINTS, version), group_id, image_id)
+        part = store.write_table_part(schemas.FINGERPRINTS, run_id, 0, table)
+        if store.latest_version() != version:
+            continue  # another run committed meanwhile: its rows must be in the replacement
+        return store.commit(run_id, {schemas.FINGERPRINTS: [part]}, blobs=[image_id],
+                            meta={"unmerge": {"group_id": group_id, "image_id": image_id}},
+                            replace=[schemas.FINGERPRINTS])
+    raise StoreError(store.url, f"the store changed during each of {UNMERGE_ATTEMPTS} attempts to unmerge "
+                     f"{image_id}; try again")
