@@ -291,14 +291,14 @@ def unmerge(store: Store, group_id: str, image_id: str) -> int:
         The store kept changing under every attempt.
     """
     keys.check_blob_id(image_id)
-    if not store.blob_exists(image_id):
-        raise MergeError(image_id, "its blob is no longer kept (the grace period for undoing merges, "
-                         "dedup.pointer_blob_grace_days, has passed); add the file again instead")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     run_id = f"unmerge-{image_id}-{stamp}"
     for _ in range(UNMERGE_ATTEMPTS):
         version = store.latest_version()
         table = unmerged_table(store.read_table(schemas.FINGERPRINTS, version), group_id, image_id)
+        if not store.blob_exists(image_id):
+            raise MergeError(image_id, "its blob is no longer kept (the grace period for undoing merges, "
+                             "dedup.pointer_blob_grace_days, has passed); add the file again instead")
         part = store.write_table_part(schemas.FINGERPRINTS, run_id, 0, table)
         if store.latest_version() != version:
             continue  # another run committed meanwhile: its rows must be in the replacement

@@ -1,0 +1,91 @@
+"""imgdedup unmerge: a wrongly merged image becomes its own canonical image again, while its blob is kept."""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import report_tables as rt
+from jobs.cli import main
+from jobs.report import unmerge, write_report
+from pipeline.config import load_config
+from pipeline.crypto.keys import GroupKey, write_key_file
+from pipeline.errors import MergeError
+from pipeline.store import keys, schemas
+from tests.jobs.report_store import build_report_store
+
+
+@pytest.fixture()
+def built(tmp_path, shared_data):
+    return build_report_store(str(tmp_path / "store"), shared_data / "dev", GroupKey.generate(), load_config())
+
+
+def rows_by_id(store, version=None):
+    return {row["image_id"]: row for row in store.read_table(schemas.FINGERPRINTS, version).to_pylist()}
+
+
+def get(built, image_id, tmp_path):
+    key_file = tmp_path / "group.key"
+    if not key_file.exists():
+        write_key_file(key_file, built.key)
+    out = tmp_path / f"{image_id}.img"
+    assert main(["get", image_id, "--out", str(out), "--store", built.store.url, "--key", str(key_file)]) == 0
+    return out.read_bytes()
+
+
+def test_unmerged_image_is_its_own_canonical_and_get_returns_its_own_picture(built, tmp_path, capsys):
+    group_id, pointers = max(built.groups.items(), key=lambda item: len(item[1]))
+    image_id = pointers[0]
+    assert get(built, image_id, tmp_path) == built.files[group_id]  # merged: get gives the canonical picture
+    before = rows_by_id(built.store)
+
+    assert main(["unmerge", group_id, image_id, "--store", built.store.url]) == 0
+    assert "its own canonical image again" in capsys.readouterr().out
+
+    after = rows_by_id(built.store)
+    assert after[image_id]["duplicate_of"] is None and after[image_id]["distance"] is None
+    assert after[image_id]["blob"] == keys.blob_body_key(image_id)
+    changed = {"duplicate_of", "distance", "blob"}
+    assert {k: v for k, v in after[image_id].items() if k not in changed} == \
+        {k: v for k, v in before[image_id].items() if k not in changed}
+    assert {i: r for i, r in after.items() if i != image_id} == {i: r for i, r in before.items() if i != image_id}
+    assert get(built, image_id, tmp_path) == built.files[image_id]
+    assert get(built, pointers[1], tmp_path) == built.files[group_id]  # the other member stays merged
+
+    out = tmp_path / "report"
+    headline = write_report(built.store, out, load_config())
+    assert (headline["stored"], headline["duplicates"]) == (6, 2)
+    groups = pq.read_table(out / f"{rt.GROUPS}.parquet").to_pylist()
+    assert image_id not in {m["image_id"] for m in groups}
+
+
+def test_an_older_version_still_reads_the_merge(built):
+    group_id, pointers = next(iter(built.groups.items()))
+    version = built.store.latest_version()
+    unmerge(built.store, group_id, pointers[0])
+    assert rows_by_id(built.store, version)[pointers[0]]["duplicate_of"] == group_id
+    assert built.store.latest_version() == version + 1
+
+
+def test_unmerge_refuses_a_canonical_image_a_wrong_group_and_an_unknown_image(built):
+    (first, first_pointers), (second, _) = built.groups.items()
+    version = built.store.latest_version()
+    with pytest.raises(MergeError, match="canonical image already"):
+        unmerge(built.store, first, first)
+    with pytest.raises(MergeError, match=f"belongs to duplicate group {first}"):
+        unmerge(built.store, second, first_pointers[0])
+    with pytest.raises(MergeError, match="no such image"):
+        unmerge(built.store, first, "0" * 32)
+    assert built.store.latest_version() == version  # nothing was committed
+
+
+def test_unmerge_refuses_once_the_blob_is_gone(built, capsys):
+    group_id, pointers = next(iter(built.groups.items()))
+    store = built.store
+    for key in (keys.blob_body_key(pointers[0]), keys.blob_header_key(pointers[0])):
+        store.fs.rm_file(f"{store.root}/{key}")
+    version = store.latest_version()
+    with pytest.raises(MergeError, match="no longer kept"):
+        unmerge(store, group_id, pointers[0])
+    assert main(["unmerge", group_id, pointers[0], "--store", store.url]) == 2
+    assert "no longer kept" in capsys.readouterr().err
+    assert store.latest_version() == version
