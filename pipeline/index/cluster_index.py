@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.cluster.kmeans import ClusterStats, majority, member_stats
-from pipeline.index.kernels import as_words, dense_distances, scan_ranges
+from pipeline.index.kernels import as_words, dense_distances, scan_classes
 
 MODES = ("exact", "paper")
 
@@ -186,7 +186,7 @@ class ClusterIndex:
         ndarray of int32, shape (m, k)
             Hamming distance in bits, smallest over the query's forms.
         """
-        return dense_distances(self._query_words(queries), as_words(self.centres))[0]
+        return dense_distances(self._query_words(queries), as_words(self.centres)).astype(np.int32)
 
     def search(self, queries: np.ndarray, t: int, *, mode: str = "exact", centre_threshold: int | None = None,
                batch: int = 1024) -> list[Matches]:
@@ -240,26 +240,26 @@ class ClusterIndex:
         return as_words(queries)
 
     def _scan_exact(self, block: np.ndarray, t: int):
-        low, high = dense_distances(block, self._layout_centres)
+        low, high = (d.astype(np.int64) for d in dense_distances(block, self._layout_centres, high=True))
         sizes = np.diff(self._offsets)
         query, cls = np.nonzero((low - self._layout_radii[None, :] <= t) & (sizes > 0)[None, :])
         # Members whose distance to the centre is within t of the query's (any form's) distance.
         base = cls * self._stride
         lo = np.searchsorted(self._keys, base + np.maximum(low[query, cls] - t, 0), side="left")
         hi = np.searchsorted(self._keys, base + np.minimum(high[query, cls] + t, self._stride - 1), side="right")
-        return scan_ranges(block, self._words, query, lo, hi, t)
+        return scan_classes(block, self._words, query, cls, lo, hi, t)
 
     def _scan_nearest(self, block: np.ndarray, t: int, centre_threshold: int | None):
         if len(self.centres) == 0:
             empty = np.zeros(0, np.int64)
             return empty, empty, np.zeros(0, np.int32), np.full(len(block), -1)
-        low = dense_distances(block, as_words(self.centres))[0]
+        low = dense_distances(block, as_words(self.centres))
         nearest = low.argmin(axis=1)
         if centre_threshold is not None:
             nearest = np.where(low[np.arange(len(block)), nearest] <= centre_threshold, nearest, -1)
         query = np.flatnonzero((nearest >= 0) & (nearest < len(self._offsets) - 1))
         cls = nearest[query]
-        found = scan_ranges(block, self._words, query, self._offsets[cls], self._offsets[cls + 1], t)
+        found = scan_classes(block, self._words, query, cls, self._offsets[cls], self._offsets[cls + 1], t)
         return (*found, nearest)
 
     @staticmethod
@@ -267,9 +267,9 @@ class ClusterIndex:
         if len(tail_words) == 0:
             empty = np.zeros(0, np.int64)
             return empty, empty, np.zeros(0, np.int32)
-        low = dense_distances(block, tail_words)[0]
+        low = dense_distances(block, tail_words)
         query, row = np.nonzero((low <= t) & allowed)
-        return query, row, low[query, row]
+        return query, row, low[query, row].astype(np.int32)
 
     def _tail_arrays(self):
         if not self._tail_ids:
@@ -326,7 +326,7 @@ class ClusterIndex:
     def _measure_radius(self, cls: int) -> int:
         members = [self._fps[self._offsets[cls]:self._offsets[cls + 1]]] if cls < len(self._offsets) - 1 else []
         members += [f[None] for f, label in zip(self._tail_fps, self._tail_labels) if label == cls]
-        distances = dense_distances(as_words(self.centres[cls])[None, None], as_words(np.concatenate(members)))[0]
+        distances = dense_distances(as_words(self.centres[cls])[None, None], as_words(np.concatenate(members)))
         return int(distances.max())
 
     def _relayout(self) -> None:

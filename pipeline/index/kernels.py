@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.cluster.assign import as_words as rows_as_words
-
 #: Elements per temporary in the dense and pair kernels (bounds memory near 64 MiB).
 _BUDGET = 1 << 21
+#: A class visited by at least this many queries of a batch is scanned as a dense block.
+_DENSE_MIN_QUERIES = 8
 
 
 def as_words(packed: np.ndarray) -> np.ndarray:
@@ -26,30 +26,37 @@ def as_words(packed: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of uint64, shape (..., ceil(nbytes / 8))
-        As :func:`pipeline.cluster.assign.as_words`, row by row.
+        Zero-padded to whole words (padding bits are equal on both sides, so
+        distances are unchanged). Word byte order is irrelevant to popcounts of XORs.
     """
     packed = np.asarray(packed, dtype=np.uint8)
-    words = rows_as_words(packed.reshape(-1, packed.shape[-1]))
-    return words.reshape(packed.shape[:-1] + (words.shape[-1],))
+    pad = -packed.shape[-1] % 8
+    if pad:
+        packed = np.concatenate([packed, np.zeros(packed.shape[:-1] + (pad,), np.uint8)], axis=-1)
+    return np.ascontiguousarray(packed).view(np.uint64)
 
 
-def dense_distances(queries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distances from every query to every row, smallest and largest over forms.
+def dense_distances(queries: np.ndarray, rows: np.ndarray, *, high: bool = False):
+    """Distances from every query to every row, smallest (and largest) over forms.
 
     Parameters
     ----------
     queries : ndarray of uint64, shape (m, F, w)
     rows : ndarray of uint64, shape (n, w)
+    high : bool
+        Also return the largest distance over the forms.
 
     Returns
     -------
-    low, high : ndarray of int32, shape (m, n)
-        ``min`` and ``max`` over the ``F`` forms of the Hamming distance in bits.
+    low : ndarray of uint16, shape (m, n)
+        ``min`` over the ``F`` forms of the Hamming distance in bits.
+    high : ndarray of uint16, shape (m, n)
+        ``max`` over the forms; only when ``high`` is true.
     """
     m, forms, words = queries.shape
     n = rows.shape[0]
-    low = np.empty((m, n), dtype=np.int32)
-    high = np.empty((m, n), dtype=np.int32)
+    low = np.empty((m, n), dtype=np.uint16)
+    largest = np.empty((m, n), dtype=np.uint16) if high else None
     step = max(1, _BUDGET // max(1, n))
     for start in range(0, m, step):
         block = queries[start:start + step]
@@ -59,10 +66,12 @@ def dense_distances(queries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, 
             for j in range(words):
                 acc += np.bitwise_count(block[:, f, j, None] ^ rows[None, :, j])
             lo = acc if lo is None else np.minimum(lo, acc)
-            hi = acc if hi is None else np.maximum(hi, acc)
+            if high:
+                hi = acc if hi is None else np.maximum(hi, acc)
         low[start:start + step] = lo
-        high[start:start + step] = hi
-    return low, high
+        if high:
+            largest[start:start + step] = hi
+    return (low, largest) if high else low
 
 
 def _split_long_ranges(query: np.ndarray, lo: np.ndarray, hi: np.ndarray, size: int):
@@ -75,6 +84,58 @@ def _split_long_ranges(query: np.ndarray, lo: np.ndarray, hi: np.ndarray, size: 
     query, lo_rep, hi_rep = np.repeat(query, pieces), np.repeat(lo, pieces), np.repeat(hi, pieces)
     start = lo_rep + within * size
     return query, start, np.minimum(start + size, hi_rep)
+
+
+def scan_classes(
+    queries: np.ndarray,
+    rows: np.ndarray,
+    query: np.ndarray,
+    cls: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    t: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Compare queries with row ranges of their candidate classes; keep matches within ``t``.
+
+    A class that many queries of the batch must visit is compared as one dense
+    block (its queries against the union of their ranges: no row is gathered,
+    and rows outside a query's own range lie beyond ``t`` anyway); the other
+    ranges are gathered and compared pair by pair in one vectorised pass, so a
+    batch spread thinly over many classes costs no Python loop per class.
+
+    Parameters
+    ----------
+    queries : ndarray of uint64, shape (m, F, w)
+    rows : ndarray of uint64, shape (n, w)
+    query, cls : ndarray of int64, shape (P,)
+        For each range, the query it is compared with and the class it lies in.
+    lo, hi : ndarray of int64, shape (P,)
+        Each range is the row slice ``lo:hi``.
+    t : int
+        Largest distance kept, in bits.
+
+    Returns
+    -------
+    query_index, row_index : ndarray of int64, shape (R,)
+    distance : ndarray of int32, shape (R,)
+        Every (query, row) pair of the ranges whose distance (smallest over the
+        query's forms) is at most ``t``.
+    """
+    visits = np.bincount(cls, minlength=1)
+    dense = visits[cls] >= _DENSE_MIN_QUERIES
+    found = [scan_ranges(queries, rows, query[~dense], lo[~dense], hi[~dense], t)]
+    order = np.argsort(cls[dense], kind="stable")
+    query, cls, lo, hi = query[dense][order], cls[dense][order], lo[dense][order], hi[dense][order]
+    bounds = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1], True]) if len(cls) else []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        members = query[a:b]
+        start, stop = lo[a:b].min(), hi[a:b].max()
+        step = max(1, _BUDGET // len(members))
+        for first in range(start, stop, step):
+            low = dense_distances(queries[members], rows[first:min(first + step, stop)])
+            q, r = np.nonzero(low <= t)
+            found.append((members[q], first + r, low[q, r].astype(np.int32)))
+    return tuple(np.concatenate(part) for part in zip(*found))
 
 
 def scan_ranges(
