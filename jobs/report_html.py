@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from jobs import report_tables as rt
 
@@ -98,6 +99,7 @@ def savings_plot(summary: pa.Table) -> str:
     stored = summary.column("bytes_stored").to_numpy() / 2**20
     saved = summary.column("bytes_saved").to_numpy() / 2**20
     ax.stackplot(versions, stored, saved, labels=["stored", "saved by dedup"], step="post", alpha=.8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("store version (one per run)")
     ax.set_ylabel("MiB of source files")
     ax.set_title("Savings over runs")
@@ -123,6 +125,7 @@ def class_size_plot(classes: pa.Table) -> str:
     figure, ax = _figure()
     sizes = np.sort(classes.column("images").to_numpy())[::-1]
     ax.bar(np.arange(1, len(sizes) + 1), sizes, color="#5a9a60")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("class (by size)")
     ax.set_ylabel("images")
     ax.set_title(f"Class sizes ({len(sizes)} classes)")

@@ -1,0 +1,66 @@
+"""imgdedup report over a store the real bulk job wrote: counts, groups, thumbnails, and unmerge then get."""
+from __future__ import annotations
+
+import re
+
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client, LocalCluster
+
+from jobs import report_tables as rt
+from jobs.bulk import run_bulk
+from jobs.cli import main
+from jobs.report import unmerge, write_report
+from pipeline.config import load_config
+from pipeline.crypto.keys import GroupKey, write_key_file
+from pipeline.store import Store, schemas
+from tests.jobs.bulk_sets import groups_by_name, labelled_set, write_files
+
+OVERRIDES = ["dask.partition_size=6", "dedup.clusters=2"]
+
+
+@pytest.fixture(scope="module")
+def bulk_store(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("bulk")
+    labelled = labelled_set(shared_data / "dev", 3)
+    write_files(str(root / "src"), {name: data for name, (data, _) in labelled.items()})
+    key = GroupKey.generate()
+    config = load_config(overrides=OVERRIDES)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        summary = run_bulk(str(root / "src"), str(root / "store"), key, config, client=client)
+    return Store(str(root / "store")), key, config, summary, {name: data for name, (data, _) in labelled.items()}, \
+        str(root / "src")
+
+
+def test_report_of_a_bulk_run_agrees_with_its_tables_and_shows_every_group_member(bulk_store, tmp_path):
+    store, key, config, summary, files, source = bulk_store
+    headline = write_report(store, tmp_path, config, key=key)
+    fingerprints = store.read_table(schemas.FINGERPRINTS)
+    duplicates = sum(d is not None for d in fingerprints.column("duplicate_of").to_pylist())
+    assert (headline["images"], headline["duplicates"]) == (fingerprints.num_rows, duplicates)
+    assert (headline["images"], headline["duplicates"]) == (summary["images"], summary["duplicates"])
+    assert headline["run_id"] == next(iter(store.committed_runs()))
+
+    found = {frozenset(g) for g in groups_by_name(store, source) if len(g) > 1}
+    members: dict[str, set[str]] = {}
+    for row in pq.read_table(tmp_path / f"{rt.GROUPS}.parquet").to_pylist():
+        members.setdefault(row["group_id"], set()).add(row["source"].split(source + "/", 1)[-1])
+    assert {frozenset(m) for m in members.values()} == found and found
+
+    stages = {row["stage"] for row in pq.read_table(tmp_path / f"{rt.TIMINGS}.parquet").to_pylist()}
+    assert {"fingerprint", "dedup"} <= stages
+    page = (tmp_path / "report.html").read_text()
+    shown = min(config.report.members_shown, max(len(m) for m in members.values()))
+    assert len(re.findall(r'<img class="thumb"', page)) >= shown
+
+
+def test_unmerge_in_a_bulk_store_then_get_returns_the_member_itself(bulk_store, tmp_path):
+    store, key, config, _, files, source = bulk_store
+    rows = store.read_table(schemas.FINGERPRINTS).to_pylist()
+    pointer = next(r for r in rows if r["duplicate_of"] is not None and store.blob_exists(r["image_id"]))
+    unmerge(store, pointer["duplicate_of"], pointer["image_id"])
+    key_file = write_key_file(tmp_path / "group.key", key)
+    out = tmp_path / "member.img"
+    assert main(["get", pointer["image_id"], "--out", str(out), "--store", store.url, "--key", str(key_file)]) == 0
+    assert out.read_bytes() == files[pointer["source"].split(source + "/", 1)[-1]]
