@@ -9,6 +9,7 @@ enough, since a pair's distance is the smallest over either side's forms.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import operator
@@ -158,7 +159,7 @@ def _fit_centres(client: Client, futures: list, stored: StoredRows, n: int, conf
     held = stored.vectors[stored.canonical]
     if len(held):
         partitions.insert(0, client.scatter(held))
-    result = distributed_kmeans(partitions, clusters_for(config, n), config=config.cluster)
+    result = distributed_kmeans(partitions, clusters_for(config, n), **dataclasses.asdict(config.cluster))
     return result.centres
 
 

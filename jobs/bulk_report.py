@@ -171,9 +171,9 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def print_summary(summary: BulkSummary, file=sys.stdout) -> None:
-    """The run's headline numbers, stage times and errors, for a person at a terminal."""
-    s = summary
+def print_summary(summary: BulkSummary, file=None) -> None:
+    """The run's headline numbers, stage times and errors, for a person at a terminal (stdout by default)."""
+    s, file = summary, file or sys.stdout
     print(f"run {s.run_id}: committed as store version {s.version}", file=file)
     print(f"  images {s['images']:.0f}, stored {s['stored']:.0f}, duplicates {s['duplicates']:.0f} "
           f"({s['exact_duplicates']:.0f} byte-for-byte), errors {s['errors']:.0f}, "

@@ -96,6 +96,8 @@ def choose_canonicals(groups: np.ndarray, pixels: np.ndarray, order: np.ndarray,
     n = len(groups)
     if not len(pixels) == len(order) == len(fixed) == n:
         raise ValueError("groups, pixels, order and fixed must have one entry per image")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
     # Best first inside each group: fixed before new, then more pixels, then earlier.
     ranked = np.lexsort((order, -pixels, ~fixed, groups))
     sorted_groups = groups[ranked]

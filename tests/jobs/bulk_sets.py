@@ -1,0 +1,68 @@
+"""Small labelled image sets and store readers shared by the bulk-job tests."""
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+import fsspec
+from PIL import Image, ImageEnhance, ImageOps
+
+from pipeline.store import Store
+
+# name -> (transform, format): the copies every original gets in a labelled set.
+VARIANTS = {
+    "jpeg40": (lambda im: im, "JPEG"),
+    "half": (lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS), "PNG"),
+    "brighter": (lambda im: ImageEnhance.Brightness(im).enhance(1.2), "JPEG"),
+    "rot90": (lambda im: im.transpose(Image.Transpose.ROTATE_90), "PNG"),
+    "mirror": (lambda im: ImageOps.mirror(im), "JPEG"),
+}
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **({"quality": 40} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def labelled_set(dev: Path, count: int) -> dict[str, tuple[bytes, str]]:
+    """``{relative name: (file bytes, group)}``: ``count`` dev photos, each with :data:`VARIANTS`."""
+    files = {}
+    for photo in sorted(dev.glob("*.jpg"))[:count]:
+        original = Image.open(photo).convert("RGB")
+        group = photo.stem
+        files[f"{group}/original.jpg"] = (photo.read_bytes(), group)
+        for variant, (transform, fmt) in VARIANTS.items():
+            suffix = ".jpg" if fmt == "JPEG" else ".png"
+            files[f"{group}/{variant}{suffix}"] = (encode(transform(original), fmt), group)
+    return files
+
+
+def write_files(url: str, files: Mapping[str, bytes], options: Mapping[str, object] | None = None) -> None:
+    """Write ``{relative name: bytes}`` under the fsspec folder ``url``."""
+    fs, root = fsspec.core.url_to_fs(url, **dict(options or {}))
+    for name, data in files.items():
+        fs.makedirs(f"{root}/{name.rsplit('/', 1)[0]}" if "/" in name else root, exist_ok=True)
+        fs.pipe_file(f"{root}/{name}", data)
+
+
+def groups_by_name(store: Store, root: str) -> set[frozenset[str]]:
+    """Duplicate groups of a store as sets of names below ``root`` (groups of one included)."""
+    rows = store.read_table("fingerprints", columns=["image_id", "source", "duplicate_of"]).to_pylist()
+    name = {r["image_id"]: r["source"].split(root.rstrip("/") + "/", 1)[-1] for r in rows}
+    members: dict[str, set[str]] = {}
+    for r in rows:
+        members.setdefault(r["duplicate_of"] or r["image_id"], set()).add(name[r["image_id"]])
+    return {frozenset(m) for m in members.values()}
+
+
+def pair_precision_recall(groups: set[frozenset[str]], truth: Mapping[str, str]) -> tuple[float, float]:
+    """Pairwise precision and recall of found groups against the true group of each name."""
+    found = {(a, b) for g in groups for a in g for b in g if a < b}
+    by_group: dict[str, list[str]] = {}
+    for name, group in truth.items():
+        by_group.setdefault(group, []).append(name)
+    true = {(a, b) for g in by_group.values() for a in g for b in g if a < b}
+    correct = len(found & true)
+    return (correct / len(found) if found else 1.0), (correct / len(true) if true else 1.0)
