@@ -52,11 +52,12 @@ def word_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    ndarray of int64, shape (na, nb)
+    ndarray of uint16 (int32 beyond 65535 bits), shape (na, nb)
     """
-    out = np.zeros((len(a), len(b)), dtype=np.int64)
+    out = np.zeros((len(a), len(b)), dtype=_distance_dtype(a.shape[1]))
+    columns = np.ascontiguousarray(b.T)
     for word in range(a.shape[1]):
-        out += np.bitwise_count(np.bitwise_xor(a[:, word, None], b[None, :, word]))
+        out += np.bitwise_count(np.bitwise_xor(a[:, word, None], columns[word][None, :]))
     return out
 
 

@@ -29,8 +29,9 @@ from pipeline.cluster.seeding import seed_centres
 from pipeline.config import ClusterConfig
 
 _DEFAULTS = ClusterConfig()
-# Rows unpacked to bits at a time by member_stats: (rows, bits) uint8 stays near 16 MiB.
-_UNPACK_ROWS = 65536
+# Rows unpacked to bits at a time by member_stats; below 2**15 so a group's bit
+# counts fit the int16 sums, which reduce about twice as fast as int64 ones.
+_UNPACK_ROWS = 16384
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,8 @@ def member_stats(fingerprints: np.ndarray, labels: np.ndarray, k: int) -> Cluste
         order = np.argsort(chunk_labels, kind="stable")
         grouped = chunk_labels[order]
         starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-        bits = np.unpackbits(fingerprints[start:start + _UNPACK_ROWS][order], axis=1)
-        stats.bit_counts[grouped[starts]] += np.add.reduceat(bits, starts, axis=0, dtype=np.int64)
+        bits = np.unpackbits(fingerprints[start:start + _UNPACK_ROWS][order], axis=1).astype(np.int16)
+        stats.bit_counts[grouped[starts]] += np.add.reduceat(bits, starts, axis=0)
     stats.sizes[:] = np.bincount(labels, minlength=k)
     return stats
 

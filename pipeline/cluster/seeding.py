@@ -105,7 +105,8 @@ def kmeans_parallel(sample: np.ndarray, k: int, rng: np.random.Generator, *,
     """
     m = len(sample)
     candidates = [int(rng.integers(m))]
-    _, closest = assign(sample, sample[candidates])
+    # Nearest candidate of every sample row, kept up to date round by round.
+    nearest, closest = assign(sample, sample[candidates])
     for _ in range(rounds):
         squared = closest.astype(np.float64) ** 2
         cost = squared.sum()
@@ -114,11 +115,12 @@ def kmeans_parallel(sample: np.ndarray, k: int, rng: np.random.Generator, *,
         picked = np.flatnonzero(rng.random(m) < oversampling * k * squared / cost)
         if picked.size == 0:
             continue
+        to_label, to_picked = assign(sample, sample[picked])
+        closer = to_picked < closest
+        nearest[closer] = to_label[closer] + len(candidates)
+        closest[closer] = to_picked[closer]
         candidates.extend(picked.tolist())
-        _, to_picked = assign(sample, sample[picked])
-        closest = np.minimum(closest, to_picked)
-    labels, _ = assign(sample, sample[candidates])
-    weights = np.bincount(labels, minlength=len(candidates)).astype(np.float64)
+    weights = np.bincount(nearest, minlength=len(candidates)).astype(np.float64)
     return kmeans_plusplus(sample[candidates], k, rng, weights=weights)
 
 
