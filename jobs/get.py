@@ -85,10 +85,9 @@ def download(store: Store, key: GroupKey, blob_id: str, out: Path) -> None:
     """
     out = out.expanduser()
     header = store.read_blob_header(blob_id)
-    fd, temporary = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.",
-                                     suffix=".part")
+    fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     try:
-        with store.open_blob_body(blob_id) as body, os.fdopen(fd, "wb") as sink:
+        with os.fdopen(fd, "wb") as sink, store.open_blob_body(blob_id) as body:
             for chunk in open_stream(key, blob_id, header, body):
                 sink.write(chunk)
             sink.flush()
