@@ -40,7 +40,9 @@ class Matches:
 
     Attributes
     ----------
-    ids : ndarray of object, shape (r,)
+    ids : ndarray, shape (r,)
+        Ids of the matches, as given to :meth:`ClusterIndex.build` (its dtype when
+        a 1-D array was given) or :meth:`ClusterIndex.add`.
     distances : ndarray of int32, shape (r,)
         Hamming distance in bits (smallest over the query's dihedral forms).
     """
@@ -113,7 +115,8 @@ class ClusterIndex:
         Parameters
         ----------
         fingerprints : ndarray of uint8, shape (n, nbytes)
-        ids : sequence of n ids (str or any object), one per fingerprint
+        ids : ndarray or sequence, shape (n,)
+            One id per fingerprint (str, int or any object); a 1-D array is kept as is.
         centres : ndarray of uint8, shape (k, nbytes)
             The clustering's centres; kept as given (members need not be nearest to
             their own centre: radii are measured, so exact search stays exact).
@@ -128,7 +131,7 @@ class ClusterIndex:
         fingerprints = np.asarray(fingerprints, dtype=np.uint8)
         centres = np.asarray(centres, dtype=np.uint8).reshape(-1, fingerprints.shape[1])
         labels = np.asarray(labels, dtype=np.int64)
-        ids = _object_array(ids)
+        ids = _id_array(ids)
         n, nbytes = fingerprints.shape
         k = centres.shape[0]
         if labels.shape != (n,) or ids.shape != (n,):
@@ -274,7 +277,7 @@ class ClusterIndex:
     def _tail_arrays(self):
         if not self._tail_ids:
             return np.zeros((0, self._words.shape[1]), np.uint64), np.zeros(0, np.int64), np.zeros(0, object)
-        return as_words(np.stack(self._tail_fps)), np.asarray(self._tail_labels, np.int64), _object_array(self._tail_ids)
+        return as_words(np.stack(self._tail_fps)), np.asarray(self._tail_labels, np.int64), _id_array(self._tail_ids)
 
     # ------------------------------------------------------------------ updates
     def add(self, fingerprint: np.ndarray, id, *, centre_threshold: int) -> tuple[int, bool]:
@@ -389,8 +392,10 @@ class ClusterIndex:
         return cls.build(fingerprints, ids, ordered, labels)
 
 
-def _object_array(values) -> np.ndarray:
-    """A 1-D object array of ids (tuples or arrays stay single elements)."""
+def _id_array(values) -> np.ndarray:
+    """Ids as a 1-D array: a 1-D NumPy array as given, anything else as objects."""
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values
     values = list(values)
     out = np.empty(len(values), dtype=object)
     out[:] = values
@@ -400,12 +405,17 @@ def _object_array(values) -> np.ndarray:
 def _group_by_query(m: int, query: np.ndarray, row: np.ndarray, distance: np.ndarray,
                     laid_out_ids: np.ndarray, tail_ids: np.ndarray) -> list[Matches]:
     """Split (query, row, distance) triples into one nearest-first Matches per query."""
-    order = np.lexsort((row, distance, query))
+    # One integer key (query, then distance) sorts faster than a lexsort; the
+    # stable sort keeps equal distances in row order.
+    order = np.argsort(query * 65536 + distance, kind="stable")
     query, row, distance = query[order], row[order], distance[order].astype(np.int32)
     n = len(laid_out_ids)
-    ids = np.empty(len(row), dtype=object)
-    in_tail = row >= n
-    ids[~in_tail] = laid_out_ids[row[~in_tail]]
-    ids[in_tail] = tail_ids[row[in_tail] - n]
+    if len(tail_ids) == 0:
+        ids = laid_out_ids[row]
+    else:
+        ids = np.empty(len(row), dtype=object)
+        in_tail = row >= n
+        ids[~in_tail] = laid_out_ids[row[~in_tail]]
+        ids[in_tail] = tail_ids[row[in_tail] - n]
     bounds = np.searchsorted(query, np.arange(m + 1))
     return [Matches(ids[a:b], distance[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
