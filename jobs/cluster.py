@@ -1,0 +1,137 @@
+"""Hamming K-means over fingerprint partitions held by Dask.
+
+The same algorithm as :func:`pipeline.cluster.kmeans.hamming_kmeans`, run by the
+same driver (:func:`pipeline.cluster.kmeans.fit_centres`) through
+:class:`DaskPartitions`: every mini-batch step sends the current centres to the
+partitions that hold the step's rows, each computes its per-centre bit counts
+and sizes where it lives, and the partial statistics are summed in a tree of
+tasks; only the summed statistics (``k * bits`` counts) and the batch rows'
+distances come back. The seeding sample and the few rows an empty centre is
+moved to are the only fingerprints that leave their partition.
+
+Same seed, same data in the same order, same centres as the in-memory form,
+however the rows are split into partitions: the random draws are made over
+global row numbers, and integer statistics add up exactly in any order.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dask
+import numpy as np
+from dask.delayed import Delayed, delayed
+
+from pipeline.cluster.assign import assign
+from pipeline.cluster.kmeans import ClusterStats, KMeansResult, fit_centres, member_stats
+from pipeline.config import ClusterConfig
+
+_DEFAULTS = ClusterConfig()
+# Partial statistics summed per reduction task: a tree of depth log_8(partitions).
+_REDUCE_ARITY = 8
+
+
+def _take(partition: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(partition, dtype=np.uint8)[rows]
+
+
+def _batch_stats(partition: np.ndarray, rows: np.ndarray, centres: np.ndarray) -> tuple[ClusterStats, np.ndarray]:
+    batch = np.asarray(partition, dtype=np.uint8)[rows]
+    labels, distances = assign(batch, centres)
+    return member_stats(batch, labels, len(centres)), distances
+
+
+def _sum(stats: list[ClusterStats]) -> ClusterStats:
+    total = stats[0]
+    for part in stats[1:]:
+        total = total + part
+    return total
+
+
+def _tree_sum(stats: list[Delayed]) -> Delayed:
+    while len(stats) > 1:
+        stats = [delayed(_sum)(stats[i:i + _REDUCE_ARITY]) for i in range(0, len(stats), _REDUCE_ARITY)]
+    return stats[0]
+
+
+class DaskPartitions:
+    """:class:`~pipeline.cluster.kmeans.FingerprintSource` over Dask partitions.
+
+    Parameters
+    ----------
+    partitions : sequence of dask Delayed or distributed Future
+        Each computes to an ``(n_i, nbytes)`` uint8 array; global row numbers run
+        through the partitions in order. They are persisted once (kept in the
+        workers' memory under a distributed client) so each step reuses them.
+    """
+
+    def __init__(self, partitions: Sequence[Delayed]):
+        self.partitions = list(dask.persist(*partitions))
+        lengths = dask.compute(*[delayed(len)(part) for part in self.partitions])
+        self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        self.n = int(self.offsets[-1])
+
+    def _split(self, indices: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """``(partition, local rows)`` for every partition holding some of the sorted ``indices``."""
+        bounds = np.searchsorted(indices, self.offsets)
+        return [(i, indices[bounds[i]:bounds[i + 1]] - self.offsets[i])
+                for i in range(len(self.partitions)) if bounds[i + 1] > bounds[i]]
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        parts = dask.compute(*[delayed(_take)(self.partitions[i], rows) for i, rows in self._split(indices)])
+        return np.concatenate(parts)
+
+    def batch_stats(self, indices: np.ndarray, centres: np.ndarray) -> tuple[ClusterStats, np.ndarray]:
+        shared_centres = delayed(centres)
+        parts = [delayed(_batch_stats, nout=2)(self.partitions[i], rows, shared_centres)
+                 for i, rows in self._split(indices)]
+        total, distances = dask.compute(_tree_sum([stats for stats, _ in parts]),
+                                        [distances for _, distances in parts])
+        return total, np.concatenate(distances)
+
+
+def assign_partitions(partitions: Sequence[Delayed], centres: np.ndarray) -> list[Delayed]:
+    """Nearest-centre assignment of every partition, left on the cluster.
+
+    Returns
+    -------
+    list of Delayed
+        One per partition, computing to ``(labels (n_i,) int32, distances (n_i,) int32)``
+        as :func:`pipeline.cluster.assign.assign` returns them.
+    """
+    shared_centres = delayed(centres)
+    return [delayed(assign, nout=2)(part, shared_centres) for part in partitions]
+
+
+def distributed_kmeans(partitions: Sequence[Delayed], k: int, *, seed: int = _DEFAULTS.seed,
+                       batch_size: int = _DEFAULTS.batch_size, max_batches: int = _DEFAULTS.max_batches,
+                       tol: float = _DEFAULTS.tol, seed_sample_size: int = _DEFAULTS.seed_sample_size,
+                       seeding: str = _DEFAULTS.seeding) -> KMeansResult:
+    """Hamming K-means over fingerprint partitions, computed where they live.
+
+    Runs on the active Dask scheduler (a ``distributed.Client`` when one is
+    open). ``**dataclasses.asdict(config.cluster)`` passes the ``[cluster]``
+    settings, as for :func:`pipeline.cluster.kmeans.hamming_kmeans`.
+
+    Parameters
+    ----------
+    partitions : sequence of dask Delayed or distributed Future
+        Each computes to an ``(n_i, nbytes)`` uint8 array; ``sum(n_i) >= 1``.
+    k : int
+    seed, batch_size, max_batches, tol, seed_sample_size, seeding
+        See :func:`pipeline.cluster.kmeans.fit_centres`.
+
+    Returns
+    -------
+    KMeansResult
+        Equal, field by field, to ``hamming_kmeans(np.concatenate(partitions), k, ...)``
+        with the same settings. ``labels`` holds partition ``i``'s rows at
+        ``labels[sum(n_0..n_{i-1}) : sum(n_0..n_i)]``; the final assignment pass
+        runs per partition and only labels and distances come back.
+    """
+    source = DaskPartitions(partitions)
+    centres, n_batches = fit_centres(source, k, seed=seed, batch_size=batch_size, max_batches=max_batches,
+                                     tol=tol, seed_sample_size=seed_sample_size, seeding=seeding)
+    assigned = dask.compute(*assign_partitions(source.partitions, centres))
+    labels = np.concatenate([part_labels for part_labels, _ in assigned])
+    inertia = sum(int(distances.sum(dtype=np.int64)) for _, distances in assigned)
+    return KMeansResult(centres, np.bincount(labels, minlength=k).astype(np.int64), labels, n_batches, inertia)
