@@ -15,6 +15,7 @@ from pipeline.crypto.blob import open_stream
 from pipeline.crypto.keys import GroupKey
 from pipeline.store import Store
 from tests.jobs.bulk_sets import encode, groups_by_name, labelled_set, pair_precision_recall, write_files
+from tests.store.conftest import BUCKET, s3_options  # noqa: F401  (the loopback S3 server fixture)
 
 KEY = GroupKey(bytes(range(32)))
 SMALL = ["dask.partition_size=4", "dedup.clusters=3"]
@@ -121,6 +122,17 @@ def test_same_groups_on_memory_and_local_stores_and_sources(client, labelled, tm
             found.append(groups_by_name(Store(store_url), source.removeprefix("memory://")))
     assert all(groups == found[0] for groups in found[1:])
     assert any(len(g) > 1 for g in found[0])
+
+
+def test_same_groups_on_the_s3_store(client, labelled, tmp_path, s3_options):
+    files = {name: data for name, (data, _) in labelled.items()}
+    source = str(tmp_path / "src")
+    write_files(source, files)
+    found = []
+    for store_url, options in ((_memory_url(), None), (f"s3://{BUCKET}/{uuid.uuid4().hex}", s3_options)):
+        _run(client, source, store_url, storage_options=options)
+        found.append(groups_by_name(Store(store_url, options), source))
+    assert found[0] == found[1]
 
 
 def test_rerun_reads_only_new_files_and_dedups_them_against_the_store(client, labelled, tmp_path):
