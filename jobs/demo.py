@@ -1,29 +1,33 @@
-"""``imgdedup demo``: a labelled sample set, fingerprinted and deduplicated on the defaults.
+"""``imgdedup demo``: a labelled sample set, deduplicated into a store by the bulk job.
 
 The sample set is built from the real photos scikit-image ships with its
 package (no download), each saved as an original plus re-encoded, scaled,
 recoloured, turned, mirrored and cropped copies, with a ``truth.csv`` naming the
-original each file came from. The demo fingerprints the set with the configured
-algorithm, pairs files within ``dedup.threshold_t`` (through the dihedral
-variants when ``hash.dihedral`` is on), and prints the duplicate groups it finds
-with precision and recall against the truth.
+original each file came from. The demo then runs ``imgdedup bulk`` on it (a
+local Dask cluster, a demo group key and a store, all under the output folder),
+prints the run's summary and the duplicate groups the store now holds, with
+precision and recall against the truth, and says where the run's report tables
+are and which command makes the HTML report.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import dataclasses
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from jobs.hash import fingerprint_in_batches
+from jobs.bulk import run_bulk
+from jobs.bulk_report import print_summary
 from pipeline.config import Config
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.bits import dihedral_hamming, hamming
+from pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
+from pipeline.store import Store
 
 
 # skimage.data loaders whose files ship inside the scikit-image package.
@@ -101,27 +105,6 @@ def build_sample_set(out_dir: str | Path, originals: tuple[str, ...] = ORIGINALS
     return samples
 
 
-def duplicate_pairs(hashes: np.ndarray, dihedral: np.ndarray | None, threshold: int) -> np.ndarray:
-    """Pairs of hashes within ``threshold`` bits, directly or through a dihedral variant.
-
-    Parameters
-    ----------
-    hashes : ndarray of uint8, shape (n, nbytes)
-    dihedral : ndarray of uint8, shape (n, 8, nbytes), or None
-    threshold : int
-        t, the largest Hamming distance that marks a duplicate.
-
-    Returns
-    -------
-    ndarray of int64, shape (p, 3)
-        Rows ``(i, j, distance)`` with ``i < j``, sorted.
-    """
-    distances = hamming(hashes, hashes) if dihedral is None else dihedral_hamming(hashes, dihedral)
-    distances = np.minimum(distances, distances.T)
-    i, j = np.nonzero(np.triu(distances <= threshold, k=1))
-    return np.column_stack([i, j, distances[i, j]]).astype(np.int64)
-
-
 def pair_scores(pairs: np.ndarray, groups: list[str]) -> tuple[float, float]:
     """Precision and recall of found ``(i, j, ...)`` pairs against same-group truth."""
     groups = np.asarray(groups)
@@ -147,71 +130,68 @@ def variant_recall(pairs: np.ndarray, names: list[str], samples: dict[str, Sampl
     return counts
 
 
-def connected_groups(pairs: np.ndarray, n: int) -> list[list[int]]:
-    """Groups of indices linked by ``pairs`` (only groups of two or more), each sorted."""
-    parent = list(range(n))
+def store_groups(store: Store, names: dict[str, str]) -> list[list[str]]:
+    """Duplicate groups the store holds (two images or more), as sorted file names.
 
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
+    ``names`` maps a ``source`` column value to the name to print.
+    """
+    rows = store.read_table("fingerprints", columns=["image_id", "source", "duplicate_of"]).to_pylist()
+    members: dict[str, list[str]] = {}
+    for row in rows:
+        members.setdefault(row["duplicate_of"] or row["image_id"], []).append(names.get(row["source"], row["source"]))
+    return sorted((sorted(m) for m in members.values() if len(m) > 1), key=lambda m: m[0])
 
-    for i, j in pairs[:, :2]:
-        parent[root(int(i))] = root(int(j))
-    members: dict[int, list[int]] = {}
-    for k in range(n):
-        members.setdefault(root(k), []).append(k)
-    return sorted((m for m in members.values() if len(m) > 1), key=lambda m: m[0])
+
+def group_pairs(groups: list[list[str]], names: list[str]) -> np.ndarray:
+    """Every pair of files that share a group, as ``(i, j)`` rows indexing ``names``, ``i < j``."""
+    index = {name: k for k, name in enumerate(names)}
+    pairs = [sorted((index[a], index[b])) for group in groups for a, b in itertools.combinations(group, 2)]
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="build a labelled sample set and find its duplicates",
-        description="Build a labelled sample set from scikit-image's bundled photos, fingerprint it "
-                    "and print the duplicate groups found, with precision and recall.",
+        "demo", help="build a labelled sample set and deduplicate it with the bulk job",
+        description="Build a labelled sample set from scikit-image's bundled photos, run the bulk job on it "
+                    "into a store under the output folder and print the summary, the duplicate groups found "
+                    "with precision and recall, and where the report is.",
     )
     parser.add_argument("--out-dir", metavar="DIR", help="where to write the sample set (default: config demo.out_dir)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    out_dir = Path(args.out_dir or config.demo.out_dir)
+    out_dir = Path(args.out_dir or config.demo.out_dir).resolve()
     samples = build_sample_set(out_dir)
     images_dir = out_dir / "images"
     print(f"sample set: {len(samples)} images ({len(ORIGINALS)} originals x {len(VARIANTS) + 1} versions) "
           f"in {images_dir}, truth in {out_dir / 'truth.csv'}")
 
-    algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits)
-    dihedral = config.hash.dihedral
-    batches = list(fingerprint_in_batches([images_dir / s.file for s in samples], algorithm, config,
-                                          dihedral=dihedral, names=[s.file for s in samples]))
-    names = [name for b in batches for name in b.names]
+    key_file, store_url = out_dir / "demo.key", str(out_dir / "store")
+    key = load_key_file(key_file) if key_file.exists() else GroupKey.generate()
+    if not key_file.exists():
+        write_key_file(key_file, key)
+    summary = run_bulk(str(images_dir), store_url, key, config, scheduler=config.dask.scheduler)
+    print_summary(summary)
+
     by_file = {s.file: s for s in samples}
-    hashes = np.concatenate([b.hashes for b in batches])
-    variants = np.concatenate([b.dihedral for b in batches]) if dihedral else None
-    quality = np.concatenate([b.quality for b in batches])
-
-    # Images with too little detail are fingerprinted but kept out of automatic dedup.
-    eligible = np.flatnonzero(quality >= config.hash.min_quality)
-    for k in np.flatnonzero(quality < config.hash.min_quality):
-        print(f"held out (quality {quality[k]} < {config.hash.min_quality}): {names[k]}")
-    pairs = duplicate_pairs(hashes[eligible], None if variants is None else variants[eligible],
-                            config.dedup.threshold_t)
-    pairs[:, :2] = eligible[pairs[:, :2]]
-    print(f"fingerprints: {algorithm.name}, {algorithm.bits} bits, dihedral matching "
-          f"{'on' if dihedral else 'off'}, duplicate when distance <= {config.dedup.threshold_t}")
-
-    groups = connected_groups(pairs, len(names))
+    names = [s.file for s in samples]
+    local = fsspec.filesystem("file")
+    groups = store_groups(Store(store_url), {local.unstrip_protocol(str(images_dir / name)): name for name in names})
     print(f"duplicate groups found: {len(groups)}")
     for number, members in enumerate(groups, 1):
-        print(f"  group {number} ({len(members)} images): {' '.join(names[k] for k in members)}")
+        print(f"  group {number} ({len(members)} images): {' '.join(members)}")
+    pairs = group_pairs(groups, names)
     truth = [by_file[name].group for name in names]
-    for i, j, distance in pairs:
+    for i, j in pairs:
         if truth[i] != truth[j]:
-            print(f"  false pair: {names[i]} ~ {names[j]} (distance {distance})")
+            print(f"  false pair: {names[i]} ~ {names[j]}")
     precision, recall = pair_scores(pairs, truth)
     print(f"pairs: {len(pairs)} found, precision {precision:.3f}, recall {recall:.3f}")
     print("original matched to its copy, by variant: " + ", ".join(
         f"{variant} {found}/{total}" for variant, (found, total) in variant_recall(pairs, names, by_file).items()))
-    return 1 if any(b.errors for b in batches) else 0
+    print(f"store: {store_url} (demo group key: {key_file}); "
+          f"report tables of this run: {store_url}/reports/{summary.run_id}/")
+    print(f"HTML report: imgdedup report --store {store_url} --run {summary.run_id} --key {key_file} "
+          f"--out {out_dir / 'report'}")
+    return 1 if summary.errors else 0
