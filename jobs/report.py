@@ -83,8 +83,19 @@ def run(args: argparse.Namespace, config: Config) -> int:
     print(f"images {headline['images']}  stored {headline['stored']}  duplicates {headline['duplicates']}  "
           f"bytes saved {headline['bytes_saved']}  errors {headline['errors']}  groups {headline['groups']}  "
           f"to review {headline['review_groups']}")
+    if args.review:
+        print_review(pq.read_table(out / f"{rt.GROUPS}.parquet"), config.dedup.threshold_t)
     print(out / "report.html")
     return 0
+
+
+def print_review(groups: pa.Table, threshold_t: int) -> None:
+    """One line per pointer of a group marked for review, widest spread first, with the command that undoes it."""
+    marked = groups.filter(pc.and_(groups.column("review"), pc.invert(groups.column("is_canonical"))))
+    for member in sorted(marked.to_pylist(), key=lambda m: (-m["spread"], m["group_rank"], -m["distance"])):
+        print(f"review group {member['group_id']} (spread {member['spread']} of t = {threshold_t}): "
+              f"{member['image_id']} at {member['distance']} bits, {member['source']} -- if wrong: "
+              f"imgdedup unmerge {member['group_id']} {member['image_id']}")
 
 
 def run_unmerge(args: argparse.Namespace, config: Config) -> int:
@@ -115,8 +126,8 @@ def run_summaries(store: Store, version: int, errors: pa.Table) -> list[dict]:
     starting afresh where a commit replaced the table, so the cost is one read
     of two columns per part, whatever the number of runs.
     """
-    errors_per_run = dict(zip(*errors.group_by("run_id").aggregate([("source", "count")])
-                              .select(["run_id", "source_count"]).to_pydict().values()))
+    per_run = errors.group_by("run_id").aggregate([("source", "count")]).to_pydict()
+    errors_per_run = dict(zip(per_run["run_id"], per_run["source_count"]))
     part_counts: dict[str, dict[str, int]] = {}
     current: list[str] = []
     rows = []
@@ -188,11 +199,13 @@ def thumbnail_jpeg(store: Store, key: GroupKey, image_id: str, px: int, config: 
 
 # -- the report --------------------------------------------------------------
 
-def build_report_tables(store: Store, version: int, config: Config, key: GroupKey | None) -> dict[str, pa.Table]:
-    """Every report table for the store as of ``version`` (see ``docs/reports.md``)."""
+def build_report_tables(store: Store, version: int, config: Config,
+                        key: GroupKey | None) -> tuple[dict[str, pa.Table], int]:
+    """Every report table for the store as of ``version`` (see ``docs/reports.md``), and the hash length in bits."""
     fingerprints = store.read_table(schemas.FINGERPRINTS, version)
     errors = store.read_table(schemas.ERRORS, version)
     metrics = store.read_table(schemas.REPORTS, version)
+    hash_bits = int(schemas.schema_metadata(fingerprints.schema).get("hash_bits", config.hash.bits))
     return {
         rt.SUMMARY: rt.summary_table(run_summaries(store, version, errors)),
         rt.TIMINGS: rt.timings_table(metrics),
@@ -200,7 +213,7 @@ def build_report_tables(store: Store, version: int, config: Config, key: GroupKe
         rt.GROUPS: rt.groups_table(fingerprints, config.dedup.threshold_t, config.report.review_margin),
         rt.CLASSES: rt.classes_table(store.read_table(schemas.CLUSTERS, version), fingerprints),
         rt.NEAREST: rt.nearest_table(fingerprints, comparable_hashes(fingerprints, key)),
-    }
+    }, hash_bits
 
 
 def write_report(store: Store, out: Path, config: Config, *, run_id: str | None = None,
@@ -215,7 +228,7 @@ def write_report(store: Store, out: Path, config: Config, *, run_id: str | None 
         ``errors`` (of this run), ``classes``, ``groups``, ``review_groups``.
     """
     run_id, version = select_run(store, run_id)
-    tables = build_report_tables(store, version, config, key)
+    tables, hash_bits = build_report_tables(store, version, config, key)
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         pq.write_table(table, out / f"{name}.parquet")
@@ -235,8 +248,7 @@ def write_report(store: Store, out: Path, config: Config, *, run_id: str | None 
             return thumbnail_jpeg(store, key, image_id, config.report.thumbnail_px, config)
     write_html_report(ReportPage(
         headline=headline, tables=tables, threshold_t=config.dedup.threshold_t,
-        hash_bits=int(schemas.schema_metadata(store.read_table(schemas.FINGERPRINTS, version, columns=["image_id"])
-                                              .schema).get("hash_bits", 256)),
+        hash_bits=hash_bits,
         review_only=review, page_size=config.report.page_size, members_shown=config.report.members_shown,
     ), out, thumbnails)
     return headline

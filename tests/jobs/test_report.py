@@ -204,3 +204,13 @@ def test_report_tables_read_in_pyarrow_pandas_duckdb_and_dask_without_imgdedup(r
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == len(rt.SCHEMAS)
+
+
+def test_review_on_the_command_line_lists_each_member_of_a_marked_group_with_its_unmerge(built, tmp_path, capsys):
+    out = tmp_path / "out"
+    everything = ["--set", "report.review_margin=64"]  # every group is within 64 bits of t = 64
+    assert main([*everything, "report", "--store", built.store.url, "--out", str(out), "--review"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("review group")]
+    expected = {(g, p) for g, pointers in built.groups.items() for p in pointers}
+    assert {(line.split()[2], line.rsplit(" ", 1)[1]) for line in lines} == expected
+    assert all(f"imgdedup unmerge {g} {p}" in " ".join(lines) for g, p in expected)
