@@ -26,6 +26,9 @@ GROUPS = "groups"
 CLASSES = "classes"
 NEAREST = "nearest"
 
+#: Distance-matrix cells (int32) computed at once when searching nearest neighbours within a class.
+NEAREST_BLOCK_CELLS = 1 << 22
+
 #: Metric rows of the ``reports`` table whose name starts with this hold a stage's wall time.
 STAGE_SECONDS_PREFIX = "seconds_"
 
@@ -259,11 +262,16 @@ def nearest_in_class(fingerprints: np.ndarray, cluster_ids: np.ndarray) -> tuple
         rows = np.flatnonzero(cluster_ids == cluster_id)
         if len(rows) < 2:
             continue
-        d = hamming(fingerprints[rows], fingerprints[rows])
-        np.fill_diagonal(d, np.iinfo(np.int32).max)
-        nearest = d.argmin(axis=1)
-        neighbour[rows] = rows[nearest]
-        distance[rows] = d[np.arange(len(rows)), nearest]
+        members = fingerprints[rows]
+        # Blocks of queries keep the distance matrix near NEAREST_BLOCK_CELLS whatever the class size.
+        step = max(1, NEAREST_BLOCK_CELLS // len(rows))
+        for start in range(0, len(rows), step):
+            d = hamming(members[start:start + step], members)
+            block = np.arange(d.shape[0])
+            d[block, start + block] = np.iinfo(np.int32).max
+            nearest = d.argmin(axis=1)
+            neighbour[rows[start:start + step]] = rows[nearest]
+            distance[rows[start:start + step]] = d[block, nearest]
     return neighbour, distance
 
 

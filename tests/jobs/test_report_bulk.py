@@ -64,3 +64,28 @@ def test_unmerge_in_a_bulk_store_then_get_returns_the_member_itself(bulk_store, 
     out = tmp_path / "member.img"
     assert main(["get", pointer["image_id"], "--out", str(out), "--store", store.url, "--key", str(key_file)]) == 0
     assert out.read_bytes() == files[pointer["source"].split(source + "/", 1)[-1]]
+
+
+def test_sealed_store_nearest_distances_need_the_key_except_for_pointers(tmp_path, shared_data):
+    labelled = labelled_set(shared_data / "dev", 2)
+    write_files(str(tmp_path / "src"), {name: data for name, (data, _) in labelled.items()})
+    key = GroupKey.generate()
+    config = load_config(overrides=[*OVERRIDES, "crypto.mode=sealed"])
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        run_bulk(str(tmp_path / "src"), str(tmp_path / "store"), key, config, client=client)
+    store = Store(str(tmp_path / "store"))
+    assert schemas.schema_metadata(store.read_table(schemas.FINGERPRINTS).schema)["fingerprint_mode"] == "sealed"
+
+    write_report(store, tmp_path / "plain", config)
+    blind = pq.read_table(tmp_path / "plain" / f"{rt.NEAREST}.parquet").to_pylist()
+    pointers = {r["image_id"] for r in store.read_table(schemas.FINGERPRINTS).to_pylist() if r["duplicate_of"]}
+    assert pointers and {r["image_id"] for r in blind if r["distance"] is not None} == pointers
+
+    write_report(store, tmp_path / "keyed", config, key=key)
+    seen = pq.read_table(tmp_path / "keyed" / f"{rt.NEAREST}.parquet").to_pylist()
+    by_class: dict[int, int] = {}
+    for r in seen:
+        by_class[r["cluster_id"]] = by_class.get(r["cluster_id"], 0) + 1
+    assert all(r["distance"] is not None for r in seen if by_class[r["cluster_id"]] > 1)
+    assert all(r["distance"] <= b["distance"] for r, b in zip(seen, blind) if b["distance"] is not None)

@@ -66,3 +66,14 @@ def test_nearest_in_class_is_the_brute_force_nearest_within_each_class(n, k, see
         else:
             assert distance[i] == d[i, others].min() == d[i, neighbour[i]]
             assert classes[neighbour[i]] == classes[i] and neighbour[i] != i
+
+
+def test_nearest_in_class_gives_the_same_answer_in_blocks(monkeypatch):
+    rng = np.random.default_rng(3)
+    fps = rng.integers(0, 256, size=(300, 32), dtype=np.uint8)
+    classes = rng.integers(0, 3, size=300)
+    whole = rt.nearest_in_class(fps, classes)
+    monkeypatch.setattr(rt, "NEAREST_BLOCK_CELLS", 250)  # blocks of 2 or 3 queries
+    blocked = rt.nearest_in_class(fps, classes)
+    assert np.array_equal(whole[1], blocked[1])
+    assert np.array_equal(hamming(fps, fps)[np.arange(300), blocked[0]], blocked[1])
