@@ -182,10 +182,9 @@ def scan_ranges(
         n_rows = lengths[a:b]
         starts = np.cumsum(n_rows) - n_rows
         row_index = np.arange(n_rows.sum()) + np.repeat(lo[a:b] - starts, n_rows)
-        query_index = np.repeat(query[a:b], n_rows)
-        distance = _pair_distances(queries, rows, query_index, row_index)
+        distance = _range_distances(queries[query[a:b]], n_rows, rows[row_index])
         hit = distance <= t
-        found_q.append(query_index[hit])
+        found_q.append(np.repeat(query[a:b], n_rows)[hit])
         found_r.append(row_index[hit])
         found_d.append(distance[hit])
     if not found_q:
@@ -194,14 +193,37 @@ def scan_ranges(
     return np.concatenate(found_q), np.concatenate(found_r), np.concatenate(found_d).astype(np.int32)
 
 
-def _pair_distances(queries: np.ndarray, rows: np.ndarray, query_index: np.ndarray, row_index: np.ndarray) -> np.ndarray:
-    """(P,) uint16 distance of each (query, row) pair, smallest over the query's forms."""
-    gathered = rows[row_index]
+def _range_distances(range_queries: np.ndarray, lengths: np.ndarray, gathered: np.ndarray) -> np.ndarray:
+    """Distances of gathered rows to the query of their range, smallest over forms.
+
+    Parameters
+    ----------
+    range_queries : ndarray of uint64, shape (R, F, w)
+        The query of each range.
+    lengths : ndarray of int64, shape (R,)
+        Rows per range.
+    gathered : ndarray of uint64, shape (sum(lengths), w)
+        The ranges' rows, range after range.
+
+    Returns
+    -------
+    ndarray of uint16, shape (sum(lengths),)
+    """
     best = None
-    for f in range(queries.shape[1]):
-        form = queries[query_index, f]
-        acc = np.zeros(len(row_index), dtype=np.uint16)
-        for j in range(rows.shape[1]):
-            acc += np.bitwise_count(gathered[:, j] ^ form[:, j])
-        best = acc if best is None else np.minimum(best, acc)
+    for f in range(range_queries.shape[1]):
+        # Repeating each range's query row is a block copy, cheaper than gathering it per pair.
+        distance = row_popcount(gathered ^ np.repeat(range_queries[:, f], lengths, axis=0))
+        best = distance if best is None else np.minimum(best, distance)
     return best
+
+
+def row_popcount(words: np.ndarray) -> np.ndarray:
+    """Set bits per row of 64-bit words, ``(n, w) uint64 -> (n,) uint16``."""
+    counts = np.bitwise_count(words)
+    if counts.shape[1] != 4:
+        return counts.sum(axis=1, dtype=np.uint16)
+    # 256-bit rows: the 4 per-word counts (each <= 64) are the bytes of one
+    # uint32; add them in two SWAR steps instead of a slow reduction over 4 columns.
+    packed = counts.view(np.uint32).ravel()
+    pairs = (packed & 0x00FF00FF) + ((packed >> 8) & 0x00FF00FF)
+    return ((pairs & 0xFFFF) + (pairs >> 16)).astype(np.uint16)
