@@ -291,16 +291,19 @@ def unmerge(store: Store, group_id: str, image_id: str) -> int:
     """Make pointer ``image_id`` of group ``group_id`` its own canonical image again; return the commit version.
 
     The fingerprints table is read, changed in one row and committed whole
-    with ``replace``; if another commit lands between the read and the commit,
-    the read is redone (up to :data:`UNMERGE_ATTEMPTS` times), so no other
-    run's rows are lost.
+    with ``replace``. If another commit lands between the read and the commit,
+    the read is redone (up to :data:`UNMERGE_ATTEMPTS` times); if one lands in
+    the instant between the last check and the commit (the commit then gets a
+    later version and its replacement hides that run's rows), a follow-up
+    commit lists that run's fingerprints parts again, so no run's rows are lost.
 
     Raises
     ------
     MergeError
         See :func:`unmerged_table`; or the image's blob is no longer kept.
     StoreError
-        The store kept changing under every attempt.
+        The store kept changing under every attempt, or a commit that replaced
+        the fingerprints table itself overtook the unmerge.
     """
     keys.check_blob_id(image_id)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
@@ -314,8 +317,25 @@ def unmerge(store: Store, group_id: str, image_id: str) -> int:
         part = store.write_table_part(schemas.FINGERPRINTS, run_id, 0, table)
         if store.latest_version() != version:
             continue  # another run committed meanwhile: its rows must be in the replacement
-        return store.commit(run_id, {schemas.FINGERPRINTS: [part]}, blobs=[image_id],
-                            meta={"unmerge": {"group_id": group_id, "image_id": image_id}},
-                            replace=[schemas.FINGERPRINTS])
+        committed = store.commit(run_id, {schemas.FINGERPRINTS: [part]}, blobs=[image_id],
+                                 meta={"unmerge": {"group_id": group_id, "image_id": image_id}},
+                                 replace=[schemas.FINGERPRINTS])
+        _restore_overtaken_rows(store, run_id, version, committed)
+        return committed
     raise StoreError(store.url, f"the store changed during each of {UNMERGE_ATTEMPTS} attempts to unmerge "
                      f"{image_id}; try again")
+
+
+def _restore_overtaken_rows(store: Store, run_id: str, read_version: int, committed: int) -> None:
+    """List again the fingerprints parts of commits that landed between the unmerge's read and its commit."""
+    overtaking = [store.commit_record(v) for v in range(read_version + 1, committed)]
+    if not overtaking:
+        return
+    replaced = [r["run_id"] for r in overtaking if schemas.FINGERPRINTS in r["replace"]]
+    if replaced:
+        raise StoreError(run_id, f"committed as version {committed}, but {replaced} replaced the fingerprints "
+                         f"table in between; its changes are hidden by the unmerge: re-run {replaced}")
+    parts = [part for r in overtaking for part in r["files"].get(schemas.FINGERPRINTS, [])]
+    if parts:
+        store.commit(f"{run_id}-restore", {schemas.FINGERPRINTS: parts},
+                     meta={"restores": [r["run_id"] for r in overtaking]})

@@ -1,6 +1,7 @@
 """imgdedup unmerge: a wrongly merged image becomes its own canonical image again, while its blob is kept."""
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -10,7 +11,7 @@ from jobs.report import unmerge, write_report
 from pipeline.config import load_config
 from pipeline.crypto.keys import GroupKey, write_key_file
 from pipeline.errors import MergeError
-from pipeline.store import keys, schemas
+from pipeline.store import Store, keys, schemas
 from tests.jobs.report_store import build_report_store
 
 
@@ -89,3 +90,24 @@ def test_unmerge_refuses_once_the_blob_is_gone(built, capsys):
     assert main(["unmerge", group_id, pointers[0], "--store", store.url]) == 2
     assert "no longer kept" in capsys.readouterr().err
     assert store.latest_version() == version
+
+
+def test_a_run_committed_in_the_instant_before_the_unmerge_keeps_its_rows(built):
+    group_id, pointers = next(iter(built.groups.items()))
+    other = Store(built.store.url)
+    extra = built.store.read_table(schemas.FINGERPRINTS).slice(0, 1).to_pylist()[0]
+    extra.update(image_id="f" * 32, source="late/arrival.jpg", duplicate_of=None, distance=None)
+    table = pa.Table.from_pylist([extra], schema=built.store.read_table(schemas.FINGERPRINTS).schema)
+    late_part = other.write_table_part(schemas.FINGERPRINTS, "late-run", 0, table)
+
+    def commit_first(step):
+        if step == "commit.begin" and not other.is_committed("late-run"):
+            other.commit("late-run", {schemas.FINGERPRINTS: [late_part]})
+
+    racing = Store(built.store.url, on_step=commit_first)
+    version = unmerge(racing, group_id, pointers[0])
+    latest = rows_by_id(built.store)
+    assert latest[pointers[0]]["duplicate_of"] is None
+    assert latest["f" * 32]["source"] == "late/arrival.jpg"
+    assert len(latest) == len(built.files) + 1
+    assert built.store.latest_version() == version + 1  # the follow-up commit that lists the late rows again
