@@ -1,7 +1,7 @@
 """Cluster index search speed and recall against brute force and FAISS binary indexes.
 
     python scripts/bench_index.py [--n 1000000] [--k 1024] [--t 64] [--queries 500]
-                                  [--reference-queries 100] [--seeds 1000] [--seed 0]
+                                  [--reference-queries 100] [--seeds 1000] [--seed 0] [--repeats 3]
 
 Two sets of ``--n`` 256-bit fingerprints:
 
@@ -22,9 +22,13 @@ of every stored row within ``t`` (what brute force returns):
 - NumPy brute force (word-wise XOR + popcount of each query against all rows);
 - FAISS ``IndexBinaryFlat`` and ``IndexBinaryIVF`` range search (radius t + 1,
   FAISS keeps distances below the radius) over the same K-means centres, with
-  ``nprobe`` the smallest power of two whose planted recall equals exact mode's.
+  ``nprobe`` the smallest power of two whose planted recall equals exact mode's
+  (``exact_vs_faiss_ivf``), and again whose recall of every match equals exact
+  mode's (``exact_vs_faiss_ivf_all_matches``). FAISS returns its matches
+  unsorted; the index sorts each query's matches by distance.
 
-FAISS runs on one thread, as NumPy does. The flat index runs on the first
+FAISS runs on one thread, as NumPy does. Each method runs ``--repeats`` times
+and its fastest run counts (the machine may be shared). The flat index runs on the first
 ``--reference-queries`` queries. The last line is one JSON object:
 the top-level keys are the random set's, ``clustered_*`` the clustered set's.
 """
@@ -74,10 +78,14 @@ def brute_force(words: np.ndarray, queries: np.ndarray, t: int) -> list[np.ndarr
     return found
 
 
-def timed(run):
-    start = time.perf_counter()
-    out = run()
-    return out, time.perf_counter() - start
+def timed(run, repeats: int = 1):
+    """(result, best wall time in seconds over ``repeats`` runs)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = run()
+        best = min(best, time.perf_counter() - start)
+    return out, best
 
 
 def recalls(found: list, planted: np.ndarray, truth: list[np.ndarray]) -> tuple[float, float]:
@@ -102,7 +110,7 @@ def bench_set(kind: str, args, rng: np.random.Generator) -> dict:
     words = as_words(stored)
     ref = args.reference_queries
     # Brute force also gives the true matches of every query.
-    truth, brute_seconds = timed(lambda: brute_force(words, queries, args.t))
+    truth, brute_seconds = timed(lambda: brute_force(words, queries, args.t), args.repeats)
     rows = {}
 
     def record(name, found, seconds, count, **extra):
@@ -111,13 +119,13 @@ def bench_set(kind: str, args, rng: np.random.Generator) -> dict:
 
     record("numpy brute force", truth, brute_seconds, args.queries)
     for mode in ("exact", "paper"):
-        found, seconds = timed(lambda: index.search(queries, args.t, mode=mode))
+        found, seconds = timed(lambda: index.search(queries, args.t, mode=mode), args.repeats)
         record(f"{mode} mode", [m.ids.astype(np.int64) for m in found], seconds, args.queries)
 
     faiss.omp_set_num_threads(1)
     flat = faiss.IndexBinaryFlat(NBYTES * 8)
     flat.add(stored)
-    found, seconds = timed(lambda: faiss_range(flat, queries[:ref], args.t))
+    found, seconds = timed(lambda: faiss_range(flat, queries[:ref], args.t), args.repeats)
     record("faiss IndexBinaryFlat", found, seconds, ref)
 
     quantizer = faiss.IndexBinaryFlat(NBYTES * 8)
@@ -125,15 +133,17 @@ def bench_set(kind: str, args, rng: np.random.Generator) -> dict:
     quantizer.add(result.centres)
     ivf.is_trained = True
     ivf.add(stored)
-    target = rows["exact mode"]["planted_recall"]
-    nprobe = 1
-    while True:
-        ivf.nprobe = nprobe
-        found, seconds = timed(lambda: faiss_range(ivf, queries, args.t))
-        record("faiss IndexBinaryIVF", found, seconds, args.queries, nprobe=nprobe)
-        if rows["faiss IndexBinaryIVF"]["planted_recall"] >= target or nprobe >= args.k:
-            break
-        nprobe *= 2
+    # Two tunings: the smallest nprobe (power of two) reaching exact mode's recall of
+    # the planted originals, and the smallest reaching its recall of every match.
+    for name, measure in (("faiss IndexBinaryIVF", "planted_recall"), ("faiss IVF, all matches", "match_recall")):
+        nprobe = 1
+        while True:
+            ivf.nprobe = nprobe
+            found, seconds = timed(lambda: faiss_range(ivf, queries, args.t), args.repeats)
+            record(name, found, seconds, args.queries, nprobe=nprobe)
+            if rows[name][measure] >= rows["exact mode"][measure] or nprobe >= args.k:
+                break
+            nprobe *= 2
 
     exact = rows["exact mode"]
     print(f"\n{kind}: n={args.n} k={args.k} t={args.t} queries={args.queries} "
@@ -156,6 +166,8 @@ def bench_set(kind: str, args, rng: np.random.Generator) -> dict:
         "faiss_ivf_recall": rows["faiss IndexBinaryIVF"]["planted_recall"],
         "exact_speedup_vs_bruteforce": exact["qps"] / rows["numpy brute force"]["qps"],
         "exact_vs_faiss_ivf": exact["qps"] / rows["faiss IndexBinaryIVF"]["qps"],
+        "faiss_ivf_all_matches_nprobe": rows["faiss IVF, all matches"]["nprobe"],
+        "exact_vs_faiss_ivf_all_matches": exact["qps"] / rows["faiss IVF, all matches"]["qps"],
         "kmeans_seconds": kmeans_seconds,
     }
 
@@ -169,6 +181,7 @@ def main() -> None:
     parser.add_argument("--reference-queries", type=int, default=100)
     parser.add_argument("--seeds", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method; the fastest counts")
     args = parser.parse_args()
     args.reference_queries = min(args.reference_queries, args.queries)
     rng = np.random.default_rng(args.seed)
