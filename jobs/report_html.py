@@ -152,30 +152,33 @@ def _headline_html(headline: dict) -> str:
 
 
 def _member_html(member: dict, thumbnails: Thumbnails | None) -> str:
+    # Everything read from the store is escaped: a store is not trusted to hold only hex ids.
+    image_id = html.escape(member["image_id"])
     if thumbnails is None:
         picture = '<div class="nopic">no key</div>'
     else:
         jpeg = thumbnails(member["image_id"])
         picture = ('<div class="nopic">blob not kept</div>' if jpeg is None else
-                   f'<img class="thumb" alt="{member["image_id"]}" src="data:image/jpeg;base64,{b64encode(jpeg).decode()}">')
+                   f'<img class="thumb" alt="{image_id}" src="data:image/jpeg;base64,{b64encode(jpeg).decode()}">')
     role = "canonical" if member["is_canonical"] else f"distance {member['distance']} bits"
     size = f"{member['width']}×{member['height']}, {_human_bytes(member['bytes'] or 0)}"
-    return (f'<figure class="member{" canonical" if member["is_canonical"] else ""}" data-image-id="{member["image_id"]}">'
-            f'{picture}<figcaption><b>{role}</b><br><code>{member["image_id"]}</code><br>'
+    return (f'<figure class="member{" canonical" if member["is_canonical"] else ""}" data-image-id="{image_id}">'
+            f'{picture}<figcaption><b>{role}</b><br><code>{image_id}</code><br>'
             f'{html.escape(member["source"] or "")}<br>{size}</figcaption></figure>')
 
 
 def _group_html(members: list[dict], page: ReportPage, thumbnails: Thumbnails | None) -> str:
     first = members[0]
+    group_id = html.escape(first["group_id"])
     review = (f' <span class="review">review: a member is within {page.threshold_t - first["spread"]} bits of t</span>'
               if first["review"] else "")
     shown = "".join(_member_html(m, thumbnails) for m in members[:page.members_shown])
     rest = members[page.members_shown:]
-    more = (f'<p>{len(rest)} more: ' + ", ".join(f'<code>{m["image_id"]}</code>' for m in rest) + "</p>") if rest else ""
-    return (f'<section class="group" id="group-{first["group_id"]}" data-rank="{first["group_rank"]}">'
+    more = (f'<p>{len(rest)} more: ' + ", ".join(f'<code>{html.escape(m["image_id"])}</code>' for m in rest) + "</p>") if rest else ""
+    return (f'<section class="group" id="group-{group_id}" data-rank="{first["group_rank"]}">'
             f'<h3>#{first["group_rank"]}: {first["group_size"]} images, spread {first["spread"]} bits{review}</h3>'
-            f'<p>group <code>{first["group_id"]}</code> (undo a wrong merge: '
-            f'<code>imgdedup unmerge {first["group_id"]} IMAGE_ID</code>)</p>'
+            f'<p>group <code>{group_id}</code> (undo a wrong merge: '
+            f'<code>imgdedup unmerge {group_id} IMAGE_ID</code>)</p>'
             f'<div class="members">{shown}</div>{more}</section>')
 
 

@@ -137,12 +137,14 @@ def test_with_the_key_every_group_member_has_an_inline_thumbnail(keyed_report_di
     assert 'id="no-key"' not in page
 
 
-def test_source_names_are_escaped_in_the_html(tmp_path, built, config):
+def test_sources_and_ids_from_the_store_are_escaped_in_the_html(tmp_path, built, config):
     write_report(built.store, tmp_path, config)
     tables = {name: read(tmp_path, name) for name in rt.SCHEMAS}
     groups = tables[rt.GROUPS]
-    hostile = pa.array(["<script>alert(1)</script>"] * groups.num_rows)
-    tables[rt.GROUPS] = groups.set_column(groups.schema.get_field_index("source"), "source", hostile)
+    for column in ("source", "image_id", "group_id"):
+        hostile = pa.array([f'"><script>alert({i})</script>' for i in range(groups.num_rows)])
+        groups = groups.set_column(groups.schema.get_field_index(column), column, hostile)
+    tables[rt.GROUPS] = groups
     headline = {"run_id": "r", "version": 1, "images": 0, "stored": 0, "duplicates": 0, "bytes_saved": 0,
                 "errors": 0, "classes": 0, "groups": 0, "review_groups": 0}
     write_html_report(ReportPage(headline, tables, 64, 256, False, 50, 12), tmp_path, None)
