@@ -26,7 +26,7 @@ def bulk_store(tmp_path_factory, shared_data):
     write_files(str(root / "src"), {name: data for name, (data, _) in labelled.items()})
     key = GroupKey.generate()
     config = load_config(overrides=OVERRIDES)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         summary = run_bulk(str(root / "src"), str(root / "store"), key, config, client=client)
     return Store(str(root / "store")), key, config, summary, {name: data for name, (data, _) in labelled.items()}, \
@@ -71,7 +71,7 @@ def test_sealed_store_nearest_distances_need_the_key_except_for_pointers(tmp_pat
     write_files(str(tmp_path / "src"), {name: data for name, (data, _) in labelled.items()})
     key = GroupKey.generate()
     config = load_config(overrides=[*OVERRIDES, "crypto.mode=sealed"])
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         run_bulk(str(tmp_path / "src"), str(tmp_path / "store"), key, config, client=client)
     store = Store(str(tmp_path / "store"))
