@@ -28,6 +28,10 @@ from pipeline.config import ClusterConfig
 _DEFAULTS = ClusterConfig()
 # Partial statistics summed per reduction task: a tree of depth log_8(partitions).
 _REDUCE_ARITY = 8
+# Consecutive partitions are joined on the workers into blocks of at least this
+# many rows (8 MiB of 256-bit fingerprints): image partitions hold a few hundred
+# rows, and a mini-batch step over thousands of tiny tasks would be all overhead.
+_ROWS_PER_BLOCK = 262144
 
 
 def _take(partition: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -38,6 +42,23 @@ def _batch_stats(partition: np.ndarray, rows: np.ndarray, centres: np.ndarray) -
     batch = np.asarray(partition, dtype=np.uint8)[rows]
     labels, distances = assign(batch, centres)
     return member_stats(batch, labels, len(centres)), distances
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(part, dtype=np.uint8) for part in parts])
+
+
+def _blocks(lengths: Sequence[int], rows: int) -> list[slice]:
+    """Runs of consecutive partitions holding at least ``rows`` rows each (the last may hold fewer)."""
+    runs, start, held = [], 0, 0
+    for end, length in enumerate(lengths, start=1):
+        held += length
+        if held >= rows:
+            runs.append(slice(start, end))
+            start, held = end, 0
+    if start < len(lengths):
+        runs.append(slice(start, len(lengths)))
+    return runs
 
 
 def _sum(stats: list[ClusterStats]) -> ClusterStats:
@@ -60,14 +81,20 @@ class DaskPartitions:
     ----------
     partitions : sequence of dask Delayed or distributed Future
         Each computes to an ``(n_i, nbytes)`` uint8 array; global row numbers run
-        through the partitions in order. They are persisted once (kept in the
-        workers' memory under a distributed client) so each step reuses them.
+        through the partitions in order.
+    rows_per_block : int
+        Consecutive partitions are joined, on the workers, into blocks of at least
+        this many rows; the blocks are persisted (kept in the workers' memory under
+        a distributed client) so every step reuses them.
     """
 
-    def __init__(self, partitions: Sequence[Delayed]):
-        self.partitions = list(dask.persist(*partitions))
-        lengths = dask.compute(*[delayed(len)(part) for part in self.partitions])
-        self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    def __init__(self, partitions: Sequence[Delayed], rows_per_block: int = _ROWS_PER_BLOCK):
+        # Persisted first so the lengths and the blocks do not compute a partition twice.
+        partitions = list(dask.persist(*partitions))
+        lengths = dask.compute(*[delayed(len)(part) for part in partitions])
+        runs = _blocks(lengths, rows_per_block)
+        self.partitions = list(dask.persist(*[delayed(_join)(partitions[run]) for run in runs]))
+        self.offsets = np.concatenate([[0], np.cumsum([sum(lengths[run]) for run in runs], dtype=np.int64)])
         self.n = int(self.offsets[-1])
 
     def _split(self, indices: np.ndarray) -> list[tuple[int, np.ndarray]]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
+from jobs import cluster as cluster_job
 from jobs.cluster import DaskPartitions, assign_partitions, distributed_kmeans
 from pipeline.cluster.kmeans import hamming_kmeans, partial_stats
 from tests.cluster.planted import planted_clusters
@@ -30,7 +31,8 @@ def _assert_same(distributed, local):
 
 
 @pytest.mark.parametrize("seeding", ["k-means++", "k-means||"])
-def test_partitions_give_the_in_memory_result(client, seeding):
+def test_partitions_give_the_in_memory_result(client, seeding, monkeypatch):
+    monkeypatch.setattr(cluster_job, "_ROWS_PER_BLOCK", 300)  # blocks of several partitions, and one alone
     fingerprints = np.random.default_rng(0).integers(0, 256, (1500, 32), dtype=np.uint8)
     # Uneven partitions and an empty one; batches and the seeding sample span several.
     settings = dict(seed=4, batch_size=200, max_batches=12, tol=-1.0, seed_sample_size=700, seeding=seeding)
@@ -60,8 +62,10 @@ def test_batch_statistics_are_summed_from_the_partitions(client):
     rng = np.random.default_rng(7)
     fingerprints = rng.integers(0, 256, (300, 32), dtype=np.uint8)
     centres = rng.integers(0, 256, (10, 32), dtype=np.uint8)
-    source = DaskPartitions(_partitions(fingerprints, [30, 31, 200]))
+    # Partitions of 30, 1, 169 and 100 rows in blocks of at least 50: the first three join.
+    source = DaskPartitions(_partitions(fingerprints, [30, 31, 200]), rows_per_block=50)
     assert source.n == 300
+    np.testing.assert_array_equal(source.offsets, [0, 200, 300])
     indices = np.sort(rng.choice(300, 120, replace=False))
     stats, distances = source.batch_stats(indices, centres)
     expected = partial_stats(fingerprints[indices], centres)
