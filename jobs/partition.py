@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ from pipeline.store.schemas import fingerprints_schema
 
 #: Files a task holds in memory at once; bounds a worker's memory by file size, not partition size.
 READ_BATCH = 16
+#: Blobs a task seals and writes at once (threads: the writes mostly wait on the store).
+BLOB_WRITERS = 8
 
 #: Columns of the errors table a task fills (``run_id`` is added at commit).
 ERROR_COLUMNS = ("source", "stage", "error_type", "message")
@@ -150,54 +153,64 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
     widths, heights, quality, written, errors = [], [], [], [], []
     skipped = unchanged = bytes_read = 0
     stored_digests: set[bytes] = set()
-    for start in range(0, len(files), READ_BATCH):
-        started = time.perf_counter()
-        batch = []  # (file, bytes, digest, image id) of files to fingerprint
-        for file in files[start:start + READ_BATCH]:
-            try:
-                with fsspec.open(file.url, "rb", **dict(spec.source_options)) as f:
-                    data = f.read()
-            except OSError as exc:
-                errors.append(_error_row(file.url, exc, "read"))
-                continue
-            bytes_read += len(data)
-            if not looks_like_image(file.name, data[:SIGNATURE_BYTES], spec.extensions):
-                skipped += 1
-                continue
-            digest = content_digest(spec.key, io.BytesIO(data))
-            new_id = image_id(spec.key, digest, file.url)
-            if known.get(file.url) == new_id:
-                unchanged += 1
-                continue
-            batch.append((file, data, digest, new_id))
-        seconds["read"] += time.perf_counter() - started
+    # Blob writes wait on the store (fsync, network), not the CPU: a few run at once, and
+    # a chunk's blobs are written while the next chunk is decoded (two chunks in memory at most).
+    writes = []
+    with ThreadPoolExecutor(BLOB_WRITERS) as writers:
+        for start in range(0, len(files), READ_BATCH):
+            started = time.perf_counter()
+            batch = []  # (file, bytes, digest, image id) of files to fingerprint
+            for file in files[start:start + READ_BATCH]:
+                try:
+                    with fsspec.open(file.url, "rb", **dict(spec.source_options)) as f:
+                        data = f.read()
+                except OSError as exc:
+                    errors.append(_error_row(file.url, exc, "read"))
+                    continue
+                bytes_read += len(data)
+                if not looks_like_image(file.name, data[:SIGNATURE_BYTES], spec.extensions):
+                    skipped += 1
+                    continue
+                digest = content_digest(spec.key, io.BytesIO(data))
+                new_id = image_id(spec.key, digest, file.url)
+                if known.get(file.url) == new_id:
+                    unchanged += 1
+                    continue
+                batch.append((file, data, digest, new_id))
+            seconds["read"] += time.perf_counter() - started
 
-        started = time.perf_counter()
-        result = fingerprint_batch([data for _, data, _, _ in batch], algorithm, dihedral=spec.dihedral,
-                                   names=[file.url for file, *_ in batch], **dict(spec.decode))
-        seconds["decode_hash"] += time.perf_counter() - started
-        errors.extend(_error_row(exc.subject, exc, "decode") for exc in result.errors)
+            started = time.perf_counter()
+            result = fingerprint_batch([data for _, data, _, _ in batch], algorithm, dihedral=spec.dihedral,
+                                       names=[file.url for file, *_ in batch], **dict(spec.decode))
+            seconds["decode_hash"] += time.perf_counter() - started
+            errors.extend(_error_row(exc.subject, exc, "decode") for exc in result.errors)
 
+            started = time.perf_counter()
+            for write in writes:  # the previous chunk's, written while this one was decoded
+                write.result()  # a failed write fails the task (Dask retries it)
+            writes = []
+            for position in result.indices:
+                file, data, digest, new_id = batch[position]
+                first_copy = digest not in stored_digests
+                if first_copy:  # a byte-for-byte copy earlier in this partition already stored these bytes
+                    writes.append(writers.submit(_seal_and_store, store, spec, new_id, data))
+                    stored_digests.add(digest)
+                written.append(first_copy)
+                ids.append(new_id)
+                sources.append(file.url)
+                sizes.append(len(data))
+                digests.append(digest)
+            seconds["encrypt_write"] += time.perf_counter() - started
+            hashes.append(result.hashes)
+            if result.dihedral is not None:
+                variants.append(result.dihedral)
+            widths.append(result.width)
+            heights.append(result.height)
+            quality.append(result.quality)
         started = time.perf_counter()
-        for row, position in enumerate(result.indices):
-            file, data, digest, new_id = batch[position]
-            first_copy = digest not in stored_digests
-            if first_copy:  # a byte-for-byte copy earlier in this partition already stored these bytes
-                header, body = seal_stream(spec.key, new_id, io.BytesIO(data), spec.segment_bytes)
-                store.write_blob(new_id, header, body)
-                stored_digests.add(digest)
-            written.append(first_copy)
-            ids.append(new_id)
-            sources.append(file.url)
-            sizes.append(len(data))
-            digests.append(digest)
+        for write in writes:
+            write.result()
         seconds["encrypt_write"] += time.perf_counter() - started
-        hashes.append(result.hashes)
-        if result.dihedral is not None:
-            variants.append(result.dihedral)
-        widths.append(result.width)
-        heights.append(result.height)
-        quality.append(result.quality)
 
     nbytes = algorithm.nbytes
     raw = np.concatenate(hashes) if hashes else np.zeros((0, nbytes), np.uint8)
@@ -213,6 +226,11 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
     digest_array = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32)
     return PartitionResult(index, rows, vectors, forms, digest_array, np.array(written, dtype=bool), errors,
                            skipped, unchanged, bytes_read, seconds)
+
+
+def _seal_and_store(store: Store, spec: PartitionSpec, blob_id: str, data: bytes) -> None:
+    header, body = seal_stream(spec.key, blob_id, io.BytesIO(data), spec.segment_bytes)
+    store.write_blob(blob_id, header, body)
 
 
 def _rows(spec: PartitionSpec, ids: list[str], sources: list[str], sizes: list[int], digests: list[bytes],
