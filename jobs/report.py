@@ -84,14 +84,18 @@ def run(args: argparse.Namespace, config: Config) -> int:
           f"bytes saved {headline['bytes_saved']}  errors {headline['errors']}  groups {headline['groups']}  "
           f"to review {headline['review_groups']}")
     if args.review:
-        print_review(pq.read_table(out / f"{rt.GROUPS}.parquet"), config.dedup.threshold_t)
+        print_review(pq.read_table(out / f"{rt.GROUPS}.parquet"), config.dedup.threshold_t,
+                     config.report.review_margin)
     print(out / "report.html")
     return 0
 
 
-def print_review(groups: pa.Table, threshold_t: int) -> None:
-    """One line per pointer of a group marked for review, widest spread first, with the command that undoes it."""
-    marked = groups.filter(pc.and_(groups.column("review"), pc.invert(groups.column("is_canonical"))))
+def print_review(groups: pa.Table, threshold_t: int, review_margin: int) -> None:
+    """One line per pointer at or beyond ``t - margin`` bits from its canonical image, with the command that undoes it.
+
+    Widest groups first. Members joined through a chain of near pairs can lie beyond t.
+    """
+    marked = groups.filter(pc.greater_equal(pc.fill_null(groups.column("distance"), -1), threshold_t - review_margin))
     for member in sorted(marked.to_pylist(), key=lambda m: (-m["spread"], m["group_rank"], -m["distance"])):
         print(f"review group {member['group_id']} (spread {member['spread']} of t = {threshold_t}): "
               f"{member['image_id']} at {member['distance']} bits, {member['source']} -- if wrong: "
@@ -250,6 +254,7 @@ def write_report(store: Store, out: Path, config: Config, *, run_id: str | None 
         headline=headline, tables=tables, threshold_t=config.dedup.threshold_t,
         hash_bits=hash_bits,
         review_only=review, page_size=config.report.page_size, members_shown=config.report.members_shown,
+        review_margin=config.report.review_margin,
     ), out, thumbnails)
     return headline
 

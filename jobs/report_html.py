@@ -42,7 +42,7 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 .group{border-top:1px solid #ddd;padding:.5em 0}.review{color:#a00;font-weight:600}
 .members{display:flex;flex-wrap:wrap;gap:.6em}
 .member{margin:0;width:11em;font-size:.8em;word-break:break-all}
-.member.canonical{outline:2px solid #3a7}
+.member.canonical{outline:2px solid #3a7}.member.near-t{outline:2px dashed #c03030}
 .nopic{width:8em;height:6em;background:#eee;display:flex;align-items:center;justify-content:center;color:#777}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}
 """
@@ -68,6 +68,9 @@ class ReportPage:
         Groups per page.
     members_shown : int
         Thumbnails per group; further members are listed by id.
+    review_margin : int
+        Members at or beyond ``threshold_t - review_margin`` bits from the
+        canonical image are outlined for review.
     """
 
     headline: dict
@@ -77,6 +80,7 @@ class ReportPage:
     review_only: bool
     page_size: int
     members_shown: int
+    review_margin: int
 
 
 def _svg(figure: Figure) -> str:
@@ -151,7 +155,7 @@ def _headline_html(headline: dict) -> str:
     return f'<dl class="headline">{"".join(cells)}</dl>'
 
 
-def _member_html(member: dict, thumbnails: Thumbnails | None) -> str:
+def _member_html(member: dict, thumbnails: Thumbnails | None, near_t: int) -> str:
     # Everything read from the store is escaped: a store is not trusted to hold only hex ids.
     image_id = html.escape(member["image_id"])
     if thumbnails is None:
@@ -160,9 +164,12 @@ def _member_html(member: dict, thumbnails: Thumbnails | None) -> str:
         jpeg = thumbnails(member["image_id"])
         picture = ('<div class="nopic">blob not kept</div>' if jpeg is None else
                    f'<img class="thumb" alt="{image_id}" src="data:image/jpeg;base64,{b64encode(jpeg).decode()}">')
+    suspect = not member["is_canonical"] and member["distance"] is not None and member["distance"] >= near_t
     role = "canonical" if member["is_canonical"] else f"distance {member['distance']} bits"
+    role += " (review)" if suspect else ""
     size = f"{member['width']}×{member['height']}, {_human_bytes(member['bytes'] or 0)}"
-    return (f'<figure class="member{" canonical" if member["is_canonical"] else ""}" data-image-id="{image_id}">'
+    kind = " canonical" if member["is_canonical"] else " near-t" if suspect else ""
+    return (f'<figure class="member{kind}" data-image-id="{image_id}">'
             f'{picture}<figcaption><b>{role}</b><br><code>{image_id}</code><br>'
             f'{html.escape(member["source"] or "")}<br>{size}</figcaption></figure>')
 
@@ -170,9 +177,13 @@ def _member_html(member: dict, thumbnails: Thumbnails | None) -> str:
 def _group_html(members: list[dict], page: ReportPage, thumbnails: Thumbnails | None) -> str:
     first = members[0]
     group_id = html.escape(first["group_id"])
-    review = (f' <span class="review">review: a member is within {page.threshold_t - first["spread"]} bits of t</span>'
-              if first["review"] else "")
-    shown = "".join(_member_html(m, thumbnails) for m in members[:page.members_shown])
+    gap = page.threshold_t - first["spread"]
+    where = f"{gap} bits below t" if gap > 0 else "at t" if gap == 0 else f"{-gap} bits beyond t (joined through a chain)"
+    review = f' <span class="review">review: the farthest member lies {where}</span>' if first["review"] else ""
+    near_t = page.threshold_t - page.review_margin
+    # Farthest members first: they are the likeliest wrong merges, so they get the thumbnails.
+    members = [first, *sorted(members[1:], key=lambda m: -(m["distance"] or 0))]
+    shown = "".join(_member_html(m, thumbnails, near_t) for m in members[:page.members_shown])
     rest = members[page.members_shown:]
     more = (f'<p>{len(rest)} more: ' + ", ".join(f'<code>{html.escape(m["image_id"])}</code>' for m in rest) + "</p>") if rest else ""
     return (f'<section class="group" id="group-{group_id}" data-rank="{first["group_rank"]}">'

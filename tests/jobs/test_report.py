@@ -147,7 +147,7 @@ def test_sources_and_ids_from_the_store_are_escaped_in_the_html(tmp_path, built,
     tables[rt.GROUPS] = groups
     headline = {"run_id": "r", "version": 1, "images": 0, "stored": 0, "duplicates": 0, "bytes_saved": 0,
                 "errors": 0, "classes": 0, "groups": 0, "review_groups": 0}
-    write_html_report(ReportPage(headline, tables, 64, 256, False, 50, 12), tmp_path, None)
+    write_html_report(ReportPage(headline, tables, 64, 256, False, 50, 12, 8), tmp_path, None)
     page = (tmp_path / "report.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
 
