@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 #: Columns: (name, index mode, whether dedup.centre_threshold limits the nearest class).
 MODES = (("paper", "paper", True), ("paper-noN", "paper", False), ("exact", "exact", False))
+SETTINGS = {"plain": "plain hashes (as the paper)", "dihedral": "8 dihedral forms per upload (imgdedup)"}
 
 
 def variant_set(folder: Path) -> tuple[list[Path], np.ndarray]:
@@ -101,18 +102,40 @@ def main() -> None:
 
     files, groups = variant_set(args.set)
     algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits)
-    batches = list(fingerprint_in_batches(files, algorithm, config, dihedral=config.hash.dihedral))
+    batches = list(fingerprint_in_batches(files, algorithm, config, dihedral=True))
     fingerprints = np.concatenate([b.hashes for b in batches])
-    queries = np.concatenate([b.dihedral for b in batches]) if config.hash.dihedral else fingerprints
     # Files that fail to decode are left out (their error is printed on stderr).
     size = config.dask.partition_size
     groups = groups[np.concatenate([i * size + np.asarray(b.indices) for i, b in enumerate(batches)])]
     duplicates = len(groups) - len(np.unique(groups))
+    settings = {"plain": fingerprints, "dihedral": np.concatenate([b.dihedral for b in batches])}
+    ks = [int(v) for v in args.ks.split(",")]
+    tables = {setting: accuracy_table(fingerprints, queries, groups, ks, args.repeats, t, centre_threshold)
+              for setting, queries in settings.items()}
 
+    print(f"{len(groups)} files, {len(np.unique(groups))} originals, n = {duplicates} duplicates; "
+          f"{config.hash.algo} {config.hash.bits} bits, t = {t}, N = {centre_threshold}, "
+          f"{args.repeats} K-means seeds and upload orders per k")
+    for setting, table in tables.items():
+        print(f"\nqueries: {SETTINGS[setting]}")
+        print(f"{'':5s} | " + " | ".join(f"{name:^31s}" for name in table))
+        print(f"{'k':>5s} | " + " | ".join(f"{'acc (5)':>9s} {'precision':>11s} {'recall':>9s}" for _ in table))
+        for k in ks:
+            print(f"{k:5d} | " + " | ".join(f"{rows[k]['accuracy']:9.3f} {rows[k]['precision']:11.3f} "
+                                            f"{rows[k]['recall']:9.3f}" for rows in table.values()))
+    _plot(tables, args.plot)
+    print(json.dumps({setting: {name: {str(k): {m: round(v, 4) for m, v in row.items()} for k, row in rows.items()}
+                                for name, rows in table.items()} for setting, table in tables.items()}))
+
+
+def accuracy_table(fingerprints: np.ndarray, queries: np.ndarray, groups: np.ndarray, ks: list[int],
+                   repeats: int, t: int, centre_threshold: int) -> dict:
+    """{column: {k: scores}} for the stored fingerprints searched with ``queries`` (plain or dihedral)."""
+    duplicates = len(groups) - len(np.unique(groups))
     table = {name: {} for name, _, _ in MODES}
-    for k in (int(v) for v in args.ks.split(",")):
+    for k in ks:
         totals = {name: np.zeros(2) for name, _, _ in MODES}
-        for repeat in range(args.repeats):
+        for repeat in range(repeats):
             centres = hamming_kmeans(fingerprints, k, seed=repeat).centres
             labels, _ = assign(fingerprints, centres)
             index = ClusterIndex.build(fingerprints, np.arange(len(fingerprints)), centres, labels)
@@ -123,20 +146,9 @@ def main() -> None:
                 found = [_without(m, i) for i, m in enumerate(found)]
                 totals[name] += decide(order, found, groups)
         for name in totals:
-            eliminated, correct = totals[name] / args.repeats
+            eliminated, correct = totals[name] / repeats
             table[name][k] = scores(eliminated, correct, duplicates)
-
-    print(f"{len(groups)} files, {len(np.unique(groups))} originals, n = {duplicates} duplicates; "
-          f"{config.hash.algo} {config.hash.bits} bits, dihedral={config.hash.dihedral}, t = {t}, "
-          f"N = {centre_threshold}, {args.repeats} K-means seeds and upload orders per k")
-    print(f"{'':5s} | " + " | ".join(f"{name:^31s}" for name in table))
-    print(f"{'k':>5s} | " + " | ".join(f"{'acc (5)':>9s} {'precision':>11s} {'recall':>9s}" for _ in table))
-    for k in table["exact"]:
-        print(f"{k:5d} | " + " | ".join(f"{rows[k]['accuracy']:9.3f} {rows[k]['precision']:11.3f} "
-                                        f"{rows[k]['recall']:9.3f}" for rows in table.values()))
-    _plot(table, args.plot)
-    print(json.dumps({mode: {str(k): {m: round(v, 4) for m, v in row.items()} for k, row in rows.items()}
-                      for mode, rows in table.items()}))
+    return table
 
 
 def _without(matches, i):
@@ -144,23 +156,28 @@ def _without(matches, i):
     return type(matches)(matches.ids[keep], matches.distances[keep])
 
 
-def _plot(table: dict, path: Path) -> None:
+def _plot(tables: dict, path: Path) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (name, _, _), style in zip(MODES, ("o-", "^-.", "s--")):
-        ks = list(table[name])
-        ax.plot(ks, [100 * table[name][k]["accuracy"] for k in ks], style, label=f"{name}: accuracy (5)")
-        ax.plot(ks, [100 * table[name][k]["precision"] for k in ks], style, alpha=0.35, label=f"{name}: precision")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("number of classes k")
-    ax.set_ylabel("%")
-    ax.set_title("Dedup accuracy against the number of classes (paper Fig. 8)")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(tables), figsize=(11, 4), sharey=True)
+    for ax, (setting, table) in zip(axes, tables.items()):
+        for colour, (name, _, _), style in zip(("C0", "C1", "C2"), MODES, ("o-", "^-.", "s--")):
+            ks = list(table[name])
+            ax.plot(ks, [100 * table[name][k]["accuracy"] for k in ks], style, color=colour,
+                    label=f"{name}: accuracy (5)")
+            ax.plot(ks, [100 * table[name][k]["precision"] for k in ks], style, color=colour, alpha=0.3,
+                    label=f"{name}: precision")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("number of classes k")
+        ax.set_title(SETTINGS[setting], fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("%")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Dedup accuracy against the number of classes (paper Fig. 8)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -20,7 +20,8 @@ Search modes.
 ``paper``
     The nearest class only, and only when it lies within ``centre_threshold``
     (Chen et al. §5); it misses duplicates held by neighbouring classes, which is
-    what the paper's figure 8 measures.
+    what the paper's figure 8 measures. A dihedral query searches the nearest
+    class of each of its forms.
 """
 from __future__ import annotations
 
@@ -207,6 +208,8 @@ class ClusterIndex:
         centre_threshold : int, optional
             N, paper mode only: the nearest class is searched only when its
             centre lies within N bits of the query. None searches it always.
+            With F forms per query, the nearest class of each form is searched
+            (with every form).
         batch : int
             Queries processed together (bounds the temporaries).
 
@@ -226,7 +229,7 @@ class ClusterIndex:
                 tail_hit = self._scan_tail(block, tail_words, t, np.ones((len(block), len(tail_labels)), bool))
             else:
                 query_index, row_index, distance, nearest = self._scan_nearest(block, t, centre_threshold)
-                same_class = nearest[:, None] == tail_labels[None, :]
+                same_class = (nearest[:, :, None] == tail_labels[None, None, :]).any(axis=1)
                 tail_hit = self._scan_tail(block, tail_words, t, same_class)
             query_index = np.concatenate([query_index, tail_hit[0]])
             row_index = np.concatenate([row_index, tail_hit[1] + len(self._ids)])
@@ -255,13 +258,15 @@ class ClusterIndex:
     def _scan_nearest(self, block: np.ndarray, t: int, centre_threshold: int | None):
         if len(self.centres) == 0:
             empty = np.zeros(0, np.int64)
-            return empty, empty, np.zeros(0, np.int32), np.full(len(block), -1)
-        low = dense_distances(block, as_words(self.centres))
-        nearest = low.argmin(axis=1)
+            return empty, empty, np.zeros(0, np.int32), np.full(block.shape[:2], -1)
+        m, forms, words = block.shape
+        per_form = dense_distances(block.reshape(m * forms, 1, words), as_words(self.centres)).reshape(m, forms, -1)
+        nearest = per_form.argmin(axis=2)
         if centre_threshold is not None:
-            nearest = np.where(low[np.arange(len(block)), nearest] <= centre_threshold, nearest, -1)
-        query = np.flatnonzero((nearest >= 0) & (nearest < len(self._offsets) - 1))
-        cls = nearest[query]
+            within = np.take_along_axis(per_form, nearest[..., None], axis=2)[..., 0] <= centre_threshold
+            nearest = np.where(within, nearest, -1)
+        pairs = np.unique(np.stack([np.repeat(np.arange(m), forms), nearest.ravel()], axis=1), axis=0)
+        query, cls = pairs[(pairs[:, 1] >= 0) & (pairs[:, 1] < len(self._offsets) - 1)].T
         found = scan_classes(block, self._words, query, cls, self._offsets[cls], self._offsets[cls + 1], t)
         return (*found, nearest)
 

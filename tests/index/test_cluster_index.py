@@ -165,6 +165,12 @@ def test_paper_mode_returns_brute_force_matches_of_the_nearest_class(seed, t):
     nearest = hamming(queries, centres).argmin(axis=1)
     in_class = (labels[None, :] == nearest[:, None]) & (hamming(queries, fingerprints) <= t)
     assert as_positions(index.search(queries, t, mode="paper")) == [set(np.flatnonzero(r).tolist()) for r in in_class]
+    # Dihedral queries: the nearest class of each form is searched.
+    forms = np.stack([queries, rng.permutation(queries), flip_bits(queries, 0.3, rng)], axis=1)
+    nearest = np.stack([hamming(forms[:, f], centres).argmin(axis=1) for f in range(3)], axis=1)
+    searched = (labels[None, None, :] == nearest[:, :, None]).any(axis=1)
+    in_class = searched & (dihedral_hamming(forms, fingerprints) <= t)
+    assert as_positions(index.search(forms, t, mode="paper")) == [set(np.flatnonzero(r).tolist()) for r in in_class]
 
 
 def test_add_updates_centre_radius_and_opens_classes_beyond_n(monkeypatch):
