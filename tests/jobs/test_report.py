@@ -216,3 +216,16 @@ def test_review_on_the_command_line_lists_each_member_of_a_marked_group_with_its
     expected = {(g, p) for g, pointers in built.groups.items() for p in pointers}
     assert {(line.split()[2], line.rsplit(" ", 1)[1]) for line in lines} == expected
     assert all(f"imgdedup unmerge {g} {p}" in " ".join(lines) for g, p in expected)
+
+
+def test_review_lists_only_the_members_at_or_beyond_t_minus_the_margin(built, tmp_path, capsys, config):
+    recorded = {r["image_id"]: r["distance"] for r in built.store.read_table(schemas.FINGERPRINTS).to_pylist()
+                if r["distance"] is not None}
+    farthest = max(recorded.values())
+    margin = config.dedup.threshold_t - farthest
+    out = tmp_path / "out"
+    assert main(["--set", f"report.review_margin={margin}", "report", "--store", built.store.url,
+                 "--out", str(out), "--review"]) == 0
+    listed = {line.rsplit(" ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("review")}
+    assert listed == {i for i, d in recorded.items() if d == farthest}
+    assert 'class="member near-t"' in (out / "report.html").read_text()
