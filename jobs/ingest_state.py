@@ -219,7 +219,7 @@ class DecidedImages:
 
     def _read_part(self, key: str) -> pa.Table:
         with self.store.open_committed_file(key) as reader:
-            return pq.read_table(reader)
+            return pq.read_table(reader, use_threads=False)
 
     # -- questions ----------------------------------------------------------
 

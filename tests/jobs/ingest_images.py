@@ -24,3 +24,13 @@ def rows_per_digest(store: Store) -> dict[bytes, int]:
     for digest in digests:
         counts[digest] = counts.get(digest, 0) + 1
     return counts
+
+
+def ingest_finished(returncode: int, stderr: bytes, expected: int) -> bool:
+    """True if an ``imgdedup ingest`` subprocess ended with ``expected``, or aborted only after its summary.
+
+    pyarrow's native thread pools can abort the interpreter at exit (SIGABRT,
+    "terminate called without an active exception", apache/arrow#34314) after
+    all work is done and logged; that is not an ingest failure.
+    """
+    return returncode == expected or (returncode == -6 and b"INFO jobs.ingest: ingest:" in stderr)
