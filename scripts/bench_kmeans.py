@@ -40,7 +40,7 @@ from pipeline.cluster.seeding import seed_centres
 from pipeline.config import load_config
 from pipeline.hashing.bits import hamming
 
-# Rows unpacked to float32 at a time by the reference Lloyd step (64 MiB).
+# Rows unpacked at a time by the reference Lloyd step (64 MiB of float32) and the data generator.
 _FLOAT_ROWS = 65536
 
 
@@ -54,11 +54,14 @@ def clustered_fingerprints(rng: np.random.Generator, n: int, n_seeds: int, flips
     """``(fingerprints (n, 32) uint8, group (n,) int)``: random seeds, ``flips`` bits flipped per row."""
     seeds = rng.integers(0, 256, (n_seeds, 32), dtype=np.uint8)
     group = rng.integers(0, n_seeds, n)
-    bits = np.unpackbits(seeds[group], axis=1)
-    # Distinct positions per row: the first `flips` of a random permutation of 256.
-    positions = np.argsort(rng.random((n, 256)), axis=1)[:, :flips]
-    np.put_along_axis(bits, positions, 1 - np.take_along_axis(bits, positions, axis=1), axis=1)
-    return np.packbits(bits, axis=1), group
+    fingerprints = np.empty((n, 32), dtype=np.uint8)
+    for start in range(0, n, _FLOAT_ROWS):
+        bits = np.unpackbits(seeds[group[start:start + _FLOAT_ROWS]], axis=1)
+        # Distinct positions per row: the first `flips` of a random permutation of 256.
+        positions = np.argsort(rng.random(bits.shape), axis=1)[:, :flips]
+        np.put_along_axis(bits, positions, 1 - np.take_along_axis(bits, positions, axis=1), axis=1)
+        fingerprints[start:start + len(bits)] = np.packbits(bits, axis=1)
+    return fingerprints, group
 
 
 def float_lloyd_step(fingerprints: np.ndarray, centres: np.ndarray) -> np.ndarray:
