@@ -217,11 +217,28 @@ class ClusterIndex:
         -------
         list of Matches, one per query, sorted by distance.
         """
+        query, ids, distance = self.search_flat(queries, t, mode=mode, centre_threshold=centre_threshold, batch=batch)
+        bounds = np.searchsorted(query, np.arange(len(queries) + 1))
+        return [Matches(ids[a:b], distance[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def search_flat(self, queries: np.ndarray, t: int, *, mode: str = "exact", centre_threshold: int | None = None,
+                    batch: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`search` as three flat arrays, for callers that handle many queries.
+
+        Returns
+        -------
+        query : ndarray of int64, shape (R,)
+            Index of the query of each match, ascending.
+        ids : ndarray, shape (R,)
+            Id of the matched stored fingerprint.
+        distances : ndarray of int32, shape (R,)
+            Ascending within each query.
+        """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         words = self._query_words(queries)
         tail_words, tail_labels, tail_ids = self._tail_arrays()
-        results: list[Matches] = []
+        parts = []
         for start in range(0, len(words), batch):
             block = words[start:start + batch]
             if mode == "exact":
@@ -234,8 +251,13 @@ class ClusterIndex:
             query_index = np.concatenate([query_index, tail_hit[0]])
             row_index = np.concatenate([row_index, tail_hit[1] + len(self._ids)])
             distance = np.concatenate([distance, tail_hit[2]])
-            results += _group_by_query(len(block), query_index, row_index, distance, self._ids, tail_ids)
-        return results
+            query_index, ids, distance = _sorted_matches(len(block), query_index, row_index, distance,
+                                                         self._ids, tail_ids)
+            parts.append((query_index + start, ids, distance))
+        if not parts:
+            return np.zeros(0, np.int64), self._ids[:0], np.zeros(0, np.int32)
+        query, ids, distance = (np.concatenate(part) for part in zip(*parts))
+        return query, ids, distance
 
     def _query_words(self, queries: np.ndarray) -> np.ndarray:
         queries = np.asarray(queries, dtype=np.uint8)
@@ -407,9 +429,9 @@ def _id_array(values) -> np.ndarray:
     return out
 
 
-def _group_by_query(m: int, query: np.ndarray, row: np.ndarray, distance: np.ndarray,
-                    laid_out_ids: np.ndarray, tail_ids: np.ndarray) -> list[Matches]:
-    """Split (query, row, distance) triples into one nearest-first Matches per query."""
+def _sorted_matches(m: int, query: np.ndarray, row: np.ndarray, distance: np.ndarray,
+                    laid_out_ids: np.ndarray, tail_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, ids, distance) triples ordered by query, then distance, then row."""
     n = len(laid_out_ids)
     rows = n + len(tail_ids)
     if m * 65536 * max(rows, 1) < 2**62:
@@ -425,5 +447,4 @@ def _group_by_query(m: int, query: np.ndarray, row: np.ndarray, distance: np.nda
         in_tail = row >= n
         ids[~in_tail] = laid_out_ids[row[~in_tail]]
         ids[in_tail] = tail_ids[row[in_tail] - n]
-    bounds = np.searchsorted(query, np.arange(m + 1))
-    return [Matches(ids[a:b], distance[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return query, ids, distance

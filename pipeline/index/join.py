@@ -63,15 +63,8 @@ def near_duplicate_pairs(
     if radii.shape != index.radii.shape or (index.radii > radii).any():
         raise ValueError("a class has members beyond its given radius")
     queries = fingerprints if dihedral is None else np.asarray(dihedral, dtype=np.uint8)
-    found_i, found_j, found_d = [], [], []
-    for start in range(0, n, batch):
-        for offset, hit in enumerate(index.search(queries[start:start + batch], t, batch=batch)):
-            found_i.append(np.full(len(hit.ids), start + offset, dtype=np.int64))
-            found_j.append(hit.ids.astype(np.int64))
-            found_d.append(hit.distances)
-    if not found_i:
-        return np.zeros((0, 2), np.int64), np.zeros(0, np.int32)
-    i, j, d = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
+    i, j, d = index.search_flat(queries, t, batch=batch)
+    j = j.astype(np.int64)
     keep = i != j
     # Each unordered pair is found from both ends (their distances differ only
     # when dihedral forms are not exact); keep the smaller.
