@@ -43,6 +43,7 @@ from pipeline.config import Config, as_dict
 from pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path
 from pipeline.errors import ImgdedupError
 from pipeline.store import Store
+from pipeline.store.schemas import schema_metadata
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
         decode=dataclasses.asdict(config.decode), extensions=image_extensions(config.decode.formats),
         ingested_at=np.datetime64(started.replace(tzinfo=None), "us"),
     )
+    _check_store_matches(stored, spec)
     futures = _submit_partitions(client, files, known, spec, config, run_id)
     wait_for(futures, "fingerprint", config.bulk.progress)
     results = _gather(client, futures, config.bulk.retries)
@@ -158,6 +160,19 @@ def _new_files(files: list[SourceFile], stored: StoredRows,
     else:
         skipped = 0
     return files, {f.url: latest[f.url].image_id for f in files if f.url in latest}, skipped
+
+
+def _check_store_matches(stored: StoredRows, spec: PartitionSpec) -> None:
+    """Refuse to add fingerprints a store's existing ones cannot be compared with."""
+    if not stored.table.num_rows:
+        return
+    held = schema_metadata(stored.table.schema)
+    wanted = schema_metadata(spec.schema())
+    differ = [name for name in ("hash_algo", "hash_bits", "key_id", "fingerprint_mode") if held.get(name) != wanted[name]]
+    if differ:
+        raise BulkError("fingerprints", "the store's fingerprints were made with other settings ("
+                        + ", ".join(f"{n} {held.get(n)!r}, this run {wanted[n]!r}" for n in differ)
+                        + "); use the same key, hash.algo, hash.bits and crypto.mode, or another store")
 
 
 def _submit_partitions(client: Client, files: list[SourceFile], known: dict[str, str], spec: PartitionSpec,

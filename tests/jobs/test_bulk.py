@@ -184,6 +184,16 @@ def test_a_task_that_keeps_failing_fails_the_run_and_commits_nothing(client, lab
     assert Store(str(store_dir)).latest_version() == 0
 
 
+def test_a_store_made_with_other_settings_is_refused(client, labelled, tmp_path):
+    write_files(str(tmp_path / "src"), {name: data for name, (data, _) in list(labelled.items())[:2]})
+    url = _memory_url()
+    _run(client, str(tmp_path / "src"), url)
+    write_files(str(tmp_path / "more"), {name: data for name, (data, _) in list(labelled.items())[2:4]})
+    with pytest.raises(BulkError, match="hash_bits '256', this run '64'"):
+        _run(client, str(tmp_path / "more"), url, "hash.algo=phash", "hash.bits=64", "dedup.threshold_t=10")
+    assert Store(url).latest_version() == 1
+
+
 def test_summary_prints_counts_and_errors(client, tmp_path, capsys):
     write_files(str(tmp_path / "src"), {"a.png": encode(Image.new("RGB", (64, 48), (10, 200, 30)), "PNG"),
                                         "b.jpg": b"no image here"})
