@@ -7,7 +7,9 @@ partitions that hold the step's rows, each computes its per-centre bit counts
 and sizes where it lives, and the partial statistics are summed in a tree of
 tasks; only the summed statistics (``k * bits`` counts) and the batch rows'
 distances come back. The seeding sample and the few rows an empty centre is
-moved to are the only fingerprints that leave their partition.
+moved to are the only fingerprints that reach the client; consecutive small
+partitions are first joined on the workers into blocks of about
+:data:`_ROWS_PER_BLOCK` rows, which bounds what one task holds.
 
 Same seed, same data in the same order, same centres as the in-memory form,
 however the rows are split into partitions: the random draws are made over
@@ -22,7 +24,7 @@ import numpy as np
 from dask.delayed import Delayed, delayed
 
 from pipeline.cluster.assign import assign
-from pipeline.cluster.kmeans import ClusterStats, KMeansResult, fit_centres, member_stats
+from pipeline.cluster.kmeans import ClusterStats, KMeansResult, assigned_stats, fit_centres
 from pipeline.config import ClusterConfig
 
 _DEFAULTS = ClusterConfig()
@@ -39,9 +41,7 @@ def _take(partition: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _batch_stats(partition: np.ndarray, rows: np.ndarray, centres: np.ndarray) -> tuple[ClusterStats, np.ndarray]:
-    batch = np.asarray(partition, dtype=np.uint8)[rows]
-    labels, distances = assign(batch, centres)
-    return member_stats(batch, labels, len(centres)), distances
+    return assigned_stats(np.asarray(partition, dtype=np.uint8)[rows], centres)
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:

@@ -111,6 +111,18 @@ def member_stats(fingerprints: np.ndarray, labels: np.ndarray, k: int) -> Cluste
     return stats
 
 
+def assigned_stats(fingerprints: np.ndarray, centres: np.ndarray) -> tuple[ClusterStats, np.ndarray]:
+    """:func:`partial_stats` and each fingerprint's distance to its nearest centre.
+
+    Returns
+    -------
+    stats : ClusterStats
+    distances : ndarray of int32, shape (n,)
+    """
+    labels, distances = assign(fingerprints, centres)
+    return member_stats(fingerprints, labels, len(centres)), distances
+
+
 def partial_stats(fingerprints: np.ndarray, centres: np.ndarray) -> ClusterStats:
     """Assign fingerprints to their nearest centres and return the per-centre statistics.
 
@@ -124,8 +136,7 @@ def partial_stats(fingerprints: np.ndarray, centres: np.ndarray) -> ClusterStats
     ClusterStats
         Statistics of disjoint sets of fingerprints add up to those of their union.
     """
-    labels, _ = assign(fingerprints, centres)
-    return member_stats(fingerprints, labels, len(centres))
+    return assigned_stats(fingerprints, centres)[0]
 
 
 def majority(stats: ClusterStats, previous: np.ndarray) -> np.ndarray:
@@ -172,9 +183,7 @@ class ArraySource:
         return self.fingerprints[indices]
 
     def batch_stats(self, indices: np.ndarray, centres: np.ndarray) -> tuple[ClusterStats, np.ndarray]:
-        batch = self.fingerprints[indices]
-        labels, distances = assign(batch, centres)
-        return member_stats(batch, labels, len(centres)), distances
+        return assigned_stats(self.fingerprints[indices], centres)
 
 
 def _reseed_empty(totals: ClusterStats, centres: np.ndarray, source: FingerprintSource,
