@@ -183,6 +183,8 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
         centres = np.zeros((0, nbytes), np.uint8)
     labels, to_centre = assign(everything, centres) if len(everything) else (np.zeros(0, np.int32),) * 2
     seconds["cluster"] = time.perf_counter() - clock
+    log.info("cluster: %d images in %d classes (%s) in %.1f s", len(everything), len(centres),
+             "the store's" if stored.centres is not None else "new", seconds["cluster"])
 
     clock = time.perf_counter()
     k = len(centres)
