@@ -1,0 +1,161 @@
+"""Ingest decision latency against a large store: exact mode, paper mode and a brute-force scan.
+
+    python scripts/bench_ingest.py [--n 1000000] [--queries 2000] [--k 1024] [--data clustered random]
+
+Measures what an upload costs once its fingerprint is computed: the decision
+step of ``imgdedup ingest`` (``jobs.ingest_state.nearest_within`` over the
+class index, then ``ClusterIndex.add`` for a stored image), one image at a
+time, each query carrying its 8 dihedral forms as ingest sends them. The
+reference is a NumPy brute-force scan of every stored fingerprint (64-bit
+words, XOR and popcount, smallest over the 8 forms) in the same run.
+
+Data, 256-bit fingerprints:
+
+``clustered``
+    ``n`` fingerprints around ``k`` random seeds, each with 48 of its bits
+    flipped (real fingerprint sets cluster; two members of one seed are ~78
+    bits apart, beyond t = 64); classes from Hamming K-means (``[cluster]``
+    settings, fewer mini-batches) on the data.
+``random``
+    ``n`` uniform random fingerprints (no structure: the worst case for the
+    triangle-inequality pruning); classes from the same K-means.
+
+Queries: half are planted near-duplicates (a stored fingerprint with 0-24 bits
+flipped, placed in a random dihedral slot, the other 7 forms random), half are
+new images. Every planted query must be decided a duplicate of its source in
+exact mode (recall 1.0, as brute force); paper mode's recall is reported.
+
+Last line: JSON with ``p99_ms`` (exact mode, clustered data when measured),
+``speedup_vs_bruteforce`` (brute-force mean latency over exact-mode mean
+latency, same data) and the per-mode, per-data figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from jobs.ingest_state import nearest_within
+from pipeline.cluster import hamming_kmeans
+from pipeline.config import load_config
+from pipeline.index import ClusterIndex
+from pipeline.index.kernels import as_words
+
+NBYTES = 32
+FLIPS = 48
+
+
+def flip_bits(rows: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Copies of ``rows`` (m, NBYTES) with ``counts[i]`` distinct random bits flipped in row i."""
+    bits = np.unpackbits(rows, axis=1)
+    order = np.argsort(rng.random(bits.shape), axis=1)
+    flip = (np.arange(bits.shape[1])[None, :] < counts[:, None]).astype(np.uint8)
+    bits[np.arange(len(rows))[:, None], order] ^= flip
+    return np.packbits(bits, axis=1)
+
+
+def make_data(kind: str, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "random":
+        return rng.integers(0, 256, (n, NBYTES), dtype=np.uint8)
+    seeds = rng.integers(0, 256, (k, NBYTES), dtype=np.uint8)
+    out = np.empty((n, NBYTES), np.uint8)
+    step = 1 << 16
+    for start in range(0, n, step):
+        owners = rng.integers(0, k, min(step, n - start))
+        out[start:start + len(owners)] = flip_bits(seeds[owners], np.full(len(owners), FLIPS), rng)
+    return out
+
+
+def make_queries(stored: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(count, 8, NBYTES) dihedral queries and, per query, the planted source row (-1 for a new image)."""
+    queries = rng.integers(0, 256, (count, 8, NBYTES), dtype=np.uint8)
+    planted = np.full(count, -1)
+    half = count // 2
+    planted[:half] = rng.choice(len(stored), half, replace=False)
+    slots = rng.integers(0, 8, half)
+    queries[np.arange(half), slots] = flip_bits(stored[planted[:half]], rng.integers(0, 25, half), rng)
+    order = rng.permutation(count)
+    return queries[order], planted[order]
+
+
+def brute_force(words: np.ndarray, query: np.ndarray, t: int) -> int | None:
+    """Row of the nearest stored fingerprint within ``t`` of any form, by scanning all of them."""
+    best = None
+    for form in as_words(query):
+        distance = np.bitwise_count(words ^ form).sum(axis=1, dtype=np.uint16)
+        best = distance if best is None else np.minimum(best, distance)
+    row = int(best.argmin())
+    return row if best[row] <= t else None
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ms = np.array(seconds) * 1e3
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "mean_ms": round(float(ms.mean()), 3), "decisions_per_s": round(1e3 / float(ms.mean()), 1)}
+
+
+def run_index_mode(fingerprints, labels, centres, queries, planted, config, mode):
+    ids = np.arange(len(fingerprints))
+    index = ClusterIndex.build(fingerprints, ids, centres, labels)
+    mode_config = load_config(overrides=[f"index.mode={mode}"])
+    t, N = config.dedup.threshold_t, config.dedup.centre_threshold
+    seconds, found = [], 0
+    for i, query in enumerate(queries):
+        started = time.perf_counter()
+        match = nearest_within(index, query[None], mode_config)[0]
+        if match is None:
+            index.add(query[0], len(fingerprints) + i, centre_threshold=N)
+        seconds.append(time.perf_counter() - started)
+        if planted[i] >= 0 and match is not None and match[1] <= t:
+            found += 1
+    return percentiles(seconds) | {"planted_recall": round(found / max(1, int((planted >= 0).sum())), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--bruteforce-queries", type=int, default=200)
+    parser.add_argument("--k", type=int, default=1024)
+    parser.add_argument("--data", nargs="+", choices=["clustered", "random"], default=["clustered", "random"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    config = load_config()
+    rng = np.random.default_rng(args.seed)
+    summary: dict = {"n": args.n, "k": args.k, "t": config.dedup.threshold_t,
+                     "N": config.dedup.centre_threshold, "dihedral_forms": 8}
+    for kind in args.data:
+        started = time.perf_counter()
+        fingerprints = make_data(kind, args.n, args.k, rng)
+        queries, planted = make_queries(fingerprints, args.queries, rng)
+        cluster = config.cluster
+        result = hamming_kmeans(fingerprints, args.k, seed=cluster.seed, batch_size=cluster.batch_size,
+                                max_batches=20, tol=cluster.tol, seed_sample_size=cluster.seed_sample_size,
+                                seeding=cluster.seeding)
+        print(f"[{kind}] {args.n} fingerprints, {args.k} classes built in {time.perf_counter() - started:.1f} s",
+              flush=True)
+        figures = {}
+        for mode in ("exact", "paper"):
+            figures[mode] = run_index_mode(fingerprints, result.labels, result.centres, queries, planted,
+                                           config, mode)
+            print(f"[{kind}] {mode:>11}: {figures[mode]}", flush=True)
+        words = as_words(fingerprints)
+        seconds = []
+        for query in queries[:args.bruteforce_queries]:
+            started = time.perf_counter()
+            brute_force(words, query, config.dedup.threshold_t)
+            seconds.append(time.perf_counter() - started)
+        figures["bruteforce"] = percentiles(seconds)
+        print(f"[{kind}] {'brute force':>11}: {figures['bruteforce']}", flush=True)
+        figures["speedup_vs_bruteforce"] = round(figures["bruteforce"]["mean_ms"] / figures["exact"]["mean_ms"], 1)
+        summary[kind] = figures
+    headline = summary.get("clustered") or summary[args.data[0]]
+    summary["p99_ms"] = headline["exact"]["p99_ms"]
+    summary["speedup_vs_bruteforce"] = headline["speedup_vs_bruteforce"]
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
