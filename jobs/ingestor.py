@@ -104,7 +104,8 @@ class Ingestor:
         ----------
         images : sequence of bytes, str or path-like
         sources : sequence of str or None, optional
-            Name recorded per image (default: its path; ``""`` for bytes).
+            Name recorded per image (default: its path or URL; for bytes,
+            ``upload:`` and a prefix of the keyed digest).
 
         Returns
         -------
@@ -150,7 +151,7 @@ class Ingestor:
         new: dict[bytes, SourceImage] = {}
         for item in read:
             if isinstance(item, Decision):
-                if item.source not in self.images.errors:
+                if item.source not in self.images.errors and item.source not in error_decisions:
                     errors.append(_error_row(item.source, "read", "OSError", item.message))
                     error_decisions[item.source] = item
             elif item.digest not in self.images.by_digest and item.source not in self.images.errors:
@@ -252,7 +253,10 @@ class Ingestor:
     def _recluster_if_drifted(self) -> None:
         drift = self.images.index.drift()
         settings = self.config.ingest
-        if not ((settings.recluster_new_classes and drift.new_classes >= settings.recluster_new_classes)
+        # New classes count against the classes the last clustering made, so a
+        # store of many distinct pictures is not re-clustered every few uploads.
+        built = len(drift.centre_shift)
+        if not ((settings.recluster_new_classes and drift.new_classes >= max(settings.recluster_new_classes, built))
                 or (settings.recluster_centre_shift and drift.max_shift >= settings.recluster_centre_shift)):
             return
         self.recluster()
@@ -269,7 +273,10 @@ class Ingestor:
         k = self.config.dedup.clusters
         k = max(1, round(np.sqrt(len(ids)))) if k == "auto" else int(k)
         k = max(1, min(k, len(ids)))
-        result = hamming_kmeans(fingerprints, k, **dataclasses.asdict(self.config.cluster))
+        cluster = self.config.cluster
+        result = hamming_kmeans(fingerprints, k, seed=cluster.seed, batch_size=cluster.batch_size,
+                                max_batches=cluster.max_batches, tol=cluster.tol,
+                                seed_sample_size=cluster.seed_sample_size, seeding=cluster.seeding)
         index = ClusterIndex.build(fingerprints, ids, result.centres, result.labels)
         columns = index.to_cluster_columns()
         based_on = self.images.version
@@ -284,7 +291,10 @@ class Ingestor:
         version = self.store.commit(run_id, {schemas.CLUSTERS: [part]}, replace=[schemas.CLUSTERS],
                                     meta={"job": "ingest-recluster", "k": k, "images": len(ids)})
         log.info("re-clustered %d fingerprints into %d classes (version %d)", len(ids), k, version)
-        self.images = DecidedImages.load(self.store, self.key, self.config)
+        if version == based_on + 1:
+            self.images.index, self.images.version = index, version
+        else:  # other commits came in between: take everything from the store
+            self.images = DecidedImages.load(self.store, self.key, self.config)
         return version
 
 
