@@ -132,7 +132,8 @@ def assign_partitions(partitions: Sequence[Delayed], centres: np.ndarray) -> lis
 def distributed_kmeans(partitions: Sequence[Delayed], k: int, *, seed: int = _DEFAULTS.seed,
                        batch_size: int = _DEFAULTS.batch_size, max_batches: int = _DEFAULTS.max_batches,
                        tol: float = _DEFAULTS.tol, seed_sample_size: int = _DEFAULTS.seed_sample_size,
-                       seeding: str = _DEFAULTS.seeding) -> KMeansResult:
+                       seeding: str = _DEFAULTS.seeding,
+                       reassign_ratio: float = _DEFAULTS.reassign_ratio) -> KMeansResult:
     """Hamming K-means over fingerprint partitions, computed where they live.
 
     Runs on the active Dask scheduler (a ``distributed.Client`` when one is
@@ -144,7 +145,7 @@ def distributed_kmeans(partitions: Sequence[Delayed], k: int, *, seed: int = _DE
     partitions : sequence of dask Delayed or distributed Future
         Each computes to an ``(n_i, nbytes)`` uint8 array; ``sum(n_i) >= 1``.
     k : int
-    seed, batch_size, max_batches, tol, seed_sample_size, seeding
+    seed, batch_size, max_batches, tol, seed_sample_size, seeding, reassign_ratio
         See :func:`pipeline.cluster.kmeans.fit_centres`.
 
     Returns
@@ -157,7 +158,8 @@ def distributed_kmeans(partitions: Sequence[Delayed], k: int, *, seed: int = _DE
     """
     source = DaskPartitions(partitions)
     centres, n_batches = fit_centres(source, k, seed=seed, batch_size=batch_size, max_batches=max_batches,
-                                     tol=tol, seed_sample_size=seed_sample_size, seeding=seeding)
+                                     tol=tol, seed_sample_size=seed_sample_size, seeding=seeding,
+                                     reassign_ratio=reassign_ratio)
     assigned = dask.compute(*assign_partitions(source.partitions, centres))
     labels = np.concatenate([part_labels for part_labels, _ in assigned])
     inertia = sum(int(distances.sum(dtype=np.int64)) for _, distances in assigned)

@@ -49,6 +49,7 @@ class ClusterConfig:
     tol: float = 0.0
     seed_sample_size: int = 65536
     seeding: str = "k-means||"
+    reassign_ratio: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ by addition, which is what lets the same algorithm run over partitions
 (``jobs/cluster.py``). The update is Sculley's mini-batch K-means: each step
 assigns a random batch to the current centres and adds the batch's statistics
 to each centre's running totals, so a centre is the majority of every member
-it has ever been given (a per-centre learning rate of 1 / count).
+it has ever been given (a per-centre learning rate of 1 / count). Centres left
+with (almost) no member, or equal to another centre, move to the batch's
+farthest rows.
 
 The driver :func:`fit_centres` reaches fingerprints only through a
 :class:`FingerprintSource`, so the in-memory form here and the Dask form take
@@ -186,14 +188,33 @@ class ArraySource:
         return assigned_stats(self.fingerprints[indices], centres)
 
 
-def _reseed_empty(totals: ClusterStats, centres: np.ndarray, source: FingerprintSource,
-                  indices: np.ndarray, distances: np.ndarray) -> None:
-    """Move centres that never had a member onto the batch rows farthest from their centres.
+def _idle_centres(totals: ClusterStats, centres: np.ndarray, reassign_ratio: float) -> np.ndarray:
+    """Centres with fewer members than ``reassign_ratio`` times the average count, or none,
+    and centres equal to a lower-numbered one; fewest members first.
+
+    Seeding sometimes puts two centres in one tight group (and none in another):
+    the second then holds the few rows nearer to it than to the group's majority,
+    or, once the two majorities agree, nothing at all (ties go to the lowest
+    index), while the group left without a centre is merged into a neighbour.
+    """
+    _, first = np.unique(centres, axis=0, return_index=True)
+    idle = totals.sizes < reassign_ratio * totals.sizes.mean()
+    idle[totals.sizes == 0] = True
+    repeated = np.ones(len(centres), dtype=bool)
+    repeated[first] = False
+    idle |= repeated
+    candidates = np.flatnonzero(idle)
+    return candidates[np.argsort(totals.sizes[candidates], kind="stable")]
+
+
+def _reseed_idle(totals: ClusterStats, centres: np.ndarray, source: FingerprintSource,
+                 indices: np.ndarray, distances: np.ndarray, reassign_ratio: float) -> None:
+    """Move idle centres (:func:`_idle_centres`) onto the batch rows farthest from their centres.
 
     Only rows at a positive distance qualify (a row sitting on a centre would only
-    duplicate it); each moved centre takes its row as first member. In place.
+    duplicate it); each moved centre takes its row as its one member. In place.
     """
-    empty = np.flatnonzero(totals.sizes == 0)
+    empty = _idle_centres(totals, centres, reassign_ratio)
     if empty.size == 0:
         return
     farthest = np.argsort(-distances, kind="stable")[: empty.size]
@@ -208,7 +229,7 @@ def _reseed_empty(totals: ClusterStats, centres: np.ndarray, source: Fingerprint
 
 
 def fit_centres(source: FingerprintSource, k: int, *, seed: int, batch_size: int, max_batches: int,
-                tol: float, seed_sample_size: int, seeding: str) -> tuple[np.ndarray, int]:
+                tol: float, seed_sample_size: int, seeding: str, reassign_ratio: float) -> tuple[np.ndarray, int]:
     """Mini-batch Hamming K-means centres of the fingerprints ``source`` reaches.
 
     Parameters
@@ -229,6 +250,11 @@ def fit_centres(source: FingerprintSource, k: int, *, seed: int, batch_size: int
         Fingerprints drawn for seeding.
     seeding : str
         ``"k-means++"`` or ``"k-means||"`` (see :mod:`pipeline.cluster.seeding`).
+    reassign_ratio : float
+        After each step, a centre with fewer members so far than this times the
+        average count (or with none, or equal to another centre) moves to one of
+        the batch's farthest rows (scikit-learn's ``MiniBatchKMeans`` does the
+        same against the largest count).
 
     Returns
     -------
@@ -255,7 +281,7 @@ def fit_centres(source: FingerprintSource, k: int, *, seed: int, batch_size: int
         seen += len(indices)
         n_batches += 1
         if seen >= reseed_after:
-            _reseed_empty(totals, updated, source, indices, distances)
+            _reseed_idle(totals, updated, source, indices, distances, reassign_ratio)
         moved = int(np.bitwise_count(np.bitwise_xor(updated, centres)).sum())
         centres = updated
         if moved <= tol * totals.bit_counts.size:
@@ -266,7 +292,8 @@ def fit_centres(source: FingerprintSource, k: int, *, seed: int, batch_size: int
 def hamming_kmeans(fingerprints: np.ndarray, k: int, *, seed: int = _DEFAULTS.seed,
                    batch_size: int = _DEFAULTS.batch_size, max_batches: int = _DEFAULTS.max_batches,
                    tol: float = _DEFAULTS.tol, seed_sample_size: int = _DEFAULTS.seed_sample_size,
-                   seeding: str = _DEFAULTS.seeding) -> KMeansResult:
+                   seeding: str = _DEFAULTS.seeding,
+                   reassign_ratio: float = _DEFAULTS.reassign_ratio) -> KMeansResult:
     """Cluster packed-bit fingerprints into ``k`` classes by Hamming distance.
 
     Seeding on a sample, mini-batch majority updates (:func:`fit_centres`), then
@@ -279,7 +306,7 @@ def hamming_kmeans(fingerprints: np.ndarray, k: int, *, seed: int = _DEFAULTS.se
     k : int
         Number of classes; with fewer distinct fingerprints than ``k`` the surplus
         classes are empty (``counts`` 0).
-    seed, batch_size, max_batches, tol, seed_sample_size, seeding
+    seed, batch_size, max_batches, tol, seed_sample_size, seeding, reassign_ratio
         See :func:`fit_centres`.
 
     Returns
@@ -288,7 +315,8 @@ def hamming_kmeans(fingerprints: np.ndarray, k: int, *, seed: int = _DEFAULTS.se
     """
     source = ArraySource(fingerprints)
     centres, n_batches = fit_centres(source, k, seed=seed, batch_size=batch_size, max_batches=max_batches,
-                                     tol=tol, seed_sample_size=seed_sample_size, seeding=seeding)
+                                     tol=tol, seed_sample_size=seed_sample_size, seeding=seeding,
+                                     reassign_ratio=reassign_ratio)
     labels, distances = assign(source.fingerprints, centres)
     return KMeansResult(centres, np.bincount(labels, minlength=k).astype(np.int64), labels, n_batches,
                         int(distances.sum(dtype=np.int64)))

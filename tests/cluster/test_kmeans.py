@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.cluster.kmeans import (ArraySource, ClusterStats, _reseed_empty, hamming_kmeans, majority,
+from pipeline.cluster.kmeans import (ArraySource, ClusterStats, _reseed_idle, hamming_kmeans, majority,
                                      member_stats, partial_stats)
 from pipeline.hashing.bits import hamming
 from tests.cluster.planted import planted_clusters
@@ -152,17 +152,36 @@ def test_an_empty_centre_moves_to_the_farthest_batch_row():
     centres = np.array([[0, 0], [9, 9], [7, 7]], dtype=np.uint8)
     totals = ClusterStats(np.zeros((3, 16), np.int64), np.array([4, 0, 2]))
     distances = np.array([0, 1, 16, 2], dtype=np.int32)
-    _reseed_empty(totals, centres, ArraySource(rows), np.arange(4), distances)
+    _reseed_idle(totals, centres, ArraySource(rows), np.arange(4), distances, 0.0)
     np.testing.assert_array_equal(centres, [[0, 0], [255, 255], [7, 7]])
     np.testing.assert_array_equal(totals.sizes, [4, 1, 2])
     np.testing.assert_array_equal(totals.bit_counts[1], np.ones(16))
+
+
+def test_a_centre_repeating_another_moves_and_the_first_stays():
+    rows = np.array([[0, 0], [0, 1], [255, 255], [0, 3]], dtype=np.uint8)
+    centres = np.array([[0, 0], [7, 7], [0, 0]], dtype=np.uint8)
+    totals = ClusterStats(np.zeros((3, 16), np.int64), np.array([4, 2, 3]))
+    _reseed_idle(totals, centres, ArraySource(rows), np.arange(4), np.array([0, 1, 16, 2], dtype=np.int32), 0.0)
+    np.testing.assert_array_equal(centres, [[0, 0], [7, 7], [255, 255]])
+    np.testing.assert_array_equal(totals.sizes, [4, 2, 1])
+
+
+def test_starved_centres_move_fewest_members_first():
+    rows = np.array([[0, 0], [0, 1], [255, 255], [0, 3]], dtype=np.uint8)
+    centres = np.array([[0, 0], [7, 7], [9, 9], [5, 5]], dtype=np.uint8)
+    totals = ClusterStats(np.zeros((4, 16), np.int64), np.array([390, 3, 2, 5]))
+    # Below 4% of the average 100 members: centres 2 (2 members, gets the farthest row) and 1 (3).
+    _reseed_idle(totals, centres, ArraySource(rows), np.arange(4), np.array([0, 1, 16, 2], dtype=np.int32), 0.04)
+    np.testing.assert_array_equal(centres, [[0, 0], [0, 3], [255, 255], [5, 5]])
+    np.testing.assert_array_equal(totals.sizes, [390, 1, 1, 5])
 
 
 def test_rows_sitting_on_centres_are_not_reseeded_onto():
     rows = np.zeros((3, 2), dtype=np.uint8)
     centres = np.zeros((2, 2), dtype=np.uint8)
     totals = ClusterStats(np.zeros((2, 16), np.int64), np.array([3, 0]))
-    _reseed_empty(totals, centres, ArraySource(rows), np.arange(3), np.zeros(3, np.int32))
+    _reseed_idle(totals, centres, ArraySource(rows), np.arange(3), np.zeros(3, np.int32), 0.0)
     np.testing.assert_array_equal(totals.sizes, [3, 0])
 
 
