@@ -4,11 +4,12 @@ Server side, no key: it holds fingerprints in one space (keyed tokens, or raw
 hashes inside a key-holding job) and answers "which stored fingerprints lie
 within Hamming distance t of this one".
 
-Layout. Members are stored contiguously sorted by class and, inside a class, by
-their distance to the class centre, so a class is a slice and the members at a
-given distance from the centre are a sub-slice. Members added since the last
-layout sit in a short tail that is scanned in full; the layout is rebuilt when
-the tail grows past a fraction of the index.
+Layout (:class:`pipeline.index.layout.Layout`). Members are stored contiguously
+sorted by class and, inside a class, by their distance to the class centre, so a
+class is a slice and the members at a given distance from the centre are a
+sub-slice. Members added since the last layout sit in a short tail that is
+scanned in full; the layout is rebuilt when the tail grows past a fraction of
+the index.
 
 Search modes.
 
@@ -30,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.cluster.kmeans import ClusterStats, majority, member_stats
-from pipeline.index.kernels import as_words, dense_distances, scan_classes
+from pipeline.index.kernels import as_words, dense_distances
+from pipeline.index.layout import Layout
 
 MODES = ("exact", "paper")
 
@@ -150,32 +152,14 @@ class ClusterIndex:
         return cls.build(np.zeros((0, nbytes), np.uint8), [], np.zeros((0, nbytes), np.uint8), np.zeros(0, np.int64))
 
     def _lay_out(self, fingerprints: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> None:
-        """Sort members by (class, distance to current centre); measure radii."""
-        words = as_words(fingerprints)
-        centre_words = as_words(self.centres)
-        k = len(self.centres)
-        distance = np.zeros(len(labels), dtype=np.int64)
-        for j in range(words.shape[1]):
-            distance += np.bitwise_count(words[:, j] ^ centre_words[labels, j])
-        stride = self.nbytes * 8 + 1
-        key = labels * stride + distance
-        order = np.argsort(key, kind="stable")
-        self._words = words[order]
-        self._fps = fingerprints[order]
-        self._ids = ids[order]
-        self._labels = labels[order]
-        self._keys = key[order]
-        self._stride = stride
-        self._offsets = np.searchsorted(self._labels, np.arange(k + 1))
-        self._layout_centres = centre_words
-        self.radii = np.zeros(k, dtype=np.int32)
-        np.maximum.at(self.radii, labels, distance.astype(np.int32))
-        self._layout_radii = self.radii.copy()
+        """Sort members against the current centres; the tail is emptied."""
+        self._layout = Layout(fingerprints, ids, labels, self.centres)
+        self.radii = self._layout.radii.copy()
         self._tail_fps, self._tail_ids, self._tail_labels = [], [], []
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
-        return len(self._ids) + len(self._tail_ids)
+        return len(self._layout) + len(self._tail_ids)
 
     def route(self, queries: np.ndarray) -> np.ndarray:
         """Distances from each query to every current centre.
@@ -242,20 +226,20 @@ class ClusterIndex:
         for start in range(0, len(words), batch):
             block = words[start:start + batch]
             if mode == "exact":
-                query_index, row_index, distance = self._scan_exact(block, t)
+                query_index, row_index, distance = self._layout.scan_exact(block, t)
                 tail_hit = self._scan_tail(block, tail_words, t, np.ones((len(block), len(tail_labels)), bool))
             else:
                 query_index, row_index, distance, nearest = self._scan_nearest(block, t, centre_threshold)
                 same_class = (nearest[:, :, None] == tail_labels[None, None, :]).any(axis=1)
                 tail_hit = self._scan_tail(block, tail_words, t, same_class)
             query_index = np.concatenate([query_index, tail_hit[0]])
-            row_index = np.concatenate([row_index, tail_hit[1] + len(self._ids)])
+            row_index = np.concatenate([row_index, tail_hit[1] + len(self._layout)])
             distance = np.concatenate([distance, tail_hit[2]])
             query_index, ids, distance = _sorted_matches(len(block), query_index, row_index, distance,
-                                                         self._ids, tail_ids)
+                                                         self._layout.ids, tail_ids)
             parts.append((query_index + start, ids, distance))
         if not parts:
-            return np.zeros(0, np.int64), self._ids[:0], np.zeros(0, np.int32)
+            return np.zeros(0, np.int64), self._layout.ids[:0], np.zeros(0, np.int32)
         query, ids, distance = (np.concatenate(part) for part in zip(*parts))
         return query, ids, distance
 
@@ -266,16 +250,6 @@ class ClusterIndex:
         if queries.ndim != 3 or queries.shape[2] != self.nbytes:
             raise ValueError(f"expected (m, {self.nbytes}) or (m, F, {self.nbytes}) queries, got {queries.shape}")
         return as_words(queries)
-
-    def _scan_exact(self, block: np.ndarray, t: int):
-        low, high = (d.astype(np.int64) for d in dense_distances(block, self._layout_centres, high=True))
-        sizes = np.diff(self._offsets)
-        query, cls = np.nonzero((low - self._layout_radii[None, :] <= t) & (sizes > 0)[None, :])
-        # Members whose distance to the centre is within t of the query's (any form's) distance.
-        base = cls * self._stride
-        lo = np.searchsorted(self._keys, base + np.maximum(low[query, cls] - t, 0), side="left")
-        hi = np.searchsorted(self._keys, base + np.minimum(high[query, cls] + t, self._stride - 1), side="right")
-        return scan_classes(block, self._words, query, cls, lo, hi, t)
 
     def _scan_nearest(self, block: np.ndarray, t: int, centre_threshold: int | None):
         if len(self.centres) == 0:
@@ -288,8 +262,8 @@ class ClusterIndex:
             within = np.take_along_axis(per_form, nearest[..., None], axis=2)[..., 0] <= centre_threshold
             nearest = np.where(within, nearest, -1)
         pairs = np.unique(np.stack([np.repeat(np.arange(m), forms), nearest.ravel()], axis=1), axis=0)
-        query, cls = pairs[(pairs[:, 1] >= 0) & (pairs[:, 1] < len(self._offsets) - 1)].T
-        found = scan_classes(block, self._words, query, cls, self._offsets[cls], self._offsets[cls + 1], t)
+        query, cls = pairs[(pairs[:, 1] >= 0) & (pairs[:, 1] < self._layout.n_classes)].T
+        found = self._layout.scan_whole_classes(block, query, cls, t)
         return (*found, nearest)
 
     @staticmethod
@@ -303,7 +277,7 @@ class ClusterIndex:
 
     def _tail_arrays(self):
         if not self._tail_ids:
-            return np.zeros((0, self._words.shape[1]), np.uint64), np.zeros(0, np.int64), np.zeros(0, object)
+            return as_words(np.zeros((0, self.nbytes), np.uint8)), np.zeros(0, np.int64), np.zeros(0, object)
         return as_words(np.stack(self._tail_fps)), np.asarray(self._tail_labels, np.int64), _id_array(self._tail_ids)
 
     # ------------------------------------------------------------------ updates
@@ -349,20 +323,19 @@ class ClusterIndex:
         self._added += 1
         if not opened:
             self.radii[cls] = self._measure_radius(cls)
-        if len(self._tail_ids) > max(self._TAIL_MIN, len(self._ids) * self._TAIL_FRACTION):
+        if len(self._tail_ids) > max(self._TAIL_MIN, len(self._layout) * self._TAIL_FRACTION):
             self._relayout()
         return cls, opened
 
     def _measure_radius(self, cls: int) -> int:
-        members = [self._fps[self._offsets[cls]:self._offsets[cls + 1]]] if cls < len(self._offsets) - 1 else []
+        members = [self._layout.class_members(cls)]
         members += [f[None] for f, label in zip(self._tail_fps, self._tail_labels) if label == cls]
         distances = dense_distances(as_words(self.centres[cls])[None, None], as_words(np.concatenate(members)))
         return int(distances.max())
 
     def _relayout(self) -> None:
-        tail_words, tail_labels, tail_ids = self._tail_arrays()
-        fingerprints = np.concatenate([self._fps, np.stack(self._tail_fps)])
-        self._lay_out(fingerprints, np.concatenate([self._ids, tail_ids]), np.concatenate([self._labels, tail_labels]))
+        ids, fingerprints, labels = self.members()
+        self._lay_out(fingerprints, ids, labels)
 
     def drift(self) -> Drift:
         """How far centres moved and how many classes opened since the build."""
@@ -373,10 +346,11 @@ class ClusterIndex:
     # ------------------------------------------------------------------ storage
     def members(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All members: ``(ids (n,) object, fingerprints (n, nbytes) uint8, labels (n,) int64)``."""
-        tail_words, tail_labels, tail_ids = self._tail_arrays()
+        _, tail_labels, tail_ids = self._tail_arrays()
         tail_fps = np.stack(self._tail_fps) if self._tail_fps else np.zeros((0, self.nbytes), np.uint8)
-        return (np.concatenate([self._ids, tail_ids]), np.concatenate([self._fps, tail_fps]),
-                np.concatenate([self._labels, tail_labels]))
+        layout = self._layout
+        return (np.concatenate([layout.ids, tail_ids]), np.concatenate([layout.fingerprints, tail_fps]),
+                np.concatenate([layout.labels, tail_labels]))
 
     def to_cluster_columns(self) -> dict:
         """Columns of the store's ``clusters`` table (without ``version``).

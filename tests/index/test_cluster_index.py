@@ -173,9 +173,11 @@ def test_paper_mode_returns_brute_force_matches_of_the_nearest_class(seed, t):
     assert as_positions(index.search(forms, t, mode="paper")) == [set(np.flatnonzero(r).tolist()) for r in in_class]
 
 
-def test_add_updates_centre_radius_and_opens_classes_beyond_n(monkeypatch):
-    # A small tail limit makes the adds cross several re-layouts.
-    monkeypatch.setattr(ClusterIndex, "_TAIL_MIN", 16)
+@pytest.mark.parametrize("tail_min", [16, 1024])
+def test_add_updates_centre_radius_and_opens_classes_beyond_n(monkeypatch, tail_min):
+    # 16: the adds cross several re-layouts; 1024: every add stays in the tail
+    # while the centres the layout was measured against move.
+    monkeypatch.setattr(ClusterIndex, "_TAIL_MIN", tail_min)
     rng = np.random.default_rng(8)
     fingerprints, centres = fingerprint_set(rng, 200, 4, clustered=True)
     labels = nearest_labels(fingerprints, centres)
@@ -204,10 +206,10 @@ def test_add_updates_centre_radius_and_opens_classes_beyond_n(monkeypatch):
     assert drift.new_classes == 1 and drift.added == 101
     assert np.array_equal(drift.centre_shift, np.diagonal(hamming(centres, index.centres[:4])))
     queries = queries_near(all_fps, rng, 20)
-    positions = [{("stranger" if i == "stranger" else int(i[3:])) for i in m.ids} for m in index.search(queries, 48)]
     order = list(range(200)) + ["stranger"]
-    expected = [{order[j] for j in row} for row in brute_force(hamming(queries, all_fps), 48)]
-    assert positions == expected
+    for t in (0, 24, 48, 64):
+        found = [{("stranger" if i == "stranger" else int(i[3:])) for i in m.ids} for m in index.search(queries, t)]
+        assert found == [{order[j] for j in row} for row in brute_force(hamming(queries, all_fps), t)]
 
 
 def test_cluster_columns_round_trip():
@@ -235,3 +237,17 @@ def test_bad_inputs_are_refused():
         index.search(fingerprints, 8, mode="nearest")
     with pytest.raises(ValueError):
         index.search(fingerprints[:, :8], 8)
+
+
+def test_exact_search_stays_exact_when_adds_move_a_centre_far():
+    rng = np.random.default_rng(11)
+    a = rng.integers(0, 256, NBYTES, dtype=np.uint8)
+    bits = np.unpackbits(a)
+    bits[:80] ^= 1
+    b = np.packbits(bits)  # 80 bits from a: within N = 96, so b joins a's class
+    laid_out = flip_bits(np.repeat(a[None], 3, axis=0), 0.01, rng)
+    index = ClusterIndex.build(laid_out, ids_of(3), a[None], np.zeros(3, int))
+    for i in range(10):
+        assert index.add(b, f"img{3 + i}", centre_threshold=96) == (0, False)
+    assert hamming(index.centres, b[None])[0, 0] == 0  # the majority moved onto b
+    assert as_positions(index.search(laid_out, 0)) == [{0}, {1}, {2}]

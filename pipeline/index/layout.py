@@ -1,0 +1,104 @@
+"""Members stored by class: the sorted layout the index scans.
+
+Members are stored contiguously sorted by class and, inside a class, by their
+distance to the class centre, so a class is a slice and the members at a given
+distance from their centre are a sub-slice (``searchsorted`` on one sorted key
+``class * (bits + 1) + distance``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.index.kernels import as_words, dense_distances, scan_classes
+
+
+class Layout:
+    """Fingerprints sorted by (class, distance to the class centre), with class radii.
+
+    Parameters
+    ----------
+    fingerprints : ndarray of uint8, shape (n, nbytes)
+    ids : ndarray, shape (n,)
+    labels : ndarray of int64, shape (n,)
+        Class of each fingerprint, ``0..k-1``.
+    centres : ndarray of uint8, shape (k, nbytes)
+        The centres the distances, radii and pruning bounds are measured against.
+
+    Attributes
+    ----------
+    fingerprints, ids, labels
+        The members in layout order.
+    radii : ndarray of int32, shape (k,)
+        Largest member distance to its centre, in bits (0 for an empty class).
+    offsets : ndarray of int64, shape (k + 1,)
+        Class ``c`` is rows ``offsets[c]:offsets[c + 1]``.
+    """
+
+    def __init__(self, fingerprints: np.ndarray, ids: np.ndarray, labels: np.ndarray, centres: np.ndarray):
+        words = as_words(fingerprints)
+        # A copy: the index updates its centres in place as members are added.
+        self._centre_words = as_words(centres).copy()
+        k = len(centres)
+        distance = np.zeros(len(labels), dtype=np.int64)
+        for j in range(words.shape[1]):
+            distance += np.bitwise_count(words[:, j] ^ self._centre_words[labels, j])
+        self._stride = fingerprints.shape[1] * 8 + 1
+        key = labels * self._stride + distance
+        order = np.argsort(key, kind="stable")
+        self._words = words[order]
+        self._keys = key[order]
+        self.fingerprints = fingerprints[order]
+        self.ids = ids[order]
+        self.labels = labels[order]
+        self.offsets = np.searchsorted(self.labels, np.arange(k + 1))
+        self.radii = np.zeros(k, dtype=np.int32)
+        np.maximum.at(self.radii, labels, distance.astype(np.int32))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.offsets) - 1
+
+    def class_members(self, cls: int) -> np.ndarray:
+        """(size, nbytes) uint8 fingerprints of one class (empty beyond the laid-out classes)."""
+        if cls >= self.n_classes:
+            return self.fingerprints[:0]
+        return self.fingerprints[self.offsets[cls]:self.offsets[cls + 1]]
+
+    def scan_exact(self, block: np.ndarray, t: int):
+        """Every (query, row, distance) within ``t``, skipping what the triangle inequality rules out.
+
+        Parameters
+        ----------
+        block : ndarray of uint64, shape (m, F, w)
+            Queries as words, F forms each.
+        t : int
+
+        Returns
+        -------
+        query, row : ndarray of int64, shape (R,)
+        distance : ndarray of int32, shape (R,)
+        """
+        low, high = (d.astype(np.int64) for d in dense_distances(block, self._centre_words, high=True))
+        sizes = np.diff(self.offsets)
+        query, cls = np.nonzero((low - self.radii[None, :] <= t) & (sizes > 0)[None, :])
+        # d(q, m) >= |d(q, c) - d(m, c)|: only members whose distance to the centre is
+        # within t of some form's distance to it can match.
+        base = cls * self._stride
+        lo = np.searchsorted(self._keys, base + np.maximum(low[query, cls] - t, 0), side="left")
+        hi = np.searchsorted(self._keys, base + np.minimum(high[query, cls] + t, self._stride - 1), side="right")
+        return scan_classes(block, self._words, query, cls, lo, hi, t)
+
+    def scan_whole_classes(self, block: np.ndarray, query: np.ndarray, cls: np.ndarray, t: int):
+        """Every (query, row, distance) within ``t`` among all members of the given classes.
+
+        Parameters
+        ----------
+        block : ndarray of uint64, shape (m, F, w)
+        query, cls : ndarray of int64, shape (P,)
+            Each query's classes to scan (laid-out classes only).
+        t : int
+        """
+        return scan_classes(block, self._words, query, cls, self.offsets[cls], self.offsets[cls + 1], t)
