@@ -15,7 +15,6 @@ image. A miss prints ``The image does not exist`` and exits with status 1.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,8 +25,6 @@ from pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path
 from pipeline.store import Store
 
 from jobs.ingest_state import DecidedImages, lookup_like
-
-log = logging.getLogger(__name__)
 
 MISS_MESSAGE = "The image does not exist"
 
@@ -58,15 +55,15 @@ def run(args: argparse.Namespace, config: Config) -> int:
             print(MISS_MESSAGE)
             return 1
         image_id, distance = found
-        log.info("%s matches image %s at distance %d", args.like, image_id, distance)
+        match = f" (distance {distance} bits)"
     else:
-        image_id = args.image_id
+        image_id, match = args.image_id, ""
     canonical = images.canonical_of(image_id)
     if canonical is None:
         print(MISS_MESSAGE)
         return 1
     download(store, key, canonical, Path(args.out))
-    print(f"{image_id} -> {args.out}" + ("" if canonical == image_id else f" (stored as {canonical})"))
+    print(f"{image_id}{match} -> {args.out}" + ("" if canonical == image_id else f" (stored as {canonical})"))
     return 0
 
 

@@ -1,8 +1,10 @@
 """Ingest: the upload protocol, one decision per content digest, agreement with the bulk job."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -151,3 +153,26 @@ def test_watch_takes_a_file_once_its_size_is_stable(tmp_path, config):
             file = next(polls)
     assert taken == [(3.0, "a.png")]
 
+
+
+def test_watch_ingests_files_as_they_arrive_until_sigterm(tmp_path, key):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    key_file = write_key_file(tmp_path / "group.key", key)
+    store_url = str(tmp_path / "store")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "--set", "ingest.poll_interval_ms=100", "--set", "ingest.stable_size_ms=300",
+         "ingest", str(folder), "--store", store_url, "--key", str(key_file), "--watch"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for count, name in enumerate(["a.png", "b.png"], start=1):
+            (folder / name).write_bytes(noise_png(10 + count))
+            deadline = time.monotonic() + 60
+            while len(Store(store_url).read_table(schemas.FINGERPRINTS)) < count:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    assert ingest_finished(process.returncode, stderr, 0), stderr.decode()[-2000:]
+    assert [line.split()[0] for line in stdout.decode().splitlines()] == ["stored", "stored"]
