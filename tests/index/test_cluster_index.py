@@ -210,6 +210,10 @@ def test_add_updates_centre_radius_and_opens_classes_beyond_n(monkeypatch, tail_
     for t in (0, 24, 48, 64):
         found = [{("stranger" if i == "stranger" else int(i[3:])) for i in m.ids} for m in index.search(queries, t)]
         assert found == [{order[j] for j in row} for row in brute_force(hamming(queries, all_fps), t)]
+    # Paper mode: every member of the nearest current class, laid out or added since.
+    nearest = hamming(queries, index.centres).argmin(axis=1)
+    within = (member_labels[None, :] == nearest[:, None]) & (hamming(queries, member_fps) <= 64)
+    assert [set(ids[row]) for row in within] == [set(m.ids) for m in index.search(queries, 64, mode="paper")]
 
 
 def test_cluster_columns_round_trip():
