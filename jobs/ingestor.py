@@ -273,10 +273,7 @@ class Ingestor:
         k = self.config.dedup.clusters
         k = max(1, round(np.sqrt(len(ids)))) if k == "auto" else int(k)
         k = max(1, min(k, len(ids)))
-        cluster = self.config.cluster
-        result = hamming_kmeans(fingerprints, k, seed=cluster.seed, batch_size=cluster.batch_size,
-                                max_batches=cluster.max_batches, tol=cluster.tol,
-                                seed_sample_size=cluster.seed_sample_size, seeding=cluster.seeding)
+        result = hamming_kmeans(fingerprints, k, **dataclasses.asdict(self.config.cluster))
         index = ClusterIndex.build(fingerprints, ids, result.centres, result.labels)
         columns = index.to_cluster_columns()
         based_on = self.images.version

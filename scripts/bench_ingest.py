@@ -14,8 +14,8 @@ Data, 256-bit fingerprints:
 ``clustered``
     ``n`` fingerprints around ``k`` random seeds, each with 48 of its bits
     flipped (real fingerprint sets cluster; two members of one seed are ~78
-    bits apart, beyond t = 64); classes from Hamming K-means (``[cluster]``
-    settings, fewer mini-batches) on the data.
+    bits apart, like different photos, beyond t = 64); classes from Hamming
+    K-means (``[cluster]`` settings) on the data.
 ``random``
     ``n`` uniform random fingerprints (no structure: the worst case for the
     triangle-inequality pruning); classes from the same K-means.
@@ -32,6 +32,7 @@ latency, same data) and the per-mode, per-data figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -130,10 +131,7 @@ def main() -> None:
         started = time.perf_counter()
         fingerprints = make_data(kind, args.n, args.k, rng)
         queries, planted = make_queries(fingerprints, args.queries, rng)
-        cluster = config.cluster
-        result = hamming_kmeans(fingerprints, args.k, seed=cluster.seed, batch_size=cluster.batch_size,
-                                max_batches=20, tol=cluster.tol, seed_sample_size=cluster.seed_sample_size,
-                                seeding=cluster.seeding)
+        result = hamming_kmeans(fingerprints, args.k, **dataclasses.asdict(config.cluster))
         print(f"[{kind}] {args.n} fingerprints, {args.k} classes built in {time.perf_counter() - started:.1f} s",
               flush=True)
         figures = {}
