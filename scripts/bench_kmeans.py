@@ -19,6 +19,10 @@ Timed, on each data set:
   ``pipeline.hashing.bits.hamming`` (timed on ``--reference-rows`` rows and
   scaled linearly to ``n``).
 
+With ``--dask-workers N``, also ``jobs.cluster.distributed_kmeans`` on the
+random set split into 100 partitions, on a local Dask cluster of N
+single-threaded worker processes (checked equal to the in-memory result).
+
 Quality: mean distance of a fingerprint to its centre (bits), empty classes;
 on clustered data also the share of planted groups recovered exactly (all
 members in one class that holds no other group's members) when ``--seeds``
@@ -124,6 +128,22 @@ def bench(name: str, fingerprints: np.ndarray, k: int, settings: dict, reference
     }
 
 
+def dask_seconds(fingerprints: np.ndarray, k: int, settings: dict, workers: int, labels: np.ndarray) -> float:
+    """Seconds of ``distributed_kmeans`` over 100 scattered partitions (scatter not timed)."""
+    from distributed import Client, LocalCluster
+
+    from jobs.cluster import distributed_kmeans
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        partitions = client.scatter(np.array_split(fingerprints, 100))
+        seconds, result = _timed(lambda: distributed_kmeans(partitions, k, **settings))
+    if not np.array_equal(result.labels, labels):
+        raise SystemExit("the Dask form disagrees with the in-memory form")
+    print(f"[random] distributed_kmeans on {workers} local workers: {seconds:7.2f} s")
+    return round(seconds, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="fingerprints per data set")
@@ -132,12 +152,17 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=8, help="bits flipped per clustered fingerprint")
     parser.add_argument("--reference-rows", type=int, default=65536,
                         help="rows the byte-wise reference pass is timed on")
+    parser.add_argument("--dask-workers", type=int, default=0,
+                        help="also time the Dask form on a local cluster of this many workers (0: skip)")
     args = parser.parse_args()
     settings = dataclasses.asdict(load_config().cluster)
     rng = np.random.default_rng(2026)
 
     random_set = rng.integers(0, 256, (args.n, 32), dtype=np.uint8)
     random = bench("random", random_set, args.k, settings, args.reference_rows)
+    if args.dask_workers:
+        random["dask_kmeans_seconds"] = dask_seconds(random_set, args.k, settings, args.dask_workers,
+                                                     random["labels"])
     del random_set
     clustered_set, group = clustered_fingerprints(rng, args.n, args.seeds, args.flips)
     clustered = bench("clustered", clustered_set, args.k, settings, args.reference_rows)
