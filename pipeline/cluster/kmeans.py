@@ -214,14 +214,14 @@ def _reseed_idle(totals: ClusterStats, centres: np.ndarray, source: FingerprintS
     Only rows at a positive distance qualify (a row sitting on a centre would only
     duplicate it); each moved centre takes its row as its one member. In place.
     """
-    empty = _idle_centres(totals, centres, reassign_ratio)
-    if empty.size == 0:
+    idle = _idle_centres(totals, centres, reassign_ratio)
+    if idle.size == 0:
         return
-    farthest = np.argsort(-distances, kind="stable")[: empty.size]
+    farthest = np.argsort(-distances, kind="stable")[: idle.size]
     farthest = farthest[distances[farthest] > 0]
     if farthest.size == 0:
         return
-    targets = empty[: farthest.size]
+    targets = idle[: farthest.size]
     rows = source.take(indices[np.sort(farthest)])[np.argsort(np.argsort(farthest))]
     centres[targets] = rows
     totals.bit_counts[targets] = np.unpackbits(rows, axis=1)
