@@ -1,6 +1,6 @@
 """Ingest decision latency against a large store: exact mode, paper mode and a brute-force scan.
 
-    python scripts/bench_ingest.py [--n 1000000] [--queries 2000] [--k 1024] [--data clustered random]
+    python scripts/bench_ingest.py [--n 1000000] [--queries 2000] [--k 1024] [--data clustered variants random]
 
 Measures what an upload costs once its fingerprint is computed: the decision
 step of ``imgdedup ingest`` (``jobs.ingest_state.nearest_within`` over the
@@ -14,11 +14,16 @@ Data, 256-bit fingerprints:
 ``clustered``
     ``n`` fingerprints around ``k`` random seeds, each with 48 of its bits
     flipped (real fingerprint sets cluster; two members of one seed are ~78
-    bits apart, like different photos, beyond t = 64); classes from Hamming
-    K-means (``[cluster]`` settings) on the data.
+    bits apart, like different photos, beyond t = 64).
+``variants``
+    ``n`` fingerprints around ``k`` seeds, each bit flipped with probability
+    0.04 (~10 bits: every seed's rows are variants of one picture, within t of
+    each other), the clustered set of ``scripts/bench_index.py``.
 ``random``
     ``n`` uniform random fingerprints (no structure: the worst case for the
-    triangle-inequality pruning); classes from the same K-means.
+    triangle-inequality pruning).
+
+Classes: Hamming K-means (``[cluster]`` settings, k = ``--k``) on the data.
 
 Queries: half are planted near-duplicates (a stored fingerprint with 0-24 bits
 flipped, placed in a random dihedral slot, the other 7 forms random), half are
@@ -46,6 +51,7 @@ from pipeline.index.kernels import as_words
 
 NBYTES = 32
 FLIPS = 48
+VARIANT_FLIP_P = 0.04
 
 
 def flip_bits(rows: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -58,6 +64,7 @@ def flip_bits(rows: np.ndarray, counts: np.ndarray, rng: np.random.Generator) ->
 
 
 def make_data(kind: str, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` fingerprints of one of the three kinds of the module docstring."""
     if kind == "random":
         return rng.integers(0, 256, (n, NBYTES), dtype=np.uint8)
     seeds = rng.integers(0, 256, (k, NBYTES), dtype=np.uint8)
@@ -65,7 +72,9 @@ def make_data(kind: str, n: int, k: int, rng: np.random.Generator) -> np.ndarray
     step = 1 << 16
     for start in range(0, n, step):
         owners = rng.integers(0, k, min(step, n - start))
-        out[start:start + len(owners)] = flip_bits(seeds[owners], np.full(len(owners), FLIPS), rng)
+        flips = (np.full(len(owners), FLIPS) if kind == "clustered"
+                 else rng.binomial(8 * NBYTES, VARIANT_FLIP_P, len(owners)))
+        out[start:start + len(owners)] = flip_bits(seeds[owners], flips, rng)
     return out
 
 
@@ -120,7 +129,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--bruteforce-queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=1024)
-    parser.add_argument("--data", nargs="+", choices=["clustered", "random"], default=["clustered", "random"])
+    parser.add_argument("--data", nargs="+", choices=["clustered", "variants", "random"],
+                        default=["clustered", "variants", "random"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     config = load_config()
