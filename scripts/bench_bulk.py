@@ -5,8 +5,8 @@
 
 Builds (or reuses, under ``--cache``) two generated sets made from the photos in
 ``../shared/data/dev``: ``--large`` real-looking JPEGs of ~1-2 megapixels (a
-random crop of a photo, scaled up, a little recoloured, JPEG quality 70-95)
-and ``--small`` small ones (the same, 160-320 pixels wide). Then, for each set:
+mosaic of random crops of four photos, scaled up, a little recoloured, JPEG
+quality 70-95) and ``--small`` small ones (the same, 160-320 pixels wide). Then, for each set:
 
 - the whole bulk job on a local Dask cluster (``--workers`` processes, one thread
   each) into a fresh local store, with images/s for the job and per stage
@@ -47,18 +47,30 @@ REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "dev"
 
 
-def _make_file(task: tuple[Path, Path, int, int, int]) -> None:
-    photo_path, out, seed, min_width, max_width = task
+def _make_file(task: tuple[list[Path], Path, int, int, int]) -> None:
+    """One JPEG: a 2x2 mosaic of random crops of random photos, scaled, recoloured, re-encoded.
+
+    Mosaics of four of the 20 dev photos make files that are mostly different
+    pictures (as in a real collection), where crops of one photo would all be
+    near-duplicates of each other.
+    """
+    photos, out, seed, min_width, max_width = task
     rng = random.Random(seed)
-    photo = Image.open(photo_path).convert("RGB")
-    scale = rng.uniform(0.7, 1.0)
-    width, height = int(photo.width * scale), int(photo.height * scale)
-    left, top = rng.randint(0, photo.width - width), rng.randint(0, photo.height - height)
-    window = photo.crop((left, top, left + width, top + height))
+    tile_w, tile_h = 160, 120
+    mosaic = Image.new("RGB", (2 * tile_w, 2 * tile_h))
+    for k in range(4):
+        photo = Image.open(rng.choice(photos)).convert("RGB")
+        width = rng.randint(photo.width // 3, photo.width)
+        height = min(photo.height, width * 3 // 4)
+        left, top = rng.randint(0, photo.width - width), rng.randint(0, photo.height - height)
+        tile = photo.crop((left, top, left + width, top + height)).resize((tile_w, tile_h))
+        if rng.random() < 0.5:
+            tile = tile.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        mosaic.paste(tile, ((k % 2) * tile_w, (k // 2) * tile_h))
     target = rng.randint(min_width, max_width)
-    window = window.resize((target, target * height // width), Image.Resampling.BICUBIC)
-    window = ImageEnhance.Color(window).enhance(rng.uniform(0.8, 1.2))
-    window.save(out, "JPEG", quality=rng.randint(70, 95))
+    mosaic = mosaic.resize((target, target * 3 // 4), Image.Resampling.BICUBIC)
+    mosaic = ImageEnhance.Color(mosaic).enhance(rng.uniform(0.8, 1.2))
+    mosaic.save(out, "JPEG", quality=rng.randint(70, 95))
 
 
 def generated_set(folder: Path, count: int, min_width: int, max_width: int) -> list[Path]:
@@ -66,7 +78,7 @@ def generated_set(folder: Path, count: int, min_width: int, max_width: int) -> l
     photos = sorted(DEV.glob("*.jpg"))
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{k // 1000:03d}" / f"img{k:06d}.jpg" for k in range(count)]
-    missing = [(photos[k % len(photos)], p, k, min_width, max_width) for k, p in enumerate(paths) if not p.exists()]
+    missing = [(photos, p, k, min_width, max_width) for k, p in enumerate(paths) if not p.exists()]
     for sub in {p.parent for p in paths}:
         sub.mkdir(exist_ok=True)
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
@@ -145,15 +157,15 @@ def main() -> None:
     workers = args.workers or os.cpu_count() or 1
 
     sets = {
-        "large": generated_set(args.cache / f"large-{args.large}", args.large, 1200, 1700),
-        "small": generated_set(args.cache / f"small-{args.small}", args.small, 160, 320),
+        "large": generated_set(args.cache / f"mosaic-large-{args.large}", args.large, 1200, 1700),
+        "small": generated_set(args.cache / f"mosaic-small-{args.small}", args.small, 160, 320),
     }
-    tenth = args.cache / f"small-{args.small}" / "000"  # the first 1000 small files
+    tenth = args.cache / f"mosaic-small-{args.small}" / "000"  # the first 1000 small files
     results = {}
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         for name, paths in sets.items():
-            job = run_job(client, args.cache / f"{name}-{len(paths)}", args.partition_size, workers)
+            job = run_job(client, paths[0].parent.parent, args.partition_size, workers)
             job["phash_per_s"] = round(phash_rate(paths[:: max(1, len(paths) // args.phash_sample)]), 1)
             job["job_vs_phash"] = round(job["images_per_s"] / job["phash_per_s"], 2)
             results[name] = job

@@ -1,0 +1,68 @@
+"""pipeline/dedup.py: one canonical per group chosen by the rule, pointers with their distances, exact copies linked."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.dedup import NONE, choose_canonicals, exact_duplicate_pairs, plan_pointers
+from pipeline.index.join import connected_components
+
+
+@st.composite
+def groups_of_images(draw):
+    n = draw(st.integers(1, 40))
+    groups = np.array(draw(st.lists(st.integers(0, 6), min_size=n, max_size=n)))
+    pixels = np.array(draw(st.lists(st.sampled_from([100, 400, 900]), min_size=n, max_size=n)))
+    order = np.array(draw(st.permutations(range(n))))
+    fixed = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    return groups, pixels, order, fixed
+
+
+@settings(max_examples=200, deadline=None)
+@given(groups_of_images())
+def test_canonical_follows_the_rule(case):
+    groups, pixels, order, fixed = case
+    canonical = choose_canonicals(groups, pixels, order, fixed)
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        candidates = members[fixed[members]] if fixed[members].any() else members
+        best = max(candidates, key=lambda i: (pixels[i], -order[i]))
+        for i in members:
+            assert canonical[i] == (i if fixed[i] else best)
+
+
+def test_canonical_examples():
+    # Group 0: new images only, the largest wins; group 1: the committed image wins over a larger new one.
+    canonical = choose_canonicals(groups=[0, 0, 0, 1, 1], pixels=[10, 30, 30, 50, 5], order=[0, 2, 1, 3, 4],
+                                  fixed=[False, False, False, False, True])
+    assert canonical.tolist() == [2, 2, 2, 4, 4]
+    assert choose_canonicals([], [], [], []).shape == (0,)
+
+
+def test_pointers_carry_their_distance_to_the_canonical():
+    fingerprints = np.array([[0b0000_0000], [0b0000_0111], [0b1111_1111]], np.uint8)
+    plan = plan_pointers(np.array([0, 0, 2]), fingerprints)
+    assert plan.duplicate_of.tolist() == [NONE, 0, NONE]
+    assert plan.distance.tolist() == [NONE, 3, NONE]
+    assert plan.is_pointer.tolist() == [False, True, False]
+
+
+def test_pointer_distance_is_the_smallest_over_its_dihedral_forms():
+    fingerprints = np.array([[0x00, 0x00], [0xFF, 0xFF]], np.uint8)
+    forms = np.repeat(fingerprints[:, None, :], 8, axis=1)
+    forms[1, 5] = [0x01, 0x00]  # one turned form of image 1 is 1 bit from image 0
+    assert plan_pointers(np.array([0, 0]), fingerprints, forms).distance.tolist() == [NONE, 1]
+    assert plan_pointers(np.array([0, 0]), fingerprints).distance.tolist() == [NONE, 16]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=0, max_size=30))
+def test_exact_pairs_group_exactly_the_equal_digests(values):
+    digests = np.array([[v, 7] for v in values], np.uint8).reshape(-1, 2)
+    pairs = exact_duplicate_pairs(digests)
+    assert len(pairs) == len(values) - len(set(values))
+    labels = connected_components(len(values), pairs)
+    for i in range(len(values)):
+        for j in range(len(values)):
+            assert (labels[i] == labels[j]) == (values[i] == values[j])
