@@ -51,12 +51,18 @@ from jobs.seal import SourceImage, read_source, store_blob
 from pipeline.cluster import hamming_kmeans
 from pipeline.config import Config, load_config
 from pipeline.crypto.keys import GroupKey
+from pipeline.errors import StoreError
 from pipeline.index import ClusterIndex
 from pipeline.store import Store, schemas
+from pipeline.store.keys import blob_body_key
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Decision", "Ingestor"]
+
+
+class _DecidedElsewhere(Exception):
+    """Another process committed part of the batch being decided; it must be decided again."""
 
 
 @dataclasses.dataclass
@@ -65,7 +71,7 @@ class _Plan:
 
     rows: pa.Table
     errors: list[dict]
-    blobs: list[str]
+    to_store: list[SourceImage]
     digests: set[bytes]
     decisions: dict[bytes, Decision]
     error_decisions: dict[str, Decision]
@@ -123,9 +129,12 @@ class Ingestor:
                 read.append(Decision("", "error", message=f"cannot read: {exc}", source=name))
         while True:
             self._take_in_other_commits()
-            plan = self._decide(read)
-            if plan is None or self._publish(plan):
-                break
+            try:
+                plan = self._decide(read)
+                if plan is None or self._publish(plan):
+                    break
+            except _DecidedElsewhere:
+                pass
             log.info("another ingest decided some of this batch first; deciding it again")
             self.images = DecidedImages.load(self.store, self.key, self.config)
         self._recluster_if_drifted()
@@ -168,20 +177,16 @@ class Ingestor:
         decided = [pending[i] for i in batch.indices]
         queries = query_tokens(self.key, batch)
         plain = queries[:, 0] if queries.ndim == 3 else queries
-        rows, blobs, decisions = [], [], {}
+        decisions = {}
         for row, image in enumerate(decided):
-            decision, blob = self._decide_one(image, plain[row], queries[row:row + 1],
-                                              int(batch.quality[row]) >= self.config.hash.min_quality)
-            decisions[image.digest] = decision
-            rows.append((decision, blob))
-            if blob is not None:
-                blobs.append(image.image_id)
-        table = self._rows_table(decided, batch, rows)
-        return _Plan(table, errors, blobs, set(decisions), decisions, error_decisions)
+            decisions[image.digest] = self._decide_one(image, plain[row], queries[row:row + 1],
+                                                       int(batch.quality[row]) >= self.config.hash.min_quality)
+        to_store = [image for image in decided if decisions[image.digest].kind == "stored"]
+        table = self._rows_table(decided, batch, [decisions[image.digest] for image in decided])
+        return _Plan(table, errors, to_store, set(decisions), decisions, error_decisions)
 
-    def _decide_one(self, image: SourceImage, token: np.ndarray, query: np.ndarray,
-                    searchable: bool) -> tuple[Decision, str | None]:
-        """The paper's upload step for one fingerprinted image: pointer, or blob and class update."""
+    def _decide_one(self, image: SourceImage, token: np.ndarray, query: np.ndarray, searchable: bool) -> Decision:
+        """The paper's upload step for one fingerprinted image: pointer, or blob to store; class update."""
         match = nearest_within(self.images.index, query, self.config)[0] if searchable else None
         if searchable:
             cluster_id, _ = self.images.index.add(token, image.image_id,
@@ -191,12 +196,11 @@ class Ingestor:
         if match is not None:
             canonical = self.images.canonical_of(match[0]) or match[0]
             self.images.point(image.image_id, canonical)
-            return Decision(image.image_id, "duplicate", cluster_id, canonical, match[1], "", image.source), None
-        blob = store_blob(self.store, self.key, image, self.config.crypto.segment_bytes)
+            return Decision(image.image_id, "duplicate", cluster_id, canonical, match[1], "", image.source)
         self.images.point(image.image_id, image.image_id)
-        return Decision(image.image_id, "stored", cluster_id, None, None, "", image.source), blob
+        return Decision(image.image_id, "stored", cluster_id, None, None, "", image.source)
 
-    def _rows_table(self, decided: list[SourceImage], batch, rows: list[tuple[Decision, str | None]]) -> pa.Table:
+    def _rows_table(self, decided: list[SourceImage], batch, decisions: list[Decision]) -> pa.Table:
         spec = PartitionSpec(
             store_url=self.store.url, storage_options={}, source_options={}, key=self.key,
             algo=self.config.hash.algo, size=self.config.hash.size, bits=self.config.hash.bits,
@@ -206,10 +210,10 @@ class Ingestor:
         table = _rows(spec, [i.image_id for i in decided], [i.source for i in decided],
                       [len(i.data) for i in decided], [i.digest for i in decided], batch.hashes,
                       [batch.width], [batch.height], [batch.quality])
-        decisions = [d for d, _ in rows]
         filled = {
             "cluster_id": pa.array([d.cluster_id for d in decisions], pa.int32()),
-            "blob": pa.array([blob for _, blob in rows], pa.string()),
+            "blob": pa.array([blob_body_key(d.image_id) if d.kind == "stored" else None for d in decisions],
+                             pa.string()),
             "duplicate_of": pa.array([d.duplicate_of for d in decisions], pa.string()),
             "distance": pa.array([d.distance for d in decisions], pa.int16()),
         }
@@ -224,6 +228,19 @@ class Ingestor:
         digests, sources, reclustered = self.images.catch_up()
         if reclustered or digests & plan.digests or sources & set(plan.error_decisions):
             return False
+        # Blobs are written only now, once no other process is known to have decided
+        # these images: two writers of one blob id could leave one's header on the
+        # other's body.
+        for image in plan.to_store:
+            try:
+                store_blob(self.store, self.key, image, self.config.crypto.segment_bytes)
+            except StoreError:
+                # Refused because another process committed this very image meanwhile?
+                digests, _, reclustered = self.images.catch_up()
+                if reclustered or image.digest in digests:
+                    raise _DecidedElsewhere(image.image_id) from None
+                raise
+        blobs = [image.image_id for image in plan.to_store]
         run_id = _run_id(plan)
         files: dict[str, list[str]] = {}
         if plan.rows.num_rows:
@@ -231,9 +248,9 @@ class Ingestor:
         if plan.errors:
             table = pa.Table.from_pylist([dict(e, run_id=run_id) for e in plan.errors], schema=schemas.errors_schema())
             files[schemas.ERRORS] = [self.store.write_table_part(schemas.ERRORS, run_id, 0, table)]
-        version = self.store.commit(run_id, files, plan.blobs, meta={
+        version = self.store.commit(run_id, files, blobs, meta={
             "job": "ingest", "images": plan.rows.num_rows, "errors": len(plan.errors),
-            "stored": len(plan.blobs), "duplicates": plan.rows.num_rows - len(plan.blobs)})
+            "stored": len(blobs), "duplicates": plan.rows.num_rows - len(blobs)})
         ours = all(set(keys) <= set(self.store.commit_record(version)["files"].get(table, []))
                    for table, keys in files.items())
         if not ours:

@@ -13,6 +13,7 @@ from jobs.bulk import run_bulk
 from jobs.ingest import Ingestor, stable_files
 from jobs.cli import main
 from pipeline.config import load_config
+from pipeline.crypto.blob import open_bytes
 from pipeline.crypto.keys import GroupKey, write_key_file
 from pipeline.store import Store, schemas
 from tests.jobs.bulk_sets import groups_by_name, labelled_set, write_files
@@ -111,6 +112,9 @@ def test_two_ingest_processes_at_once_decide_each_image_once(tmp_path, source, l
     assert len(counts) == len({data for data, _ in labelled.values()})
     # A racing pair of commits may both hold a digest; the first committed row is the decision.
     assert sum(counts.values()) - len(counts) <= 1
+    for blob_id in store.iter_blob_ids():
+        with store.open_blob_body(blob_id) as body:
+            open_bytes(key, blob_id, store.read_blob_header(blob_id), body.read())
     version = store.latest_version()
     assert main(["--set", "ingest.batch_size=4", "ingest", str(source), "--store", store_url,
                  "--key", str(key_file)]) == 0
