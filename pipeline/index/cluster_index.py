@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline.cluster.kmeans import ClusterStats, majority, member_stats
 from pipeline.index.kernels import as_words, dense_distances
-from pipeline.index.layout import Layout
+from pipeline.index.layout import Layout, Tail
 
 MODES = ("exact", "paper")
 
@@ -106,9 +106,7 @@ class ClusterIndex:
         self.sizes = sizes
         self._built_centres = centres.copy()
         self._added = 0
-        self._tail_fps: list[np.ndarray] = []
-        self._tail_ids: list[object] = []
-        self._tail_labels: list[int] = []
+        self._tail = Tail(nbytes)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -155,11 +153,11 @@ class ClusterIndex:
         """Sort members against the current centres; the tail is emptied."""
         self._layout = Layout(fingerprints, ids, labels, self.centres)
         self.radii = self._layout.radii.copy()
-        self._tail_fps, self._tail_ids, self._tail_labels = [], [], []
+        self._tail = Tail(self.nbytes)
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
-        return len(self._layout) + len(self._tail_ids)
+        return len(self._layout) + len(self._tail)
 
     def route(self, queries: np.ndarray) -> np.ndarray:
         """Distances from each query to every current centre.
@@ -221,7 +219,7 @@ class ClusterIndex:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         words = self._query_words(queries)
-        tail_words, tail_labels, tail_ids = self._tail_arrays()
+        tail_words, tail_labels, tail_ids = as_words(self._tail.fingerprints), self._tail.labels, self._tail.ids
         parts = []
         for start in range(0, len(words), batch):
             block = words[start:start + batch]
@@ -275,11 +273,6 @@ class ClusterIndex:
         query, row = np.nonzero((low <= t) & allowed)
         return query, row, low[query, row].astype(np.int32)
 
-    def _tail_arrays(self):
-        if not self._tail_ids:
-            return as_words(np.zeros((0, self.nbytes), np.uint8)), np.zeros(0, np.int64), np.zeros(0, object)
-        return as_words(np.stack(self._tail_fps)), np.asarray(self._tail_labels, np.int64), _id_array(self._tail_ids)
-
     # ------------------------------------------------------------------ updates
     def add(self, fingerprint: np.ndarray, id, *, centre_threshold: int) -> tuple[int, bool]:
         """Add one stored fingerprint: join the nearest class or open a new one.
@@ -317,19 +310,16 @@ class ClusterIndex:
             self.sizes[cls] += 1
             stats = ClusterStats(self._bit_counts[cls:cls + 1], self.sizes[cls:cls + 1])
             self.centres[cls] = majority(stats, self.centres[cls:cls + 1])[0]
-        self._tail_fps.append(fingerprint)
-        self._tail_ids.append(id)
-        self._tail_labels.append(cls)
+        self._tail.append(fingerprint, id, cls)
         self._added += 1
         if not opened:
             self.radii[cls] = self._measure_radius(cls)
-        if len(self._tail_ids) > max(self._TAIL_MIN, len(self._layout) * self._TAIL_FRACTION):
+        if len(self._tail) > max(self._TAIL_MIN, len(self._layout) * self._TAIL_FRACTION):
             self._relayout()
         return cls, opened
 
     def _measure_radius(self, cls: int) -> int:
-        members = [self._layout.class_members(cls)]
-        members += [f[None] for f, label in zip(self._tail_fps, self._tail_labels) if label == cls]
+        members = [self._layout.class_members(cls), self._tail.fingerprints[self._tail.labels == cls]]
         distances = dense_distances(as_words(self.centres[cls])[None, None], as_words(np.concatenate(members)))
         return int(distances.max())
 
@@ -346,11 +336,9 @@ class ClusterIndex:
     # ------------------------------------------------------------------ storage
     def members(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All members: ``(ids (n,) object, fingerprints (n, nbytes) uint8, labels (n,) int64)``."""
-        _, tail_labels, tail_ids = self._tail_arrays()
-        tail_fps = np.stack(self._tail_fps) if self._tail_fps else np.zeros((0, self.nbytes), np.uint8)
-        layout = self._layout
-        return (np.concatenate([layout.ids, tail_ids]), np.concatenate([layout.fingerprints, tail_fps]),
-                np.concatenate([layout.labels, tail_labels]))
+        layout, tail = self._layout, self._tail
+        return (np.concatenate([layout.ids, tail.ids]), np.concatenate([layout.fingerprints, tail.fingerprints]),
+                np.concatenate([layout.labels, tail.labels]))
 
     def to_cluster_columns(self) -> dict:
         """Columns of the store's ``clusters`` table (without ``version``).

@@ -102,3 +102,47 @@ class Layout:
         t : int
         """
         return scan_classes(block, self._words, query, cls, self.offsets[cls], self.offsets[cls + 1], t)
+
+
+class Tail:
+    """Members added since the layout was built: unsorted, in buffers that double as they fill.
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes per fingerprint.
+    """
+
+    def __init__(self, nbytes: int):
+        self._fingerprints = np.zeros((16, nbytes), dtype=np.uint8)
+        self._labels = np.zeros(16, dtype=np.int64)
+        self._ids = np.empty(16, dtype=object)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, fingerprint: np.ndarray, id, label: int) -> None:
+        if self._size == len(self._labels):
+            self._fingerprints = np.concatenate([self._fingerprints, np.zeros_like(self._fingerprints)])
+            self._labels = np.concatenate([self._labels, np.zeros_like(self._labels)])
+            self._ids = np.concatenate([self._ids, np.empty(len(self._ids), dtype=object)])
+        self._fingerprints[self._size] = fingerprint
+        self._labels[self._size] = label
+        self._ids[self._size] = id
+        self._size += 1
+
+    @property
+    def fingerprints(self) -> np.ndarray:
+        """(size, nbytes) uint8, in the order added."""
+        return self._fingerprints[:self._size]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(size,) int64 class of each added member."""
+        return self._labels[:self._size]
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(size,) object ids of the added members."""
+        return self._ids[:self._size]
