@@ -173,8 +173,9 @@ def scan_ranges(
     keep = lengths > 0
     query, lo, lengths = query[keep], lo[keep], lengths[keep]
     ends = np.cumsum(lengths)
+    total = int(ends[-1]) if len(ends) else 0
     # Chunk boundaries: consecutive ranges whose lengths add up to about one budget.
-    cuts = np.unique(np.concatenate([[0], np.searchsorted(ends, np.arange(budget, ends[-1] if len(ends) else 0, budget)), [len(lengths)]]))
+    cuts = np.unique(np.concatenate([[0], np.searchsorted(ends, np.arange(budget, total, budget)), [len(lengths)]]))
     found_q, found_r, found_d = [], [], []
     for a, b in zip(cuts[:-1], cuts[1:]):
         if a == b:
