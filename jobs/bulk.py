@@ -43,7 +43,7 @@ from pipeline.config import Config, as_dict
 from pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path
 from pipeline.errors import ImgdedupError
 from pipeline.store import Store
-from pipeline.store.schemas import schema_metadata
+from pipeline.store.schemas import FINGERPRINTS, schema_metadata
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,15 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
     store = Store(store_url, storage_options)
     seconds: dict[str, float] = {}
 
+    spec = PartitionSpec(
+        store_url=store_url, storage_options=dict(storage_options or {}), source_options=dict(source_options or {}),
+        key=key, algo=config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+        dihedral=config.hash.dihedral, mode=config.crypto.mode, segment_bytes=config.crypto.segment_bytes,
+        decode=dataclasses.asdict(config.decode), extensions=image_extensions(config.decode.formats),
+        ingested_at=np.datetime64(started.replace(tzinfo=None), "us"),
+    )
+    _check_store_matches(store, spec)
+
     clock = time.perf_counter()
     files = list_source(source, include=config.bulk.include, exclude=config.bulk.exclude,
                         storage_options=source_options)
@@ -127,14 +136,6 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
              unchanged_by_stat)
 
     clock = time.perf_counter()
-    spec = PartitionSpec(
-        store_url=store_url, storage_options=dict(storage_options or {}), source_options=dict(source_options or {}),
-        key=key, algo=config.hash.algo, size=config.hash.size, bits=config.hash.bits,
-        dihedral=config.hash.dihedral, mode=config.crypto.mode, segment_bytes=config.crypto.segment_bytes,
-        decode=dataclasses.asdict(config.decode), extensions=image_extensions(config.decode.formats),
-        ingested_at=np.datetime64(started.replace(tzinfo=None), "us"),
-    )
-    _check_store_matches(stored, spec)
     futures = _submit_partitions(client, files, known, spec, config, run_id)
     wait_for(futures, "fingerprint", config.bulk.progress)
     results = _gather(client, futures, config.bulk.retries)
@@ -162,11 +163,12 @@ def _new_files(files: list[SourceFile], stored: StoredRows,
     return files, {f.url: latest[f.url].image_id for f in files if f.url in latest}, skipped
 
 
-def _check_store_matches(stored: StoredRows, spec: PartitionSpec) -> None:
+def _check_store_matches(store: Store, spec: PartitionSpec) -> None:
     """Refuse to add fingerprints a store's existing ones cannot be compared with."""
-    if not stored.table.num_rows:
+    present = store.read_table(FINGERPRINTS, columns=["image_id"])
+    if not present.num_rows:
         return
-    held = schema_metadata(stored.table.schema)
+    held = schema_metadata(present.schema)
     wanted = schema_metadata(spec.schema())
     differ = [name for name in ("hash_algo", "hash_bits", "key_id", "fingerprint_mode") if held.get(name) != wanted[name]]
     if differ:

@@ -191,6 +191,8 @@ def test_a_store_made_with_other_settings_is_refused(client, labelled, tmp_path)
     write_files(str(tmp_path / "more"), {name: data for name, (data, _) in list(labelled.items())[2:4]})
     with pytest.raises(BulkError, match="hash_bits '256', this run '64'"):
         _run(client, str(tmp_path / "more"), url, "hash.algo=phash", "hash.bits=64", "dedup.threshold_t=10")
+    with pytest.raises(BulkError, match="key_id"):
+        run_bulk(str(tmp_path / "more"), url, GroupKey.generate(), load_config(overrides=SMALL), client=client)
     assert Store(url).latest_version() == 1
 
 
