@@ -180,3 +180,21 @@ def test_watch_ingests_files_as_they_arrive_until_sigterm(tmp_path, key):
         stdout, stderr = process.communicate(timeout=60)
     assert ingest_finished(process.returncode, stderr, 0), stderr.decode()[-2000:]
     assert [line.split()[0] for line in stdout.decode().splitlines()] == ["stored", "stored"]
+
+
+def test_ingest_continues_a_store_the_bulk_job_built(tmp_path, source, labelled, key, config):
+    originals = sorted(name for name in labelled if name.endswith("/original.jpg"))
+    bulk_source = tmp_path / "bulk"
+    write_files(str(bulk_source), {name: labelled[name][0] for name in originals})
+    store_url = str(tmp_path / "store")
+    run_bulk(str(bulk_source), store_url, key, config)
+    store = Store(store_url)
+    version = store.latest_version()
+    ingestor = Ingestor(store, key, config)
+    assert all(d.kind == "stored" for d in ingestor.submit_batch(sorted(bulk_source.rglob("*.jpg"))))
+    assert store.latest_version() == version  # every file is known by its digest
+    canonical = {row["source"].split("/")[-2]: row["image_id"]
+                 for row in store.read_table(schemas.FINGERPRINTS).to_pylist()}
+    for name in (n for n in labelled if n.endswith("/rot90.png")):
+        decision = ingestor.submit(str(source / name))
+        assert decision.kind == "duplicate" and decision.duplicate_of == canonical[name.split("/")[0]]
