@@ -10,14 +10,13 @@ committed decision for a digest is the one that counts.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.cluster.kmeans import assign
+from pipeline.cluster import assign
 from pipeline.config import Config
 from pipeline.crypto.fingerprint import tokens
 from pipeline.crypto.keys import GroupKey
@@ -28,8 +27,6 @@ from pipeline.index import ClusterIndex
 from pipeline.store import Store, schemas
 
 from jobs.seal import dihedral_tokens, read_source
-
-log = logging.getLogger(__name__)
 
 #: Columns of the fingerprints table an ingest process keeps in memory.
 DECISION_COLUMNS = ["image_id", "fingerprint", "cluster_id", "duplicate_of", "distance",
@@ -125,13 +122,12 @@ class DecidedImages:
         version = store.latest_version()
         if version == 0:
             return images
-        fingerprints = store.read_table(schemas.FINGERPRINTS, version)
+        fingerprints = store.read_table(schemas.FINGERPRINTS, version, columns=DECISION_COLUMNS)
         if fingerprints.num_rows:
             _check_compatible(fingerprints.schema, config, key)
-        clusters = store.read_table(schemas.CLUSTERS, version)
-        images._record_rows(fingerprints.select(DECISION_COLUMNS))
+        images._record_rows(fingerprints)
         images._record_errors(store.read_table(schemas.ERRORS, version, columns=["source", "message"]))
-        images._build_index(fingerprints.select(DECISION_COLUMNS), clusters)
+        images._build_index(fingerprints, store.read_table(schemas.CLUSTERS, version))
         images.version = version
         return images
 
