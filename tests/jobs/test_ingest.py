@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jobs.bulk import run_bulk
 from jobs.ingest import Ingestor, stable_files
@@ -198,3 +200,21 @@ def test_ingest_continues_a_store_the_bulk_job_built(tmp_path, source, labelled,
     for name in (n for n in labelled if n.endswith("/rot90.png")):
         decision = ingestor.submit(str(source / name))
         assert decision.kind == "duplicate" and decision.duplicate_of == canonical[name.split("/")[0]]
+
+
+POOL = [noise_png(20 + i, size=32) for i in range(4)] + [b"junk"]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=4), min_size=1, max_size=4))
+def test_any_submission_order_gives_one_decision_per_image(tmp_path_factory, batches):
+    store = Store(str(tmp_path_factory.mktemp("store")))
+    ingestor = Ingestor(store, GroupKey.generate(), load_config())
+    first: dict[int, object] = {}
+    for batch in batches:
+        decisions = ingestor.submit_batch([POOL[i] for i in batch], sources=[f"pool-{i}" for i in batch])
+        for i, decision in zip(batch, decisions):
+            assert first.setdefault(i, decision) == decision
+    assert set(rows_per_digest(store).values()) <= {1}
+    assert len(store.read_table(schemas.FINGERPRINTS)) == len({i for b in batches for i in b} - {len(POOL) - 1})
+    assert len(store.read_table(schemas.ERRORS)) == int(any(len(POOL) - 1 in b for b in batches))
