@@ -46,8 +46,8 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.ingest_state import DecidedImages, Decision, fingerprint_images, nearest_within, query_tokens
-from jobs.partition import PartitionSpec, _rows
-from jobs.seal import SourceImage, read_source, store_blob
+from jobs.partition import PartitionSpec, _rows, _seal_and_store
+from jobs.seal import SourceImage, read_source
 from pipeline.cluster import hamming_kmeans
 from pipeline.config import Config, load_config
 from pipeline.crypto.keys import GroupKey
@@ -69,6 +69,7 @@ class _DecidedElsewhere(Exception):
 class _Plan:
     """A micro-batch decided in memory, not yet committed."""
 
+    spec: PartitionSpec
     rows: pa.Table
     errors: list[dict]
     to_store: list[SourceImage]
@@ -182,8 +183,9 @@ class Ingestor:
             decisions[image.digest] = self._decide_one(image, plain[row], queries[row:row + 1],
                                                        int(batch.quality[row]) >= self.config.hash.min_quality)
         to_store = [image for image in decided if decisions[image.digest].kind == "stored"]
-        table = self._rows_table(decided, batch, [decisions[image.digest] for image in decided])
-        return _Plan(table, errors, to_store, set(decisions), decisions, error_decisions)
+        spec = self._spec()
+        table = self._rows_table(spec, decided, batch, [decisions[image.digest] for image in decided])
+        return _Plan(spec, table, errors, to_store, set(decisions), decisions, error_decisions)
 
     def _decide_one(self, image: SourceImage, token: np.ndarray, query: np.ndarray, searchable: bool) -> Decision:
         """The paper's upload step for one fingerprinted image: pointer, or blob to store; class update."""
@@ -200,13 +202,18 @@ class Ingestor:
         self.images.point(image.image_id, image.image_id)
         return Decision(image.image_id, "stored", cluster_id, None, None, "", image.source)
 
-    def _rows_table(self, decided: list[SourceImage], batch, decisions: list[Decision]) -> pa.Table:
-        spec = PartitionSpec(
+    def _spec(self) -> PartitionSpec:
+        """The bulk job's per-run settings, so ingest seals blobs and builds rows with the same code."""
+        return PartitionSpec(
             store_url=self.store.url, storage_options={}, source_options={}, key=self.key,
             algo=self.config.hash.algo, size=self.config.hash.size, bits=self.config.hash.bits,
             dihedral=self.config.hash.dihedral, mode=self.config.crypto.mode,
             segment_bytes=self.config.crypto.segment_bytes, decode=dataclasses.asdict(self.config.decode),
             extensions=frozenset(), ingested_at=np.datetime64("now", "us"))
+
+    @staticmethod
+    def _rows_table(spec: PartitionSpec, decided: list[SourceImage], batch, decisions: list[Decision]) -> pa.Table:
+        """The batch's fingerprints rows: the bulk job's columns plus this batch's decisions."""
         table = _rows(spec, [i.image_id for i in decided], [i.source for i in decided],
                       [len(i.data) for i in decided], [i.digest for i in decided], batch.hashes,
                       [batch.width], [batch.height], [batch.quality])
@@ -233,7 +240,7 @@ class Ingestor:
         # other's body.
         for image in plan.to_store:
             try:
-                store_blob(self.store, self.key, image, self.config.crypto.segment_bytes)
+                _seal_and_store(self.store, plan.spec, image.image_id, image.data)
             except StoreError:
                 # Refused because another process committed this very image meanwhile?
                 digests, _, reclustered = self.images.catch_up()

@@ -1,26 +1,23 @@
-"""Key-holding steps of ingest for one image at a time: ids from bytes, dihedral tokens, the sealed blob.
+"""Key-holding steps of ingest for one image at a time: read and derive ids, key dihedral forms.
 
 Client side: everything here needs the group key. The bulk job reads files on
-Dask workers and seals every blob up front (``jobs/partition.py``); ingest
-decides first and seals only the images it stores, and also takes bytes handed
-in by a service, so it reads and seals through these small functions and
-builds its rows with the bulk job's row builder.
+Dask workers and seals every blob up front (``jobs/partition.py``); ingest also
+takes bytes handed in by a service and decides before it seals, so it reads
+through :func:`read_source`, then seals blobs and builds rows with the bulk
+job's own functions.
 """
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 
-from pipeline.crypto.blob import seal_stream
 from pipeline.crypto.digest import content_digest, image_id
 from pipeline.crypto.fingerprint import tokens
 from pipeline.crypto.keys import GroupKey
-from pipeline.store import Store
 
 
 @dataclass(frozen=True)
@@ -79,10 +76,4 @@ def dihedral_tokens(key: GroupKey, dihedral: np.ndarray) -> np.ndarray:
     """Keyed tokens of each image's 8 dihedral hashes: (B, 8, nbytes) uint8 → same shape."""
     b, forms, nbytes = dihedral.shape
     return tokens(key, dihedral.reshape(b * forms, nbytes)).reshape(b, forms, nbytes)
-
-
-def store_blob(store: Store, key: GroupKey, image: SourceImage, segment_bytes: int) -> str:
-    """Seal ``image`` under ``key`` and write it as blob ``image.image_id``; returns the body key."""
-    header, body = seal_stream(key, image.image_id, io.BytesIO(image.data), segment_bytes)
-    return store.write_blob(image.image_id, header, body)
 
