@@ -2,7 +2,8 @@
 
 It runs on a Dask worker. Each file is read once, straight from its source URL
 (its bytes never reach the scheduler or the client), into memory a few files at
-a time (:data:`READ_BATCH`), so a worker holds at most that many files plus one
+a time (:data:`READ_BATCH`; two such chunks while one chunk's blobs are written
+and the next is decoded), so a worker holds at most that many files plus one
 partition's thumbnails and rows. What goes back is small: the partition's
 fingerprint rows (an Arrow table), its fingerprints in the space the job
 searches in, and its error rows.
