@@ -18,6 +18,7 @@ The Python API (:class:`Ingestor`, :class:`Decision`) is re-exported here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import time
@@ -56,22 +57,47 @@ def run(args: argparse.Namespace, config: Config) -> int:
     ingestor = Ingestor(Store(args.store or config.store.url), key, config)
     counts = {"stored": 0, "duplicate": 0, "error": 0}
     files = stable_files(args.sources, config) if args.watch else iter(_images(args.sources, config))
+    stop = _StopBetweenBatches()
     if args.watch:
-        # SIGTERM stops the watch between micro-batches like Ctrl-C does.
-        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGTERM, stop)
     try:
         for batch in _batches(files, config.ingest.batch_size):
-            for decision in ingestor.submit_batch([f.url for f in batch]):
-                counts[decision.kind] += 1
-                print(_describe(decision), flush=True)
+            with stop.deferred():
+                for decision in ingestor.submit_batch([f.url for f in batch]):
+                    counts[decision.kind] += 1
+                    print(_describe(decision), flush=True)
     except KeyboardInterrupt:
         log.info("stopped")
     log.info("ingest: %d stored, %d duplicates, %d errors", counts["stored"], counts["duplicate"], counts["error"])
     return 1 if counts["error"] else 0
 
 
-def _stop(signum, frame) -> None:
-    raise KeyboardInterrupt
+class _StopBetweenBatches:
+    """SIGTERM handler: stops the watch like Ctrl-C does, but never inside a micro-batch.
+
+    A micro-batch's decisions are committed and then printed; a stop that
+    arrives in between waits until the batch is reported, so everything
+    committed is also reported.
+    """
+
+    def __init__(self):
+        self._busy = False
+        self._requested = False
+
+    def __call__(self, signum, frame) -> None:
+        self._requested = True
+        if not self._busy:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+        if self._requested:
+            raise KeyboardInterrupt
 
 
 def _describe(decision: Decision) -> str:
