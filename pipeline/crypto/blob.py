@@ -5,8 +5,9 @@ rewrites only the header; the body is never touched after it is written.
 
 Construction
 ------------
-* A fresh random 256-bit **data key** per blob. HKDF-SHA256 splits it into a
-  segment key and a commitment key.
+* A fresh random 256-bit **data key** per blob, or, when the caller gives the
+  blob's keyed content digest, a derived one (see *Convergent sealing*).
+  HKDF-SHA256 splits it into a segment key and a commitment key.
 * The data key is **wrapped** with AES-256-GCM under the group's ``blob-wrap``
   sub-key (random 96-bit nonce; associated data: image id, sealing key id,
   wrapping key id, nonce base, segment size).
@@ -42,6 +43,23 @@ Nonces: a (data key, nonce) pair cannot repeat because each blob draws its own
 2**32 segments). Wrap nonces are random 96-bit values under the one wrapping
 key: the collision chance stays below 2**-32 up to 2**32 wraps per group key.
 
+Convergent sealing: given the plaintext's keyed content digest
+(:func:`pipeline.crypto.digest.content_digest`), the data key, the nonce base
+and the wrap nonce are HKDF-SHA256 output under the group's ``blob-derive``
+sub-key over (format version, wrapping key id, segment size, image id, content
+digest). The same group key, image id, plaintext and segment size then always
+give byte-identical header and body, so two writers racing on one blob id (two
+ingest processes, a retried task) cannot leave one's header beside the other's
+body. No (key, nonce) pair meets two different plaintexts: the data key is a
+PRF of the keyed digest (checked against the plaintext as it is sealed), so
+different plaintexts or image ids get different data keys; a derived wrap nonce
+repeats only with all of its inputs, so it encrypts the same data key under the
+same associated data, giving the same ciphertext again, which tells the store
+only that the two blobs are equal — already visible in the ``content_digest``
+column. Derived wrap nonces are PRF outputs, so they collide with each other or
+with random ones no more often than random ones do. Re-wrapping
+(:func:`rewrap_header`) draws random wrap nonces, as before.
+
 Header layout (big-endian)::
 
     magic "IMGDBLOB" (8) | version (1) | segment_bytes (4) | nonce_base (7)
@@ -65,6 +83,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from pipeline.crypto.digest import DIGEST_BYTES, content_digester
 from pipeline.crypto.keys import KEY_ID_BYTES, GroupKey
 from pipeline.errors import IntegrityError
 
@@ -128,6 +147,23 @@ def _fresh_blob_secrets() -> tuple[bytes, bytes]:
 def _fresh_wrap_nonce() -> bytes:
     """A random 96-bit nonce for wrapping a data key under the group's wrapping key."""
     return os.urandom(12)
+
+
+def _derived_blob_secrets(key: GroupKey, image_id: bytes, content_digest: bytes,
+                          segment_bytes: int) -> tuple[bytes, bytes, bytes]:
+    """A convergently sealed blob's (data key, nonce base, wrap nonce): 32, 7 and 12 bytes.
+
+    HKDF-SHA256 under the ``blob-derive`` sub-key; every input that shapes the
+    header or the body is in ``info`` (fixed widths, the image id length-prefixed).
+    """
+    if len(content_digest) != DIGEST_BYTES:
+        raise ValueError(f"a content digest is {DIGEST_BYTES} bytes, got {len(content_digest)}")
+    info = (b"imgdedup/v1/blob-derive" + bytes([FORMAT_VERSION]) + key.key_id
+            + segment_bytes.to_bytes(4, "big") + content_digest
+            + len(image_id).to_bytes(2, "big") + image_id)
+    derived = HKDF(algorithm=hashes.SHA256(), length=32 + NONCE_BASE_BYTES + 12, salt=None,
+                   info=info).derive(key.subkey("blob-derive"))
+    return derived[:32], derived[32:32 + NONCE_BASE_BYTES], derived[32 + NONCE_BASE_BYTES:]
 
 
 def _segment_nonce(nonce_base: bytes, index: int, last: bool) -> bytes:
@@ -280,8 +316,8 @@ def _segments_with_last_flag(reader: BinaryIO, size: int) -> Iterator[tuple[memo
     yield view[:filled], True
 
 
-def seal_stream(key: GroupKey, image_id: str, reader: BinaryIO,
-                segment_bytes: int) -> tuple[bytes, Iterator[bytes]]:
+def seal_stream(key: GroupKey, image_id: str, reader: BinaryIO, segment_bytes: int, *,
+                content_digest: bytes | None = None) -> tuple[bytes, Iterator[bytes]]:
     """Seal a stream of plaintext into a header and body segments.
 
     Holds about two segments in memory whatever the stream's length (one
@@ -290,7 +326,7 @@ def seal_stream(key: GroupKey, image_id: str, reader: BinaryIO,
     Parameters
     ----------
     key : GroupKey
-        The group key that wraps the fresh data key.
+        The group key that wraps the data key.
     image_id : str
         Id the blob is stored under; bound into every segment.
     reader : binary file-like
@@ -298,6 +334,11 @@ def seal_stream(key: GroupKey, image_id: str, reader: BinaryIO,
         iterator advances.
     segment_bytes : int
         Plaintext bytes per segment (``crypto.segment_bytes``).
+    content_digest : bytes, optional
+        The plaintext's keyed content digest (32 bytes, under ``key``). Given,
+        the blob is sealed convergently (see the module notes): the same key,
+        image id, plaintext and segment size always give the same header and
+        body bytes. Omitted, the data key and nonces are fresh random values.
 
     Returns
     -------
@@ -305,14 +346,28 @@ def seal_stream(key: GroupKey, image_id: str, reader: BinaryIO,
         The blob header (about 180 bytes plus the image id).
     body : iterator of bytes
         Ciphertext segments of ``segment_bytes + 16`` bytes each, the last shorter.
+
+    Raises
+    ------
+    ValueError
+        Bad image id, segment size or digest length; or, during iteration and
+        before the last segment is sealed, a ``content_digest`` that is not the
+        plaintext's (derived keys must never meet a second plaintext).
     """
-    _check_image_id(image_id)
+    image_id_bytes = _check_image_id(image_id)
     _check_segment_bytes(segment_bytes)
-    data_key, nonce_base = _fresh_blob_secrets()
+    if content_digest is None:
+        data_key, nonce_base = _fresh_blob_secrets()
+        wrap_nonce = _fresh_wrap_nonce()
+        digester = None
+    else:
+        data_key, nonce_base, wrap_nonce = _derived_blob_secrets(
+            key, image_id_bytes, content_digest, segment_bytes)
+        digester = content_digester(key)
     segment_key, commit_key = _data_subkeys(data_key)
     header = BlobHeader(
         segment_bytes=segment_bytes, nonce_base=nonce_base, seal_key_id=key.key_id,
-        wrap_key_id=key.key_id, wrap_nonce=_fresh_wrap_nonce(), wrapped_data_key=b"",
+        wrap_key_id=key.key_id, wrap_nonce=wrap_nonce, wrapped_data_key=b"",
         data_key_commitment=_data_key_commitment(commit_key, image_id, key.key_id,
                                                  nonce_base, segment_bytes),
         image_id=image_id)
@@ -322,6 +377,11 @@ def seal_stream(key: GroupKey, image_id: str, reader: BinaryIO,
     def body() -> Iterator[bytes]:
         aead = AESGCM(segment_key)
         for index, (segment, last) in enumerate(_segments_with_last_flag(reader, segment_bytes)):
+            if digester is not None:
+                digester.update(segment)
+                if last and not hmac.compare_digest(digester.digest(), content_digest):
+                    raise ValueError(f"content_digest is not the keyed digest of the plaintext "
+                                     f"sealed for {image_id!r}")
             yield aead.encrypt(_segment_nonce(nonce_base, index, last), segment,
                                _segment_aad(header, index, last))
 
@@ -384,10 +444,11 @@ def _open_body(header: BlobHeader, segment_key: bytes, body: BinaryIO) -> Iterat
         yield plaintext
 
 
-def seal_bytes(key: GroupKey, image_id: str, plaintext: bytes,
-               segment_bytes: int) -> tuple[bytes, bytes]:
+def seal_bytes(key: GroupKey, image_id: str, plaintext: bytes, segment_bytes: int, *,
+               content_digest: bytes | None = None) -> tuple[bytes, bytes]:
     """:func:`seal_stream` for data already in memory; returns (header, body)."""
-    header, body = seal_stream(key, image_id, io.BytesIO(plaintext), segment_bytes)
+    header, body = seal_stream(key, image_id, io.BytesIO(plaintext), segment_bytes,
+                               content_digest=content_digest)
     return header, b"".join(body)
 
 

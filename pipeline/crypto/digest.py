@@ -16,6 +16,11 @@ from pipeline.crypto.keys import GroupKey
 DIGEST_BYTES = 32
 
 
+def content_digester(key: GroupKey) -> hmac.HMAC:
+    """An empty :func:`content_digest` computation: ``update`` it with the bytes, then ``digest``."""
+    return hmac.new(key.subkey("content-digest"), digestmod=hashlib.sha256)
+
+
 def content_digest(key: GroupKey, reader: BinaryIO, chunk_bytes: int = 1 << 20) -> bytes:
     """HMAC-SHA256 of everything ``reader`` yields, read ``chunk_bytes`` at a time.
 
@@ -32,7 +37,7 @@ def content_digest(key: GroupKey, reader: BinaryIO, chunk_bytes: int = 1 << 20) 
     bytes
         32-byte digest.
     """
-    mac = hmac.new(key.subkey("content-digest"), digestmod=hashlib.sha256)
+    mac = content_digester(key)
     while chunk := reader.read(chunk_bytes):
         mac.update(chunk)
     return mac.digest()

@@ -38,6 +38,7 @@ KEY_FILE_ENV = "IMGDEDUP_KEY_FILE"
 # reusing one.
 PURPOSES = (
     "blob-wrap",            # wraps each blob's data key (AES-256-GCM)
+    "blob-derive",          # derives a blob's data key and nonces from its keyed content digest
     "key-commitment",       # MACs blob headers: commits a header to the group key
     "fingerprint-tokens",   # permutation and mask of similarity tokens
     "fingerprint-seal",     # AEAD of raw hashes (sealed fingerprints, sealed hash column)

@@ -9,10 +9,13 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.crypto import blob
 from pipeline.crypto.blob import (TAG_BYTES, open_bytes, open_stream, parse_header,
                                   rewrap_header, seal_bytes, seal_stream)
+from pipeline.crypto.digest import content_digest
 from pipeline.crypto.keys import GroupKey
 from pipeline.errors import IntegrityError
 
@@ -305,3 +308,110 @@ def test_bad_arguments(key):
         seal_bytes(key, "", b"x", SEGMENT)
     with pytest.raises(ValueError):
         seal_bytes(key, "img", b"x", 0)
+
+
+def _convergent(key, image_id, plaintext, segment_bytes=SEGMENT):
+    return seal_bytes(key, image_id, plaintext, segment_bytes,
+                      content_digest=content_digest(key, io.BytesIO(plaintext)))
+
+
+def _data_key(key, image_id, header):
+    return blob._unseal_header(key, image_id, header)[1]
+
+
+def test_convergent_seals_of_the_same_image_are_byte_identical(key):
+    plaintext = os.urandom(3 * SEGMENT + 5)
+    header, body = _convergent(key, "img-c", plaintext)
+    assert (header, body) == _convergent(key, "img-c", plaintext)
+    streamed_header, streamed_body = seal_stream(
+        key, "img-c", io.BytesIO(plaintext), SEGMENT, content_digest=content_digest(key, io.BytesIO(plaintext)))
+    assert (streamed_header, b"".join(streamed_body)) == (header, body)
+    assert open_bytes(key, "img-c", header, body) == plaintext
+
+
+def test_convergent_seals_of_different_content_or_ids_use_different_data_keys(key, other_key):
+    plaintext, edited = b"image bytes" * 20, b"image bytez" * 20
+    seals = {
+        ("img-c", plaintext, key): _convergent(key, "img-c", plaintext),
+        ("img-c", edited, key): _convergent(key, "img-c", edited),
+        ("img-d", plaintext, key): _convergent(key, "img-d", plaintext),
+        ("img-c", plaintext, other_key): _convergent(other_key, "img-c", plaintext),
+    }
+    data_keys = {_data_key(k, image_id, header) for (image_id, _, k), (header, _) in seals.items()}
+    assert len(data_keys) == len(seals)
+    for (image_id, data, k), (header, body) in seals.items():
+        assert open_bytes(k, image_id, header, body) == data
+    # Another segment size is another blob layout: another data key too.
+    assert _data_key(key, "img-c", _convergent(key, "img-c", plaintext, SEGMENT + 1)[0]) not in data_keys
+
+
+def test_racing_writers_header_and_body_mix_opens_only_when_convergent(key):
+    plaintext = os.urandom(2 * SEGMENT + 3)
+    header_a, body_a = _convergent(key, "img-r", plaintext)
+    header_b, body_b = _convergent(key, "img-r", plaintext)
+    assert open_bytes(key, "img-r", header_a, body_b) == plaintext
+    assert open_bytes(key, "img-r", header_b, body_a) == plaintext
+    # Random seals of the same image are what a race used to leave behind: unreadable.
+    random_a, random_b = seal_bytes(key, "img-r", plaintext, SEGMENT), seal_bytes(key, "img-r", plaintext, SEGMENT)
+    _assert_refused(key, "img-r", random_a[0], random_b[1], plaintext)
+
+
+def test_convergent_seal_refuses_a_digest_of_other_bytes(key):
+    plaintext = os.urandom(3 * SEGMENT)
+    wrong = content_digest(key, io.BytesIO(plaintext[:-1]))
+    header, body = seal_stream(key, "img-w", io.BytesIO(plaintext), SEGMENT, content_digest=wrong)
+    sealed = []
+    with pytest.raises(ValueError, match="content_digest"):
+        for segment in body:
+            sealed.append(segment)
+    assert len(sealed) == 2  # the last segment is never sealed under the misused keys
+    with pytest.raises(ValueError, match="content digest"):
+        seal_bytes(key, "img-w", plaintext, SEGMENT, content_digest=wrong[:16])
+    # A digest under another group key is not this key's digest of the bytes either.
+    with pytest.raises(ValueError, match="content_digest"):
+        seal_bytes(key, "img-w", plaintext, SEGMENT,
+                   content_digest=content_digest(GroupKey.generate(), io.BytesIO(plaintext)))
+
+
+def test_rewrapping_a_convergent_header_draws_a_random_wrap_nonce(key, other_key):
+    plaintext = os.urandom(SEGMENT)
+    header, body = _convergent(key, "img-k", plaintext)
+    first, second = rewrap_header(header, "img-k", key, other_key), rewrap_header(header, "img-k", key, other_key)
+    assert parse_header(first, "img-k").wrap_nonce != parse_header(second, "img-k").wrap_nonce
+    assert open_bytes(other_key, "img-k", first, body) == plaintext
+    assert open_bytes(other_key, "img-k", second, body) == plaintext
+
+
+class _InputRecordingAESGCM:
+    """The real AESGCM, recording what each (key, nonce) pair encrypted in ``inputs``."""
+
+    inputs: dict[tuple[bytes, bytes], set[tuple[bytes, bytes]]] = {}
+
+    def __init__(self, key):
+        self._aead, self._key = _REAL_AESGCM(key), key
+
+    def encrypt(self, nonce, data, associated_data):
+        self.inputs.setdefault((self._key, nonce), set()).add((bytes(data), associated_data))
+        return self._aead.encrypt(nonce, data, associated_data)
+
+    def decrypt(self, *args):
+        return self._aead.decrypt(*args)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["img-1", "img-2", "img-3"]),
+                          st.binary(max_size=3 * SEGMENT // 2), st.booleans()), min_size=1, max_size=12))
+def test_no_key_nonce_pair_encrypts_two_different_inputs(key, other_key, seals):
+    # Convergent and random seals mixed, repeated and re-wrapped: a (key, nonce)
+    # pair may recur only on the very same plaintext and associated data.
+    recorder = type("Recorder", (_InputRecordingAESGCM,), {"inputs": {}})
+    original, blob.AESGCM = blob.AESGCM, recorder
+    try:
+        for image_id, plaintext, convergent in seals:
+            header, body = _convergent(key, image_id, plaintext) if convergent else seal_bytes(
+                key, image_id, plaintext, SEGMENT)
+            rewrap_header(header, image_id, key, other_key)
+            assert open_bytes(key, image_id, header, body) == plaintext
+    finally:
+        blob.AESGCM = original
+    assert all(len(inputs) == 1 for inputs in recorder.inputs.values())
