@@ -240,7 +240,7 @@ class Ingestor:
         # other's body.
         for image in plan.to_store:
             try:
-                _seal_and_store(self.store, plan.spec, image.image_id, image.data)
+                _seal_and_store(self.store, plan.spec, image.image_id, image.data, image.digest)
             except StoreError:
                 # Refused because another process committed this very image meanwhile?
                 digests, _, reclustered = self.images.catch_up()

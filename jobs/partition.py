@@ -194,7 +194,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
                 file, data, digest, new_id = batch[position]
                 first_copy = digest not in stored_digests
                 if first_copy:  # a byte-for-byte copy earlier in this partition already stored these bytes
-                    writes.append(writers.submit(_seal_and_store, store, spec, new_id, data))
+                    writes.append(writers.submit(_seal_and_store, store, spec, new_id, data, digest))
                     stored_digests.add(digest)
                 written.append(first_copy)
                 ids.append(new_id)
@@ -229,8 +229,10 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
                            skipped, unchanged, bytes_read, seconds)
 
 
-def _seal_and_store(store: Store, spec: PartitionSpec, blob_id: str, data: bytes) -> None:
-    header, body = seal_stream(spec.key, blob_id, io.BytesIO(data), spec.segment_bytes)
+def _seal_and_store(store: Store, spec: PartitionSpec, blob_id: str, data: bytes, digest: bytes) -> None:
+    # Sealed convergently (from the keyed content digest): writers racing on one blob id,
+    # a retried task or two ingest processes, write the same bytes, so any mix of theirs opens.
+    header, body = seal_stream(spec.key, blob_id, io.BytesIO(data), spec.segment_bytes, content_digest=digest)
     store.write_blob(blob_id, header, body)
 
 
