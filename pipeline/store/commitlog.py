@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from fsspec import AbstractFileSystem
 
@@ -63,16 +63,28 @@ class CommitLog:
         """``{run_id: version}`` for every committed run."""
         return {record["run_id"]: record["version"] for record in self.records_up_to()}
 
+    def live_blob_ids(self, version: int | None = None) -> set[str]:
+        """Blob ids listed by records ``1..version`` minus those released by them (latest when None)."""
+        records = self.records_up_to(version)
+        return _listed(records) - _released(records)
+
+    def released_blob_ids(self) -> set[str]:
+        """Blob ids some record released: gone for good, never listed or written again."""
+        return _released(self.records_up_to())
+
     def referenced_keys(self) -> set[str]:
-        """Every key the log refers to: its records, their files, blob bodies and headers."""
+        """Every key the log refers to: its records, their files, the live blobs' bodies and headers.
+
+        A released blob is not referenced even though older records list it.
+        """
         referenced = set()
         for record in self.records_up_to():
             referenced.add(keys.commit_key(record["version"]))
             for table_keys in record["files"].values():
                 referenced.update(table_keys)
-            for blob_id in record["blobs"]:
-                referenced.add(keys.blob_body_key(blob_id))
-                referenced.add(keys.blob_header_key(blob_id))
+        for blob_id in self.live_blob_ids():
+            referenced.add(keys.blob_body_key(blob_id))
+            referenced.add(keys.blob_header_key(blob_id))
         return referenced
 
     def append(
@@ -82,13 +94,16 @@ class CommitLog:
         blobs: list[str],
         replace: list[str],
         meta: Mapping[str, object],
+        release: Sequence[str] = (),
     ) -> int:
         """Commit ``run_id`` at the next free version, or return the version it already has.
 
         Arguments are trusted (checked by the caller). Each attempt lists the
         log once. A lost race re-reads the log and tries the next version; a
         version lost to a record that the listing then does not show raises
-        StoreError instead of retrying forever.
+        StoreError instead of retrying forever. Listing a blob that a record
+        read by then released raises StoreError (checked on every attempt, so a
+        release that wins the race is seen).
         """
         lost = 0  # the last version this call lost to another writer
         while True:
@@ -96,6 +111,10 @@ class CommitLog:
             if run_id in runs:
                 return runs[run_id]
             version = max(self._records, default=0)
+            revived = sorted(set(blobs) & _released(self._records.values()))
+            if revived:
+                raise StoreError(revived[0], f"blob released by an earlier commit; released blobs are gone "
+                                 f"for good ({len(revived)} such)")
             if version < lost:
                 raise StoreError(keys.commit_key(lost), "record exists but is not listed by the store")
             record = {
@@ -108,6 +127,8 @@ class CommitLog:
                 "replace": list(replace),
                 "meta": dict(meta),
             }
+            if release:  # absent from records that release nothing (and from those written before releases)
+                record["release"] = list(release)
             data = json.dumps(record, sort_keys=True).encode()
             self._step("commit.begin")
             key = keys.commit_key(version + 1)
@@ -147,6 +168,16 @@ class CommitLog:
                 keys.check_blob_id(blob_id)
             for table in record["replace"]:
                 keys.check_table(table)
+            for blob_id in record.get("release", []):
+                keys.check_blob_id(blob_id)
         except (KeyError, TypeError, AttributeError) as exc:
             raise StoreError(key, f"malformed commit record: {exc!r}") from None
         return record
+
+
+def _listed(records: Iterable[dict]) -> set[str]:
+    return {blob_id for record in records for blob_id in record["blobs"]}
+
+
+def _released(records: Iterable[dict]) -> set[str]:
+    return {blob_id for record in records for blob_id in record.get("release", [])}

@@ -101,6 +101,7 @@ class Store:
         The blob stays invisible to readers until a commit lists ``blob_id``.
         Writing a blob id that a commit already lists is refused: committed
         bodies are immutable (only :meth:`replace_blob_header` changes a blob).
+        So is writing one a commit released (see :meth:`commit`): it is gone for good.
 
         Parameters
         ----------
@@ -121,6 +122,8 @@ class Store:
         body_key = keys.blob_body_key(blob_id)
         header_key = keys.blob_header_key(blob_id)
         body_path = self._path(body_key)
+        if blob_id in self._log.released_blob_ids():
+            raise StoreError(blob_id, "blob released by a commit; released blobs are gone for good")
         if self.fs.exists(body_path) and blob_id in self._committed_blob_ids():
             raise StoreError(blob_id, "blob already committed; its body is immutable")
         self._step("blob.body.begin")
@@ -171,9 +174,10 @@ class Store:
         Parameters
         ----------
         committed_only : bool
-            True (default): ids listed by commit records up to the latest
-            version. False: every id whose body and header are both present,
-            including blobs of runs not (yet) committed.
+            True (default): the live ids at the latest version, those listed
+            by commit records and not released by any. False: every id whose
+            body and header are both present, including blobs of runs not
+            (yet) committed and released blobs gc has not removed yet.
         """
         if committed_only:
             yield from sorted(self._committed_blob_ids())
@@ -313,6 +317,7 @@ class Store:
         meta: Mapping[str, object] | None = None,
         *,
         replace: Iterable[str] = (),
+        release_blobs: Iterable[str] = (),
     ) -> int:
         """Publish a run's files and blobs with one commit record; return its version.
 
@@ -333,6 +338,12 @@ class Store:
             Tables whose earlier parts this commit supersedes (a re-clustering
             replaces ``clusters``; re-keyed tokens replace ``fingerprints``).
             Older versions still read the old parts.
+        release_blobs : iterable of str
+            Committed blob ids this commit un-lists: from this version on they
+            are not live, and :meth:`gc` removes them (once older than its
+            grace period), even though older versions still list them. A
+            release is final: a later commit listing the id, or a write of
+            it, is refused. Releasing an id no commit lists is refused.
 
         Returns
         -------
@@ -343,7 +354,8 @@ class Store:
         ------
         StoreError
             An unsafe key, a file or blob that is not in the store, meta that is
-            not JSON, or a commit log that is not contiguous.
+            not JSON, a commit log that is not contiguous, a listed blob that
+            is released (here or earlier), or a released one no commit lists.
         """
         keys.check_run_id(run_id)
         file_lists = {
@@ -351,6 +363,7 @@ class Store:
         }
         blob_ids = sorted({keys.check_blob_id(b) for b in blobs})
         replaced = sorted({keys.check_table(t) for t in replace})
+        released = sorted({keys.check_blob_id(b) for b in release_blobs})
         try:
             meta_json = json.loads(json.dumps(dict(meta or {})))
         except (TypeError, ValueError) as exc:
@@ -360,7 +373,20 @@ class Store:
         if existing is not None:
             return existing
         self._check_present(file_lists, blob_ids)
-        return self._log.append(run_id, file_lists, blob_ids, replaced, meta_json)
+        self._check_releasable(released, blob_ids)
+        return self._log.append(run_id, file_lists, blob_ids, replaced, meta_json, released)
+
+    def _check_releasable(self, released: list[str], blob_ids: list[str]) -> None:
+        """Refuse to release a blob the same commit lists, or one no commit lists."""
+        if not released:
+            return
+        both = sorted(set(released) & set(blob_ids))
+        if both:
+            raise StoreError(both[0], "a commit cannot both list and release a blob")
+        listed = {blob_id for record in self._log.records_up_to() for blob_id in record["blobs"]}
+        unknown = [blob_id for blob_id in released if blob_id not in listed]
+        if unknown:
+            raise StoreError(unknown[0], "cannot release a blob no commit lists")
 
     def _check_present(self, file_lists: Mapping[str, list[str]], blob_ids: list[str]) -> None:
         """Refuse to commit a reference to a file or blob that is not in the store."""
@@ -391,8 +417,12 @@ class Store:
         keys.check_run_id(run_id)
         return run_id in self.committed_runs()
 
+    def released_blob_ids(self) -> set[str]:
+        """Blob ids a commit released (see :meth:`commit`); gc removes them or has removed them."""
+        return self._log.released_blob_ids()
+
     def _committed_blob_ids(self) -> set[str]:
-        return {blob_id for record in self._log.records_up_to() for blob_id in record["blobs"]}
+        return self._log.live_blob_ids()
 
     # -- garbage collection --------------------------------------------------
 
