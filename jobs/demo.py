@@ -6,8 +6,8 @@ recoloured, turned, mirrored and cropped copies, with a ``truth.csv`` naming the
 original each file came from. The demo then runs ``imgdedup bulk`` on it (a
 local Dask cluster, a demo group key and a store, all under the output folder),
 prints the run's summary and the duplicate groups the store now holds, with
-precision and recall against the truth, and says where the run's report tables
-are and which command makes the HTML report.
+precision and recall against the truth, writes the run's HTML report (with
+thumbnails decrypted by the demo key) and says where it is.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from PIL import Image, ImageEnhance
 
 from jobs.bulk import run_bulk
 from jobs.bulk_report import print_summary
+from jobs.report import write_report
 from pipeline.config import Config
 from pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
 from pipeline.store import Store
@@ -192,6 +193,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         f"{variant} {found}/{total}" for variant, (found, total) in variant_recall(pairs, names, by_file).items()))
     print(f"store: {store_url} (demo group key: {key_file}); "
           f"report tables of this run: {store_url}/reports/{summary.run_id}/")
-    print(f"HTML report: imgdedup report --store {store_url} --run {summary.run_id} --key {key_file} "
-          f"--out {out_dir / 'report'}")
+    report_dir = out_dir / "report"
+    write_report(Store(store_url), report_dir, config, run_id=summary.run_id, key=key)
+    print(f"report: {report_dir / 'report.html'} (open it in a browser; tables beside it), made by: "
+          f"imgdedup report --store {store_url} --run {summary.run_id} --key {key_file} --out {report_dir}")
     return 1 if summary.errors else 0
