@@ -7,7 +7,10 @@ previous one), the ``errors`` rows, and the ``reports`` metrics under
 ``dedup.pointer_blob_grace_days`` grace period recorded in the commit meta,
 those of near-duplicate pointers (so a wrong merge can be undone); a
 byte-for-byte copy's blob is never listed (nothing to undo: its canonical holds
-the same bytes), and gc removes it.
+the same bytes), and gc removes it. Each run's commit also releases the pointer
+blobs of earlier bulk runs whose grace period has passed and that are still
+pointers (an unmerged image is canonical again and keeps its blob); gc then
+removes them.
 """
 from __future__ import annotations
 
@@ -95,6 +98,37 @@ def _clusters_table(outcome: DedupOutcome, spec: PartitionSpec, version: int) ->
     }, schema=schema)
 
 
+def expired_pointer_blobs(store: Store, now: dt.datetime) -> list[str]:
+    """Pointer blobs of earlier bulk runs kept until ``now`` or before, live, and still pointers.
+
+    Parameters
+    ----------
+    store : Store
+    now : datetime
+        Aware; a run's ``pointer_blobs`` expire when its ``pointer_blobs_kept_until`` <= ``now``.
+
+    Returns
+    -------
+    list of str
+        Sorted blob ids to release: listed in the latest ``fingerprints`` only
+        by pointer rows (an image unmerged since is canonical and keeps its blob).
+    """
+    candidates = set()
+    for version in range(1, store.latest_version() + 1):
+        meta = store.commit_record(version)["meta"]
+        until = meta.get("pointer_blobs_kept_until")
+        if until is not None and dt.datetime.fromisoformat(until) <= now:
+            candidates.update(meta.get("pointer_blobs", []))
+    candidates &= set(store.iter_blob_ids())
+    if not candidates:
+        return []
+    rows = store.read_table(FINGERPRINTS, columns=["image_id", "duplicate_of"]).to_pydict()
+    pointers, canonicals = set(), set()
+    for image_id, duplicate_of in zip(rows["image_id"], rows["duplicate_of"]):
+        (canonicals if duplicate_of is None else pointers).add(image_id)
+    return sorted(candidates & (pointers - canonicals))
+
+
 def commit_run(store: Store, run_id: str, source: str, results: list[PartitionResult], outcome: DedupOutcome,
                spec: PartitionSpec, config: Config, config_digest: str,
                seconds: dict[str, float], unchanged_by_stat: int) -> BulkSummary:
@@ -159,7 +193,11 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
         "pointer_blobs": sorted(ids[kept_pointers]),
         "pointer_blobs_kept_until": (clock + dt.timedelta(days=grace)).isoformat(timespec="seconds"),
     }
-    version = store.commit(run_id, {t: keys for t, keys in files.items() if keys}, blobs, meta, replace=replace)
+    # Computed last, from the latest fingerprints, so an unmerge committed during the run is seen.
+    released = expired_pointer_blobs(store, clock)
+    meta["released_pointer_blobs"] = len(released)
+    version = store.commit(run_id, {t: keys for t, keys in files.items() if keys}, blobs, meta, replace=replace,
+                           release_blobs=released)
     return BulkSummary(run_id, version, metrics, errors)
 
 

@@ -316,7 +316,7 @@ def unmerge(store: Store, group_id: str, image_id: str) -> int:
     for _ in range(UNMERGE_ATTEMPTS):
         version = store.latest_version()
         table = unmerged_table(store.read_table(schemas.FINGERPRINTS, version), group_id, image_id)
-        if not store.blob_exists(image_id):
+        if not store.blob_exists(image_id) or image_id in store.released_blob_ids():
             raise MergeError(image_id, "its blob is no longer kept (the grace period for undoing merges, "
                              "dedup.pointer_blob_grace_days, has passed); add the file again instead")
         part = store.write_table_part(schemas.FINGERPRINTS, run_id, 0, table)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -10,10 +11,14 @@ from PIL import Image
 
 from jobs.bulk import BulkError, run_bulk
 from jobs.bulk_report import print_summary
+from jobs.cli import main as cli_main
+from jobs.report import unmerge
 from pipeline.config import load_config
 from pipeline.crypto.blob import open_stream
-from pipeline.crypto.keys import GroupKey
+from pipeline.crypto.keys import GroupKey, write_key_file
+from pipeline.errors import MergeError
 from pipeline.store import Store
+from pipeline.store.keys import blob_body_key, blob_header_key
 from tests.jobs.bulk_sets import encode, groups_by_name, labelled_set, pair_precision_recall, write_files
 from tests.store.conftest import BUCKET, s3_options  # noqa: F401  (the loopback S3 server fixture)
 
@@ -211,3 +216,38 @@ def test_empty_source_commits_an_empty_run(client, tmp_path):
     summary = _run(client, str(tmp_path / "src"), _memory_url())
     assert summary["images"] == 0 and summary.version == 1
 
+
+
+def test_expired_pointer_blobs_are_released_and_gc_removes_only_them(client, labelled, tmp_path):
+    files = {name: data for name, (data, _) in labelled.items()}
+    source, url = str(tmp_path / "src"), _memory_url()
+    write_files(source, files)
+    _run(client, source, url, "dedup.pointer_blob_grace_days=0")
+    store = Store(url)
+    rows = store.read_table("fingerprints").to_pylist()
+    canonicals = {r["image_id"] for r in rows if r["duplicate_of"] is None}
+    kept = set(store.commit_record(store.latest_version())["meta"]["pointer_blobs"])
+    assert len(kept) >= 2
+    unmerged = min(kept)
+    unmerge(store, next(r["duplicate_of"] for r in rows if r["image_id"] == unmerged), unmerged)
+
+    second = _run(client, source, url, "dedup.pointer_blob_grace_days=0")
+    record = store.commit_record(second.version)
+    assert record["release"] == sorted(kept - {unmerged})
+    assert set(store.iter_blob_ids()) == canonicals | {unmerged}
+    removed = store.gc(grace_seconds=0, now=time.time() + 10)
+    assert set(removed) == {k for i in kept - {unmerged} for k in (blob_body_key(i), blob_header_key(i))}
+    assert all(store.blob_exists(i) for i in canonicals | {unmerged})
+
+    # A pointer's get still gives its canonical's bytes; undoing its merge is refused now.
+    pointer = next(r for r in rows if r["image_id"] in kept - {unmerged})
+    key_file = write_key_file(tmp_path / "group.key", KEY)
+    out = tmp_path / "got.img"
+    assert cli_main(["get", pointer["image_id"], "--out", str(out), "--store", url, "--key", str(key_file)]) == 0
+    canonical = next(r for r in rows if r["image_id"] == pointer["duplicate_of"])
+    assert out.read_bytes() == files[canonical["source"].rsplit("/src/", 1)[1]]
+    with pytest.raises(MergeError, match="no longer kept"):
+        unmerge(store, pointer["duplicate_of"], pointer["image_id"])
+    # A third run has nothing left to release.
+    third = _run(client, source, url, "dedup.pointer_blob_grace_days=0")
+    assert "release" not in store.commit_record(third.version)
