@@ -27,7 +27,7 @@ from pipeline.config import Config
 from pipeline.crypto.fingerprint import open_hashes
 from pipeline.crypto.keys import GroupKey
 from pipeline.dedup import PointerPlan, choose_canonicals, exact_duplicate_pairs, plan_pointers
-from pipeline.index.join import connected_components, near_duplicate_pairs
+from pipeline.index.join import connected_components, near_duplicate_components
 from pipeline.store import Store
 from pipeline.store.schemas import CLUSTERS, FINGERPRINTS
 
@@ -126,8 +126,6 @@ class DedupOutcome:
         Class centres in the search space.
     sizes, radii : ndarray of int64, shape (k,)
         Canonical images per class, and their largest distance to the centre.
-    nearest : ndarray of int32, shape (m,)
-        Distances of the near-duplicate pairs found (for the report's histogram).
     """
 
     cluster_id: np.ndarray
@@ -137,7 +135,6 @@ class DedupOutcome:
     centres: np.ndarray
     sizes: np.ndarray
     radii: np.ndarray
-    nearest: np.ndarray
 
 
 def auto_clusters(n: int) -> int:
@@ -199,15 +196,18 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
     quality = np.concatenate([table.column("quality").fill_null(100).to_numpy(),
                               *[r.rows.column("quality").to_numpy() for r in results]]).astype(np.int64)
     eligible = np.flatnonzero(quality >= config.hash.min_quality)
-    pairs, distances = near_duplicate_pairs(everything[eligible], labels[eligible], centres, radii,
-                                            config.dedup.threshold_t,
-                                            None if forms is None else forms[eligible])
-    pairs = eligible[pairs]
+    near_groups = eligible[near_duplicate_components(everything[eligible], labels[eligible], centres, radii,
+                                                     config.dedup.threshold_t,
+                                                     None if forms is None else forms[eligible])]
+    # Linking each image to its near-duplicate group's first image keeps those
+    # groups' components; the exact copies then join them.
+    grouped = near_groups != eligible
+    near_links = np.stack([eligible[grouped], near_groups[grouped]], axis=1)
     digests = np.concatenate([_digests(table), *[r.digests for r in results]])
     # Rows written before digests were recorded carry none and take no part in exact matching.
     with_digest = np.flatnonzero(digests.any(axis=1))
     exact_pairs = with_digest[exact_duplicate_pairs(digests[with_digest])]
-    groups = connected_components(len(everything), np.concatenate([pairs, exact_pairs]))
+    groups = connected_components(len(everything), np.concatenate([near_links, exact_pairs]))
     pixels = np.concatenate([(table.column("width").fill_null(0).to_numpy().astype(np.int64)
                               * table.column("height").fill_null(0).to_numpy()),
                              *[r.rows.column("width").to_numpy().astype(np.int64) * r.rows.column("height").to_numpy()
@@ -227,13 +227,13 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
     points = np.flatnonzero(pointer_of >= 0)
     exact[points] = (digests[len(old) + points] == digests[pointer_of[points]]).all(axis=1)
     seconds["dedup"] = time.perf_counter() - clock
-    log.info("dedup: %d near-duplicate pairs within %d bits, %d exact copies, %d pointers among %d new images",
-             len(pairs), config.dedup.threshold_t, len(exact_pairs), len(points), len(new))
+    log.info("dedup: %d images joined to a near duplicate within %d bits, %d exact copies, %d pointers among %d "
+             "new images", len(near_links), config.dedup.threshold_t, len(exact_pairs), len(points), len(new))
     return DedupOutcome(
         cluster_id=labels[new_rows].astype(np.int32),
         duplicate_of=[ids[c] if c >= 0 else None for c in pointer_of],
         distance=plan.distance[new_rows], exact=exact, centres=centres, sizes=sizes,
-        radii=canonical_radii, nearest=distances,
+        radii=canonical_radii,
     )
 
 

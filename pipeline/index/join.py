@@ -5,7 +5,11 @@ each fingerprint is searched, in exact mode, against the classes the triangle
 inequality cannot rule out (its own class and any neighbour whose radius reaches
 within ``t``), so the pairs equal those of an all-pairs scan.
 :func:`connected_components` then merges pairs into duplicate groups with a
-vectorised union-find.
+vectorised union-find. :func:`near_duplicate_components` gives the same
+groups without keeping the pairs: rows equal in every form are searched once,
+and each batch's pairs are merged into the union-find as they are found, after
+dropping those whose ends are already in one group (with big duplicate groups
+almost all of them), so neither the whole pair list nor its sort is ever built.
 """
 from __future__ import annotations
 
@@ -77,6 +81,58 @@ def near_duplicate_pairs(
     return np.stack([first[unique], second[unique]], axis=1), d[unique].astype(np.int32)
 
 
+def near_duplicate_components(
+    fingerprints: np.ndarray,
+    labels: np.ndarray,
+    centres: np.ndarray,
+    radii: np.ndarray,
+    t: int,
+    dihedral: np.ndarray | None = None,
+    *,
+    batch: int = 1024,
+) -> np.ndarray:
+    """Duplicate groups of the pair graph of :func:`near_duplicate_pairs`, without listing its pairs.
+
+    Parameters are those of :func:`near_duplicate_pairs`.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        What ``connected_components(n, near_duplicate_pairs(...)[0])`` returns:
+        each fingerprint's group label, the smallest index of its group.
+
+    Raises
+    ------
+    ValueError
+        A class's members lie farther from its centre than its given radius.
+    """
+    fingerprints = np.asarray(fingerprints, dtype=np.uint8)
+    n = len(fingerprints)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    queries = fingerprints[:, None, :] if dihedral is None else np.asarray(dihedral, dtype=np.uint8)
+    # Rows equal in the plain form and every query form lie at distance 0 and have
+    # the same pairs with everyone else: one node stands for all of them.
+    rows = np.concatenate([fingerprints, queries.reshape(n, -1)], axis=1)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    nodes = first[order]  # each node's first row, ascending
+    node_of_unique = np.empty(len(order), dtype=np.int64)
+    node_of_unique[order] = np.arange(len(order))
+    node_of_row = node_of_unique[inverse.reshape(-1)]
+    index = ClusterIndex.build(fingerprints[nodes], np.arange(len(nodes)), centres, np.asarray(labels)[nodes])
+    radii = np.asarray(radii)
+    if radii.shape != index.radii.shape or (index.radii > radii).any():
+        raise ValueError("a class has members beyond its given radius")
+    node_queries = queries[nodes]
+    parent = np.arange(len(nodes), dtype=np.int64)
+    for start in range(0, len(nodes), batch):
+        i, j, _ = index.search_flat(node_queries[start:start + batch], t, batch=batch)
+        _merge(parent, i + start, j.astype(np.int64))
+    # Nodes are in row order, so a group's smallest node is its smallest row.
+    return nodes[parent[node_of_row]]
+
+
 def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
     """Duplicate groups: the connected components of the pair graph (union-find).
 
@@ -95,18 +151,30 @@ def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
     """
     parent = np.arange(n, dtype=np.int64)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    a, b = pairs[:, 0], pairs[:, 1]
+    _merge(parent, pairs[:, 0], pairs[:, 1])
+    return parent
+
+
+def _merge(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Join the groups of ``a[e]`` and ``b[e]`` for every edge ``e``, in place.
+
+    ``parent`` (int64, shape (n,)) must hold each item's root, the smallest item
+    of its group, and does again on return.
+    """
     while True:
         root_a, root_b = parent[a], parent[b]
-        low, high = np.minimum(root_a, root_b), np.maximum(root_a, root_b)
-        linked = low != high
+        linked = root_a != root_b
         if not linked.any():
-            return parent
+            return
+        # Edges inside one group change nothing; dropping them first keeps the
+        # later rounds (and the scatter below) to the edges that still merge.
+        a, b, root_a, root_b = a[linked], b[linked], root_a[linked], root_b[linked]
+        low, high = np.minimum(root_a, root_b), np.maximum(root_a, root_b)
         # Hook each root onto the smallest root it touches, then compress paths
         # fully, so parent[x] is again x's root and never above x.
-        np.minimum.at(parent, high[linked], low[linked])
+        np.minimum.at(parent, high, low)
         while True:
             grandparent = parent[parent]
             if np.array_equal(grandparent, parent):
                 break
-            parent = grandparent
+            parent[:] = grandparent

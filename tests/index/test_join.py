@@ -1,4 +1,5 @@
-"""Near-duplicate join equals an all-pairs scan; union-find groups equal graph components."""
+"""Near-duplicate join equals an all-pairs scan; union-find groups equal graph components; the streamed
+components equal the components of the join's pairs."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
 from pipeline.hashing.bits import dihedral_hamming, hamming
-from pipeline.index import ClusterIndex, connected_components, near_duplicate_pairs
+from pipeline.index import ClusterIndex, connected_components, near_duplicate_components, near_duplicate_pairs
 from tests.index.data import NBYTES, fingerprint_set, flip_bits, nearest_labels
 
 
@@ -58,6 +59,38 @@ def test_identical_fingerprints_form_one_group():
     groups = connected_components(40, pairs)
     assert set(np.flatnonzero(groups == 2)) == {2, 5, 17, 33}
     assert np.array_equal(np.delete(groups, [2, 5, 17, 33]), np.delete(np.arange(40), [2, 5, 17, 33]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 200), k=st.integers(1, 4), t=st.integers(0, 80),
+       clustered=st.booleans(), dihedral=st.booleans(), batch=st.sampled_from([1, 7, 64, 1024]))
+def test_streamed_components_equal_components_of_all_pairs(seed, n, k, t, clustered, dihedral, batch):
+    # Few seeds make big groups; copied rows make identical fingerprints, some
+    # with the same dihedral forms and some (same plain hash) with other forms,
+    # one of which lies near another row.
+    rng = np.random.default_rng(seed)
+    fingerprints, centres = fingerprint_set(rng, n, k, clustered)
+    forms = rng.integers(0, 256, (n, 8, NBYTES), dtype=np.uint8)
+    forms[:, 3] = flip_bits(fingerprints[rng.permutation(n)], 0.05, rng)
+    if n:
+        copies, sources = rng.integers(0, n, (2, n // 3))
+        fingerprints[copies] = fingerprints[sources]
+        forms[copies[::2]] = forms[sources[::2]]
+    forms[:, 0] = fingerprints
+    forms = forms if dihedral else None
+    labels = nearest_labels(fingerprints, centres)
+    radii = radii_of(fingerprints, centres, labels)
+    pairs, _ = near_duplicate_pairs(fingerprints, labels, centres, radii, t, dihedral=forms)
+    groups = near_duplicate_components(fingerprints, labels, centres, radii, t, dihedral=forms, batch=batch)
+    assert np.array_equal(groups, connected_components(n, pairs))
+
+
+def test_streamed_components_refuse_a_radius_below_the_members():
+    rng = np.random.default_rng(2)
+    fingerprints, centres = fingerprint_set(rng, 20, 2, clustered=False)
+    labels = nearest_labels(fingerprints, centres)
+    with pytest.raises(ValueError):
+        near_duplicate_components(fingerprints, labels, centres, radii_of(fingerprints, centres, labels) - 1, 8)
 
 
 def test_radius_below_the_members_is_refused():
