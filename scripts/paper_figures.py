@@ -36,9 +36,7 @@ last line is one JSON object {algorithm: {best_accuracy, t_at_best, recall_at_pr
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,13 +47,13 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import numpy as np  # noqa: E402
 
 import paper_table2  # noqa: E402 - the sibling script, importable when run as scripts/paper_figures.py
+from paper_fig8 import variant_set  # noqa: E402 - the labelled set, loaded (and built) as Fig. 8 does
 from pipeline.config import load_config  # noqa: E402
 from pipeline.hashing.algorithms import get_algorithm  # noqa: E402
 from pipeline.hashing.bits import dihedral_hamming, hamming  # noqa: E402
 from pipeline.hashing.fingerprint import fingerprint_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 #: Algorithm -> (label, dihedral matching).
 ALGORITHMS = {"lbph": ("LBPH, imgdedup (256 bits, dihedral)", True),
               "lbph-paper": ("LBPH, paper's recipe (64 bits)", False),
@@ -63,17 +61,6 @@ ALGORITHMS = {"lbph": ("LBPH, imgdedup (256 bits, dihedral)", True),
               "phash": ("pHash = CSPD (64 bits)", False)}
 #: Thresholds, as a share of the hash length.
 SHARES = np.round(np.arange(0.0, 0.5001, 0.0078125), 6)
-
-
-def load_set(folder: Path) -> tuple[list[Path], np.ndarray]:
-    """Files and their original's group id, from ``truth.csv``; built first when missing."""
-    truth = folder / "truth.csv"
-    if not truth.exists():
-        subprocess.run([sys.executable, str(SHARED / "bench" / "transforms.py"), str(SHARED / "data" / "dev"),
-                        str(folder)], check=True)
-    with truth.open() as f:
-        rows = list(csv.DictReader(f))
-    return [folder / r["file"] for r in rows], np.array([r["group"] for r in rows])
 
 
 def distances(name: str, dihedral: bool, files: list[Path]) -> np.ndarray:
@@ -123,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "figures")
     ap.add_argument("--skip-table2", action="store_true", help="do not print Table 2")
     a = ap.parse_args(argv)
-    files, groups = load_set(a.set)
+    files, groups = variant_set(a.set)
     n = len(files) - len(set(groups))
     order = np.random.default_rng(0).permutation(len(files))
     print(f"# {len(files)} files, {len(set(groups))} originals, n = {n} duplicates; upload order: seed 0")
