@@ -40,7 +40,7 @@ from jobs.dask_runtime import dask_client, wait_for
 from jobs.partition import PartitionResult, PartitionSpec, fingerprint_partition
 from jobs.source import SourceFile, image_extensions, list_source
 from pipeline.config import Config, as_dict
-from pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path
+from pipeline.crypto.keys import GroupKey, load_group_key
 from pipeline.errors import ImgdedupError
 from pipeline.store import Store
 from pipeline.store.schemas import FINGERPRINTS, schema_metadata
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    key = load_key_file(args.key or resolve_key_path(config.crypto.key_file))
+    key = load_group_key(args.key, config.crypto.key_file)
     summary = run_bulk(args.source, args.store or config.store.url, key, config,
                        scheduler=args.scheduler if args.scheduler is not None else config.dask.scheduler)
     print_summary(summary)

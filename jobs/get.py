@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.crypto.blob import open_stream
-from pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path
+from pipeline.crypto.keys import GroupKey, load_group_key
 from pipeline.store import Store
 
 from jobs.ingest_state import DecidedImages, lookup_like
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    key = load_key_file(args.key or resolve_key_path(config.crypto.key_file))
+    key = load_group_key(args.key, config.crypto.key_file)
     store = Store(args.store or config.store.url)
     images = DecidedImages.load(store, key, config)
     if args.like is not None:

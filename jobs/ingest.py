@@ -29,7 +29,7 @@ import fsspec
 from jobs.ingestor import Decision, Ingestor
 from jobs.source import SIGNATURE_BYTES, SourceError, SourceFile, image_extensions, list_source, looks_like_image
 from pipeline.config import Config
-from pipeline.crypto.keys import load_key_file, resolve_key_path
+from pipeline.crypto.keys import load_group_key
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    key = load_key_file(args.key or resolve_key_path(config.crypto.key_file))
+    key = load_group_key(args.key, config.crypto.key_file)
     ingestor = Ingestor(Store(args.store or config.store.url), key, config)
     counts = {"stored": 0, "duplicate": 0, "error": 0}
     files = stable_files(args.sources, config) if args.watch else iter(_images(args.sources, config))

@@ -119,6 +119,11 @@ def resolve_key_path(configured: str, environ: Mapping[str, str] = os.environ) -
     return Path(environ.get(KEY_FILE_ENV) or configured).expanduser()
 
 
+def load_group_key(path: str | Path | None, configured: str) -> GroupKey:
+    """The group key of a command: from ``path`` when given (its ``--key``), else from :func:`resolve_key_path`."""
+    return load_key_file(path or resolve_key_path(configured))
+
+
 def write_key_file(path: str | Path, key: GroupKey, *, overwrite: bool = False) -> Path:
     """Write ``key`` to ``path`` with mode 0600.
 
