@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.cluster.kmeans import ClusterStats, majority, member_stats
-from pipeline.index.kernels import as_words, dense_distances
+from pipeline.index.kernels import as_words, dense_distances, word_columns
 from pipeline.index.layout import Layout, Tail
 
 MODES = ("exact", "paper")
@@ -172,10 +172,10 @@ class ClusterIndex:
         ndarray of int32, shape (m, k)
             Hamming distance in bits, smallest over the query's forms.
         """
-        return dense_distances(self._query_words(queries), as_words(self.centres)).astype(np.int32)
+        return dense_distances(self._query_words(queries), word_columns(as_words(self.centres))).astype(np.int32)
 
     def search(self, queries: np.ndarray, t: int, *, mode: str = "exact", centre_threshold: int | None = None,
-               batch: int = 1024) -> list[Matches]:
+               batch: int = 1024, threads: int = 1) -> list[Matches]:
         """Every stored fingerprint within Hamming distance ``t`` of each query.
 
         Parameters
@@ -194,17 +194,20 @@ class ClusterIndex:
             (with every form).
         batch : int
             Queries processed together (bounds the temporaries).
+        threads : int
+            Threads the scans of each batch are shared among.
 
         Returns
         -------
         list of Matches, one per query, sorted by distance.
         """
-        query, ids, distance = self.search_flat(queries, t, mode=mode, centre_threshold=centre_threshold, batch=batch)
+        query, ids, distance = self.search_flat(queries, t, mode=mode, centre_threshold=centre_threshold, batch=batch,
+                                                 threads=threads)
         bounds = np.searchsorted(query, np.arange(len(queries) + 1))
         return [Matches(ids[a:b], distance[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def search_flat(self, queries: np.ndarray, t: int, *, mode: str = "exact", centre_threshold: int | None = None,
-                    batch: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    batch: int = 1024, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`search` as three flat arrays, for callers that handle many queries.
 
         Returns
@@ -224,10 +227,10 @@ class ClusterIndex:
         for start in range(0, len(words), batch):
             block = words[start:start + batch]
             if mode == "exact":
-                query_index, row_index, distance = self._layout.scan_exact(block, t)
+                query_index, row_index, distance = self._layout.scan_exact(block, t, threads)
                 tail_hit = self._scan_tail(block, tail_words, t, np.ones((len(block), len(tail_labels)), bool))
             else:
-                query_index, row_index, distance, nearest = self._scan_nearest(block, t, centre_threshold)
+                query_index, row_index, distance, nearest = self._scan_nearest(block, t, centre_threshold, threads)
                 same_class = (nearest[:, :, None] == tail_labels[None, None, :]).any(axis=1)
                 tail_hit = self._scan_tail(block, tail_words, t, same_class)
             query_index = np.concatenate([query_index, tail_hit[0]])
@@ -249,19 +252,20 @@ class ClusterIndex:
             raise ValueError(f"expected (m, {self.nbytes}) or (m, F, {self.nbytes}) queries, got {queries.shape}")
         return as_words(queries)
 
-    def _scan_nearest(self, block: np.ndarray, t: int, centre_threshold: int | None):
+    def _scan_nearest(self, block: np.ndarray, t: int, centre_threshold: int | None, threads: int):
         if len(self.centres) == 0:
             empty = np.zeros(0, np.int64)
             return empty, empty, np.zeros(0, np.int32), np.full(block.shape[:2], -1)
         m, forms, words = block.shape
-        per_form = dense_distances(block.reshape(m * forms, 1, words), as_words(self.centres)).reshape(m, forms, -1)
+        centres = word_columns(as_words(self.centres))
+        per_form = dense_distances(block.reshape(m * forms, 1, words), centres).reshape(m, forms, -1)
         nearest = per_form.argmin(axis=2)
         if centre_threshold is not None:
             within = np.take_along_axis(per_form, nearest[..., None], axis=2)[..., 0] <= centre_threshold
             nearest = np.where(within, nearest, -1)
         pairs = np.unique(np.stack([np.repeat(np.arange(m), forms), nearest.ravel()], axis=1), axis=0)
         query, cls = pairs[(pairs[:, 1] >= 0) & (pairs[:, 1] < self._layout.n_classes)].T
-        found = self._layout.scan_whole_classes(block, query, cls, t)
+        found = self._layout.scan_whole_classes(block, query, cls, t, threads)
         return (*found, nearest)
 
     @staticmethod
@@ -269,7 +273,7 @@ class ClusterIndex:
         if len(tail_words) == 0:
             empty = np.zeros(0, np.int64)
             return empty, empty, np.zeros(0, np.int32)
-        low = dense_distances(block, tail_words)
+        low = dense_distances(block, word_columns(tail_words))
         query, row = np.nonzero((low <= t) & allowed)
         return query, row, low[query, row].astype(np.int32)
 
@@ -320,7 +324,7 @@ class ClusterIndex:
 
     def _measure_radius(self, cls: int) -> int:
         members = [self._layout.class_members(cls), self._tail.fingerprints[self._tail.labels == cls]]
-        distances = dense_distances(as_words(self.centres[cls])[None, None], as_words(np.concatenate(members)))
+        distances = dense_distances(as_words(self.centres[cls])[None, None], word_columns(as_words(np.concatenate(members))))
         return int(distances.max())
 
     def _relayout(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.index.kernels import as_words, dense_distances, scan_classes
+from pipeline.index.kernels import as_words, dense_distances, scan_ranges, word_columns
 
 
 class Layout:
@@ -45,7 +45,8 @@ class Layout:
         self._stride = fingerprints.shape[1] * 8 + 1
         key = labels * self._stride + distance
         order = np.argsort(key, kind="stable")
-        self._words = words[order]
+        self._columns = word_columns(words[order])
+        self._centre_columns = word_columns(self._centre_words)
         self._keys = key[order]
         self.fingerprints = fingerprints[order]
         self.ids = ids[order]
@@ -67,7 +68,7 @@ class Layout:
             return self.fingerprints[:0]
         return self.fingerprints[self.offsets[cls]:self.offsets[cls + 1]]
 
-    def scan_exact(self, block: np.ndarray, t: int):
+    def scan_exact(self, block: np.ndarray, t: int, threads: int = 1):
         """Every (query, row, distance) within ``t``, skipping what the triangle inequality rules out.
 
         Parameters
@@ -75,13 +76,15 @@ class Layout:
         block : ndarray of uint64, shape (m, F, w)
             Queries as words, F forms each.
         t : int
+        threads : int
+            Threads the row scans are shared among.
 
         Returns
         -------
         query, row : ndarray of int64, shape (R,)
         distance : ndarray of int32, shape (R,)
         """
-        low, high = (d.astype(np.int64) for d in dense_distances(block, self._centre_words, high=True))
+        low, high = (d.astype(np.int64) for d in dense_distances(block, self._centre_columns, high=True))
         sizes = np.diff(self.offsets)
         query, cls = np.nonzero((low - self.radii[None, :] <= t) & (sizes > 0)[None, :])
         # d(q, m) >= |d(q, c) - d(m, c)|: only members whose distance to the centre is
@@ -89,9 +92,9 @@ class Layout:
         base = cls * self._stride
         lo = np.searchsorted(self._keys, base + np.maximum(low[query, cls] - t, 0), side="left")
         hi = np.searchsorted(self._keys, base + np.minimum(high[query, cls] + t, self._stride - 1), side="right")
-        return scan_classes(block, self._words, query, cls, lo, hi, t)
+        return scan_ranges(block, self._columns, query, lo, hi, t, threads=threads)
 
-    def scan_whole_classes(self, block: np.ndarray, query: np.ndarray, cls: np.ndarray, t: int):
+    def scan_whole_classes(self, block: np.ndarray, query: np.ndarray, cls: np.ndarray, t: int, threads: int = 1):
         """Every (query, row, distance) within ``t`` among all members of the given classes.
 
         Parameters
@@ -100,8 +103,9 @@ class Layout:
         query, cls : ndarray of int64, shape (P,)
             Each query's classes to scan (laid-out classes only).
         t : int
+        threads : int
         """
-        return scan_classes(block, self._words, query, cls, self.offsets[cls], self.offsets[cls + 1], t)
+        return scan_ranges(block, self._columns, query, self.offsets[cls], self.offsets[cls + 1], t, threads=threads)
 
 
 class Tail:

@@ -1,41 +1,63 @@
-"""Word kernels: padding, popcounts up to the full width, dense and gathered scans agree."""
+"""Compiled word kernels: any width, forms, ranges, threads and many matches agree with byte-wise distances."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.hashing.bits import hamming
-from pipeline.index.kernels import as_words, dense_distances, row_popcount, scan_classes
+from pipeline.index.kernels import as_words, dense_distances, scan_ranges, word_columns
 
 
-@pytest.mark.parametrize("nbytes", [8, 12, 16, 32])
-def test_word_distances_equal_byte_distances_for_any_width(nbytes):
+def _columns(rows: np.ndarray) -> np.ndarray:
+    return word_columns(as_words(rows))
+
+
+@pytest.mark.parametrize("nbytes", [8, 12, 16, 32, 40, 64])
+def test_smallest_and_largest_over_forms_equal_byte_distances_for_any_width(nbytes):
     rng = np.random.default_rng(nbytes)
-    a = rng.integers(0, 256, (5, nbytes), dtype=np.uint8)
-    b = rng.integers(0, 256, (7, nbytes), dtype=np.uint8)
-    b[0] = ~a[0]  # every bit differs
-    assert np.array_equal(dense_distances(as_words(a)[:, None], as_words(b)), hamming(a, b))
-    assert np.array_equal(row_popcount(as_words(a) ^ as_words(b[:5])), np.diagonal(hamming(a, b[:5])))
+    queries = rng.integers(0, 256, (5, 3, nbytes), dtype=np.uint8)
+    rows = rng.integers(0, 256, (2500, nbytes), dtype=np.uint8)  # more rows than one block
+    rows[0] = ~queries[0, 0]
+    rows[1] = queries[1, 2]
+    per_form = np.stack([hamming(queries[:, f], rows) for f in range(3)], axis=1)
+    low, high = dense_distances(as_words(queries), _columns(rows), high=True)
+    assert np.array_equal(low, per_form.min(axis=1))
+    assert np.array_equal(high, per_form.max(axis=1))
+    assert low[1, 1] == 0
 
 
 def test_full_width_distance_does_not_wrap():
-    row = np.random.default_rng(0).integers(0, 256, (1, 32), dtype=np.uint8)
-    assert row_popcount(as_words(row) ^ as_words(~row))[0] == 256
+    row = np.random.default_rng(0).integers(0, 256, (1, 64), dtype=np.uint8)
+    assert dense_distances(as_words(row)[:, None], _columns(~row))[0, 0] == 512
 
 
-def test_dense_blocks_and_gathered_ranges_find_the_same_pairs():
-    rng = np.random.default_rng(1)
-    rows = rng.integers(0, 256, (300, 32), dtype=np.uint8)
-    queries = np.concatenate([rows[:20] ^ (rng.random((20, 32)) < 0.05).astype(np.uint8), rows[20:40]])
-    # Class 0 (rows 0-99) is visited by all 40 queries (dense block); class 1
-    # (rows 100-299) by 3 queries with sub-ranges (gathered pairs).
-    query = np.concatenate([np.arange(40), [0, 5, 21]])
-    cls = np.concatenate([np.zeros(40, int), [1, 1, 1]])
-    lo = np.concatenate([np.zeros(40, int), [100, 150, 120]])
-    hi = np.concatenate([np.full(40, 100), [300, 160, 300]])
-    found_q, found_r, found_d = scan_classes(as_words(queries)[:, None], as_words(rows), query, cls, lo, hi, 110)
-    full = hamming(queries, rows)
-    expected = {(q, r) for q, a, b in zip(query, lo, hi) for r in range(a, b) if full[q, r] <= 110}
-    assert set(zip(found_q.tolist(), found_r.tolist())) == expected
-    assert len(found_q) == len(expected)
-    assert np.array_equal(found_d, full[found_q, found_r])
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), t=st.integers(0, 140), threads=st.integers(1, 3),
+       nbytes=st.sampled_from([8, 32]))
+def test_range_scan_returns_exactly_the_pairs_within_t(seed, t, threads, nbytes):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 256, (1500, nbytes), dtype=np.uint8)
+    queries = rng.integers(0, 256, (6, 2, nbytes), dtype=np.uint8)
+    queries[0, 1] = rows[700] ^ (rng.random(nbytes) < 0.05).astype(np.uint8)
+    query = rng.integers(0, 6, 9)
+    lo = rng.integers(0, 1500, 9)
+    hi = np.minimum(lo + rng.integers(0, 1400, 9), 1500)
+    hi[0] = lo[0]  # an empty range
+    found_q, found_r, found_d = scan_ranges(as_words(queries), _columns(rows), query, lo, hi, t, threads=threads)
+    distance = np.stack([hamming(queries[:, f], rows) for f in range(2)]).min(axis=0)
+    expected = sorted((q, r) for q, a, b in zip(query, lo, hi) for r in range(a, b) if distance[q, r] <= t)
+    assert sorted(zip(found_q.tolist(), found_r.tolist())) == expected
+    assert np.array_equal(found_d, distance[found_q, found_r])
+
+
+def test_range_scan_keeps_every_match_when_they_outgrow_the_buffers():
+    rows = np.zeros((40_000, 32), dtype=np.uint8)  # every row is a match
+    queries = np.zeros((2, 1, 32), dtype=np.uint8)
+    query, lo, hi = np.array([0, 1, 0]), np.array([0, 0, 39_990]), np.array([40_000, 40_000, 40_000])
+    found_q, found_r, found_d = scan_ranges(as_words(queries), _columns(rows), query, lo, hi, 0)
+    assert len(found_q) == 80_010
+    assert np.array_equal(np.bincount(found_q), [40_010, 40_000])
+    assert np.array_equal(np.sort(found_r[found_q == 1]), np.arange(40_000))
+    assert not found_d.any()
