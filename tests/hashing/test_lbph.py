@@ -133,6 +133,17 @@ def test_dihedral_kernel_equals_hashing_each_turned_thumbnail(params):
         np.testing.assert_array_equal(forms[:, slot], lbph_batch(np.ascontiguousarray(turned), params))
 
 
+@pytest.mark.parametrize("params", [DEFAULT, PAPER], ids=["default", "paper"])
+def test_a_batch_larger_than_a_kernel_chunk_equals_hashing_each_thumbnail_alone(params):
+    # the kernel runs a large batch a few images at a time; where it cuts must not show
+    thumbs = np.random.default_rng(7).uniform(0, 255, (37, params.size, params.size)).astype(np.float32)
+    alone_plain = np.concatenate([lbph_batch(t[None], params) for t in thumbs])
+    alone_forms = np.concatenate([lbph_dihedral_batch(t[None], params) for t in thumbs])
+    np.testing.assert_array_equal(lbph_batch(thumbs, params), alone_plain)
+    np.testing.assert_array_equal(lbph_dihedral_batch(thumbs, params), alone_forms)
+    assert lbph_dihedral_batch(thumbs[:0], params).shape == (0, 8, params.bits // 8)
+
+
 def _structured_thumbnails(size: int) -> np.ndarray:
     """Flat, gradient, mirror-symmetric and rotation-symmetric planes: exact ties among DCT terms."""
     x = np.linspace(0, 255, size)
