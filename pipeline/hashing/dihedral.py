@@ -23,6 +23,7 @@ variants of a DCT hash come from the one low-frequency block already computed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -67,6 +68,26 @@ def _dct_ops(k: int, dtype) -> tuple[_Op, _Op]:
     return (lambda a: a * sign[:, None]), (lambda a: a * sign)
 
 
+@lru_cache(maxsize=16)
+def _dct_signs(k: int) -> np.ndarray:
+    """``(8, k, k)`` ±1: slot ``s`` of a block is ``signs[s] * F`` (even slots) or ``signs[s] * F.T`` (odd).
+
+    Each slot's transform is a transpose or none, and sign flips; composed once
+    here, it is applied in one multiplication, which leaves every value as exact
+    as the flips one at a time (a product with ±1 rounds nothing).
+    """
+    ones = np.ones((k, k))
+    signs = np.stack([_transform(ones, slot, *_dct_ops(k, ones.dtype)) for slot in range(8)])
+    signs.setflags(write=False)
+    return signs
+
+
+def _turned(coeffs: np.ndarray, slot: int, out: np.ndarray) -> None:
+    """Write DCT block(s) ``coeffs`` ``(..., k, k)`` turned as ``slot`` says into ``out``."""
+    k = coeffs.shape[-1]
+    np.multiply(np.swapaxes(coeffs, -1, -2) if slot % 2 else coeffs, _dct_signs(k)[slot], out=out)
+
+
 def dct_stack(coeffs: np.ndarray) -> np.ndarray:
     """DCT blocks of the 8 dihedral forms of a plane, from the plane's own block.
 
@@ -81,7 +102,10 @@ def dct_stack(coeffs: np.ndarray) -> np.ndarray:
         Slot ``s`` holds the corner of the DCT of the plane transformed as slot ``s``
         says — exactly, up to floating-point rounding.
     """
-    return np.stack(_variants(coeffs, *_dct_ops(coeffs.shape[-1], coeffs.dtype)), axis=1)
+    out = np.empty((coeffs.shape[0], 8) + coeffs.shape[1:], dtype=coeffs.dtype)
+    for slot in range(8):
+        _turned(coeffs, slot, out[:, slot])
+    return out
 
 
 def dct_turn_each(coeffs: np.ndarray) -> np.ndarray:
@@ -99,5 +123,7 @@ def dct_turn_each(coeffs: np.ndarray) -> np.ndarray:
     ndarray, shape (B, 8, k, k)
         ``out[:, s]`` is the DCT corner of the plane of ``coeffs[:, s]`` transformed as slot ``s`` says.
     """
-    ops = _dct_ops(coeffs.shape[-1], coeffs.dtype)
-    return np.stack([_transform(coeffs[:, slot], slot, *ops) for slot in range(8)], axis=1)
+    out = np.empty_like(coeffs)
+    for slot in range(8):
+        _turned(coeffs[:, slot], slot, out[:, slot])
+    return out

@@ -67,25 +67,55 @@ def ring_bits(planes: np.ndarray, radius: float = 1.0, points: int = 8) -> np.nd
         raise ValueError(f"need 1 <= points <= 16 and radius > 0, got P={points}, R={radius}")
     b, h, w = planes.shape
     pad = int(np.ceil(radius)) + 1
-    padded = np.pad(planes, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
-    angles = 2 * np.pi * np.arange(points) / points
-    # Offsets within 1e-9 of an integer are snapped so axis points read one pixel.
-    dx = np.round(radius * np.cos(angles), 9)
-    dy = np.round(-radius * np.sin(angles), 9)
+    padded = _edge_padded(planes, pad)
     codes = np.zeros((b, h, w), dtype=np.uint16)
+    value, term = np.empty((b, h, w)), np.empty((b, h, w))
+    at_least, bit = np.empty((b, h, w), dtype=bool), np.empty((b, h, w), dtype=np.uint16)
 
     def window(oy: int, ox: int) -> np.ndarray:
         return padded[:, pad + oy:pad + oy + h, pad + ox:pad + ox + w]
 
+    for p, terms in enumerate(_ring_terms(float(radius), points)):
+        # Σ weight · window, left to right; a point on an axis reads one pixel with weight 1
+        (weight, oy, ox), *rest = terms
+        np.multiply(window(oy, ox), weight, out=value)
+        for weight, oy, ox in rest:
+            value += np.multiply(window(oy, ox), weight, out=term)
+        value -= planes
+        np.greater_equal(value, -_EQUAL_TOLERANCE, out=at_least)
+        np.copyto(bit, at_least)
+        bit <<= p
+        codes |= bit
+    return codes
+
+
+@lru_cache(maxsize=16)
+def _ring_terms(radius: float, points: int) -> tuple[tuple[tuple[float, int, int], ...], ...]:
+    """Bilinear terms ``(weight, dy, dx)`` of each ring point (eq. 2), terms of zero weight left out."""
+    angles = 2 * np.pi * np.arange(points) / points
+    # Offsets within 1e-9 of an integer are snapped so axis points read one pixel.
+    dx = np.round(radius * np.cos(angles), 9)
+    dy = np.round(-radius * np.sin(angles), 9)
+    rings = []
     for p in range(points):
         x0, y0 = int(np.floor(dx[p])), int(np.floor(dy[p]))
         fx, fy = dx[p] - x0, dy[p] - y0
-        # bilinear interpolation; terms of zero weight (points on the axes) are skipped
-        terms = [(w, oy, ox) for w, oy, ox in (((1 - fy) * (1 - fx), y0, x0), ((1 - fy) * fx, y0, x0 + 1),
-                                                (fy * (1 - fx), y0 + 1, x0), (fy * fx, y0 + 1, x0 + 1)) if w > 0]
-        value = sum(w * window(oy, ox) for w, oy, ox in terms)
-        codes |= ((value - planes) >= -_EQUAL_TOLERANCE).astype(np.uint16) << p
-    return codes
+        corners = (((1 - fy) * (1 - fx), y0, x0), ((1 - fy) * fx, y0, x0 + 1),
+                   (fy * (1 - fx), y0 + 1, x0), (fy * fx, y0 + 1, x0 + 1))
+        rings.append(tuple((float(weight), oy, ox) for weight, oy, ox in corners if weight > 0))
+    return tuple(rings)
+
+
+def _edge_padded(planes: np.ndarray, pad: int) -> np.ndarray:
+    """``planes`` with ``pad`` pixels of replicated border on each side (``np.pad``'s ``edge``, faster)."""
+    b, h, w = planes.shape
+    out = np.empty((b, h + 2 * pad, w + 2 * pad), dtype=planes.dtype)
+    out[:, pad:pad + h, pad:pad + w] = planes
+    out[:, :pad, pad:pad + w] = planes[:, :1]
+    out[:, pad + h:, pad:pad + w] = planes[:, -1:]
+    out[:, :, :pad] = out[:, :, pad:pad + 1]
+    out[:, :, pad + w:] = out[:, :, pad + w - 1:pad + w]
+    return out
 
 
 @lru_cache(maxsize=16)

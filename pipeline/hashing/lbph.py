@@ -234,7 +234,7 @@ def _relabelled_blocks(codes: np.ndarray, params: LbphParams, k: int) -> np.ndar
     """DCT corners of the code plane relabelled for each dihedral form, ``(B, 8, k, k)``, unturned."""
     # (8, 2**P): default code of a ring -> method code of the same ring in form s
     table = method_table(params.method, params.points)[dihedral_code_tables(params.points)]
-    return dct2_lowfreq(np.moveaxis(table[:, codes], 0, 1), k)
+    return dct2_lowfreq(np.moveaxis(np.take(table, codes, axis=1), 0, 1), k)
 
 
 def _hashes_in_chunks(thumbs: np.ndarray, params: LbphParams, dihedral: bool) -> np.ndarray:
