@@ -199,16 +199,23 @@ class ClusterIndex:
 
         Returns
         -------
-        list of Matches, one per query, sorted by distance.
+        list of Matches, one per query, sorted by distance (ties in storage order).
         """
         query, ids, distance = self.search_flat(queries, t, mode=mode, centre_threshold=centre_threshold, batch=batch,
                                                  threads=threads)
+        order = np.argsort(query * (int(t) + 1) + distance, kind="stable")
+        query, ids, distance = query[order], ids[order], distance[order]
         bounds = np.searchsorted(query, np.arange(len(queries) + 1))
         return [Matches(ids[a:b], distance[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def search_flat(self, queries: np.ndarray, t: int, *, mode: str = "exact", centre_threshold: int | None = None,
                     batch: int = 1024, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`search` as three flat arrays, for callers that handle many queries.
+
+        The same matches, grouped by query but not sorted by distance: each
+        query's come in storage order (class, distance to its centre, then the
+        members added since the layout), which spares a sort callers such as the
+        near-duplicate join do not need.
 
         Returns
         -------
@@ -217,7 +224,7 @@ class ClusterIndex:
         ids : ndarray, shape (R,)
             Id of the matched stored fingerprint.
         distances : ndarray of int32, shape (R,)
-            Ascending within each query.
+            Hamming distance in bits.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -233,14 +240,19 @@ class ClusterIndex:
                 query_index, row_index, distance, nearest = self._scan_nearest(block, t, centre_threshold, threads)
                 same_class = (nearest[:, :, None] == tail_labels[None, None, :]).any(axis=1)
                 tail_hit = self._scan_tail(block, tail_words, t, same_class)
-            query_index = np.concatenate([query_index, tail_hit[0]])
-            row_index = np.concatenate([row_index, tail_hit[1] + len(self._layout)])
-            distance = np.concatenate([distance, tail_hit[2]])
-            query_index, ids, distance = _sorted_matches(len(block), query_index, row_index, distance,
-                                                         self._layout.ids, tail_ids)
-            parts.append((query_index + start, ids, distance))
+            if len(tail_hit[0]):
+                # Group the tail's matches with their query's, after the layout's.
+                query_index = np.concatenate([query_index, tail_hit[0]])
+                order = np.argsort(query_index, kind="stable")
+                query_index = query_index[order]
+                row_index = np.concatenate([row_index, tail_hit[1] + len(self._layout)])[order]
+                distance = np.concatenate([distance, tail_hit[2]])[order]
+            parts.append((query_index + start if start else query_index,
+                          _ids_of(row_index, self._layout.ids, tail_ids), distance))
         if not parts:
             return np.zeros(0, np.int64), self._layout.ids[:0], np.zeros(0, np.int32)
+        if len(parts) == 1:
+            return parts[0]
         query, ids, distance = (np.concatenate(part) for part in zip(*parts))
         return query, ids, distance
 
@@ -395,22 +407,13 @@ def _id_array(values) -> np.ndarray:
     return out
 
 
-def _sorted_matches(m: int, query: np.ndarray, row: np.ndarray, distance: np.ndarray,
-                    laid_out_ids: np.ndarray, tail_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query, ids, distance) triples ordered by query, then distance, then row."""
-    n = len(laid_out_ids)
-    rows = n + len(tail_ids)
-    if m * 65536 * max(rows, 1) < 2**62:
-        # One unique integer key (query, distance, row) sorts several times faster than a lexsort.
-        order = np.argsort((query * 65536 + distance) * rows + row)
-    else:
-        order = np.lexsort((row, distance, query))
-    query, row, distance = query[order], row[order], distance[order].astype(np.int32)
+def _ids_of(row: np.ndarray, laid_out_ids: np.ndarray, tail_ids: np.ndarray) -> np.ndarray:
+    """Ids of rows numbered through the layout, then the tail."""
     if len(tail_ids) == 0:
-        ids = laid_out_ids[row]
-    else:
-        ids = np.empty(len(row), dtype=object)
-        in_tail = row >= n
-        ids[~in_tail] = laid_out_ids[row[~in_tail]]
-        ids[in_tail] = tail_ids[row[in_tail] - n]
-    return query, ids, distance
+        return laid_out_ids[row]
+    n = len(laid_out_ids)
+    ids = np.empty(len(row), dtype=object)
+    in_tail = row >= n
+    ids[~in_tail] = laid_out_ids[row[~in_tail]]
+    ids[in_tail] = tail_ids[row[in_tail] - n]
+    return ids

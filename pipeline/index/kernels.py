@@ -26,6 +26,8 @@ from numba.extending import intrinsic
 LANES = 4
 #: Rows compared per block: the block's per-row distances stay in L1 cache.
 _BLOCK = 1024
+#: Most matches the first output buffers of a scan hold (more take further calls).
+_FIRST_BUFFER = 1 << 22
 _FAR = np.uint16(0xFFFF)
 
 
@@ -134,12 +136,18 @@ def _scan(queries, columns, query, lo, hi, t, p, start, found_q, found_r, found_
                 return count, p, start
             stop = min(hi[p], start + _BLOCK)
             _block_distances(columns, start, stop, forms, low, high, acc)
+            nearest = _FAR
             for i in range(stop - start):
-                if low[i] <= t:
-                    found_q[count] = query[p]
-                    found_r[count] = start + i
-                    found_d[count] = low[i]
-                    count += 1
+                nearest = min(nearest, low[i])
+            if nearest > t:  # most blocks of a scan far from its query
+                start = stop
+                continue
+            for i in range(stop - start):
+                # Written always, kept by advancing: no branch to mispredict.
+                found_q[count] = query[p]
+                found_r[count] = start + i
+                found_d[count] = low[i]
+                count += low[i] <= t
             start = stop
         p += 1
         if p < len(query):
@@ -148,17 +156,82 @@ def _scan(queries, columns, query, lo, hi, t, p, start, found_q, found_r, found_
 
 
 def _scan_all(queries, columns, query, lo, hi, t):
-    """:func:`_scan` over all ranges, into buffers that double while the matches keep coming."""
+    """:func:`_scan` over all ranges.
+
+    The first buffers hold as many matches as the ranges have rows (up to
+    ``_FIRST_BUFFER``): pages never written are never committed, so one call
+    usually suffices.
+    """
+    if len(query) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)
     parts = []
-    p, start, size = 0, (int(lo[0]) if len(lo) else 0), 4 * _BLOCK
+    p, start = 0, int(lo[0])
+    size = min(int(np.maximum(hi - lo, 0).sum()), _FIRST_BUFFER) + _BLOCK
     while p < len(query):
         buffers = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int32)
         count, p, start = _scan(queries, columns, query, lo, hi, t, p, start, *buffers)
         parts.append(tuple(buffer[:count] for buffer in buffers))
-        size *= 2
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)
-    return tuple(np.concatenate(part) for part in zip(*parts))
+    return tuple(np.concatenate(part) for part in zip(*parts)) if len(parts) > 1 else parts[0]
+
+
+@njit(nogil=True, cache=True)
+def _candidate_ranges(queries, centre_columns, radii, keys, offsets, stride, t, query, lo, hi):
+    """Fill ``query``/``lo``/``hi`` (room for every query and class) and return how many ranges."""
+    k = centre_columns.shape[1]
+    low = np.empty(k, np.uint16)
+    high = np.empty(k, np.uint16)
+    acc = np.empty(k, np.uint16)
+    count = 0
+    for q in range(queries.shape[0]):
+        _block_distances(centre_columns, 0, k, queries[q], low, high, acc)
+        for c in range(k):
+            if offsets[c + 1] == offsets[c] or np.int64(low[c]) - radii[c] > t:
+                continue
+            members = keys[offsets[c]:offsets[c + 1]]
+            base = c * stride
+            query[count] = q
+            lo[count] = offsets[c] + np.searchsorted(members, base + max(np.int64(low[c]) - t, 0), side="left")
+            hi[count] = offsets[c] + np.searchsorted(members, base + min(np.int64(high[c]) + t, stride - 1),
+                                                     side="right")
+            count += 1
+    return count
+
+
+def candidate_ranges(queries: np.ndarray, centre_columns: np.ndarray, radii: np.ndarray, keys: np.ndarray,
+                     offsets: np.ndarray, stride: int, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of each class that the triangle inequality leaves for each query.
+
+    For a member ``x`` of class ``c``, ``d(q, x) >= |d(q, c) - d(x, c)|``: only
+    members whose distance to the centre lies within ``t`` of some form's
+    distance to it can match, and a class whose radius is below ``d(q, c) - t``
+    (smallest over forms) holds none.
+
+    Parameters
+    ----------
+    queries : ndarray of uint64, shape (m, F, w)
+    centre_columns : ndarray of uint64, shape (w, k)
+        The centres, from :func:`word_columns`.
+    radii : ndarray of int, shape (k,)
+        Largest member distance to each centre, in bits.
+    keys : ndarray of int64, shape (n,)
+        Members' ``class * stride + distance to the class centre``, ascending.
+    offsets : ndarray of int64, shape (k + 1,)
+        Class ``c`` is rows ``offsets[c]:offsets[c + 1]``.
+    stride : int
+        Bits per fingerprint plus one.
+    t : int
+
+    Returns
+    -------
+    query, lo, hi : ndarray of int64, shape (P,)
+        Row ranges ``lo:hi`` to scan for each query, by query, then class.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.uint64)
+    # Room for every (query, class): pages never written are never committed.
+    ranges = tuple(np.empty(len(queries) * centre_columns.shape[1], np.int64) for _ in range(3))
+    count = _candidate_ranges(queries, centre_columns, np.ascontiguousarray(radii, dtype=np.int64), keys,
+                              np.ascontiguousarray(offsets, dtype=np.int64), int(stride), int(t), *ranges)
+    return tuple(r[:count] for r in ranges)
 
 
 def dense_distances(queries: np.ndarray, columns: np.ndarray, *, high: bool = False):
@@ -205,30 +278,41 @@ def scan_ranges(
     columns : ndarray of uint64, shape (w, n)
         Rows from :func:`word_columns`.
     query : ndarray of int, shape (P,)
-        For each range, the query it is compared with.
+        For each range, the query it is compared with; non-decreasing (a
+        query's ranges are consecutive).
     lo, hi : ndarray of int, shape (P,)
         Each range is the row slice ``lo:hi``.
     t : int
         Largest distance kept, in bits.
     threads : int
         Threads the ranges are shared among (the compiled loop releases the GIL);
-        each takes a contiguous run of ranges with about the same number of rows.
+        each takes the ranges of a run of whole queries, with about the same
+        number of rows.
 
     Returns
     -------
     query_index, row_index : ndarray of int64, shape (R,)
     distance : ndarray of int32, shape (R,)
         Every (query, row) pair of the ranges whose distance (smallest over the
-        query's forms) is at most ``t``, range after range.
+        query's forms) is at most ``t``, range after range (so by query).
+
+    Raises
+    ------
+    ValueError
+        ``query`` decreases somewhere.
     """
     queries = np.ascontiguousarray(queries, dtype=np.uint64)
     query, lo, hi = (np.ascontiguousarray(a, dtype=np.int64) for a in (query, lo, hi))
-    t = min(int(t), int(_FAR) - 1)
+    if (np.diff(query) < 0).any():
+        raise ValueError("ranges must be grouped by query, in ascending query order")
+    t = max(-1, min(int(t), int(_FAR) - 1))
     if threads <= 1 or len(query) < 2:
         return _scan_all(queries, columns, query, lo, hi, t)
     work = np.cumsum(np.maximum(hi - lo, 0) + 1)
-    bounds = np.r_[0, np.searchsorted(work, work[-1] * np.arange(1, threads) / threads), len(query)]
-    spans = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    cuts = np.searchsorted(work, work[-1] * np.arange(1, threads) / threads)
+    cuts = np.searchsorted(query, query[np.minimum(cuts, len(query) - 1)])  # back to a query's first range
+    bounds = np.unique(np.r_[0, cuts, len(query)])
+    spans = list(zip(bounds[:-1], bounds[1:]))
     with ThreadPoolExecutor(len(spans)) as pool:
         parts = list(pool.map(lambda span: _scan_all(queries, columns, *(x[span[0]:span[1]] for x in (query, lo, hi)), t),
                               spans))

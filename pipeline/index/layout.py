@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.index.kernels import as_words, dense_distances, scan_ranges, word_columns
+from pipeline.index.kernels import as_words, candidate_ranges, scan_ranges, word_columns
 
 
 class Layout:
@@ -84,14 +84,8 @@ class Layout:
         query, row : ndarray of int64, shape (R,)
         distance : ndarray of int32, shape (R,)
         """
-        low, high = (d.astype(np.int64) for d in dense_distances(block, self._centre_columns, high=True))
-        sizes = np.diff(self.offsets)
-        query, cls = np.nonzero((low - self.radii[None, :] <= t) & (sizes > 0)[None, :])
-        # d(q, m) >= |d(q, c) - d(m, c)|: only members whose distance to the centre is
-        # within t of some form's distance to it can match.
-        base = cls * self._stride
-        lo = np.searchsorted(self._keys, base + np.maximum(low[query, cls] - t, 0), side="left")
-        hi = np.searchsorted(self._keys, base + np.minimum(high[query, cls] + t, self._stride - 1), side="right")
+        query, lo, hi = candidate_ranges(block, self._centre_columns, self.radii, self._keys, self.offsets,
+                                         self._stride, t)
         return scan_ranges(block, self._columns, query, lo, hi, t, threads=threads)
 
     def scan_whole_classes(self, block: np.ndarray, query: np.ndarray, cls: np.ndarray, t: int, threads: int = 1):

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.hashing.bits import hamming
+from pipeline.index import kernels
 from pipeline.index.kernels import as_words, dense_distances, scan_ranges, word_columns
 
 
@@ -41,23 +42,35 @@ def test_range_scan_returns_exactly_the_pairs_within_t(seed, t, threads, nbytes)
     rows = rng.integers(0, 256, (1500, nbytes), dtype=np.uint8)
     queries = rng.integers(0, 256, (6, 2, nbytes), dtype=np.uint8)
     queries[0, 1] = rows[700] ^ (rng.random(nbytes) < 0.05).astype(np.uint8)
-    query = rng.integers(0, 6, 9)
+    query = np.sort(rng.integers(0, 6, 9))
     lo = rng.integers(0, 1500, 9)
     hi = np.minimum(lo + rng.integers(0, 1400, 9), 1500)
     hi[0] = lo[0]  # an empty range
     found_q, found_r, found_d = scan_ranges(as_words(queries), _columns(rows), query, lo, hi, t, threads=threads)
     distance = np.stack([hamming(queries[:, f], rows) for f in range(2)]).min(axis=0)
-    expected = sorted((q, r) for q, a, b in zip(query, lo, hi) for r in range(a, b) if distance[q, r] <= t)
-    assert sorted(zip(found_q.tolist(), found_r.tolist())) == expected
+    expected = [(q, r) for q, a, b in zip(query, lo, hi) for r in range(a, b) if distance[q, r] <= t]
+    assert list(zip(found_q.tolist(), found_r.tolist())) == expected
     assert np.array_equal(found_d, distance[found_q, found_r])
 
 
-def test_range_scan_keeps_every_match_when_they_outgrow_the_buffers():
+def test_range_scan_refuses_ranges_not_grouped_by_query():
+    rows = np.zeros((10, 32), dtype=np.uint8)
+    with pytest.raises(ValueError, match="grouped by query"):
+        scan_ranges(as_words(np.zeros((2, 1, 32), np.uint8)), _columns(rows), np.array([1, 0]),
+                    np.array([0, 0]), np.array([10, 10]), 5)
+
+
+@pytest.mark.parametrize("first_buffer", [1 << 22, 3000])
+def test_range_scan_keeps_every_match_in_range_order_when_they_outgrow_the_buffers(first_buffer, monkeypatch):
+    monkeypatch.setattr(kernels, "_FIRST_BUFFER", first_buffer)
     rows = np.zeros((40_000, 32), dtype=np.uint8)  # every row is a match
     queries = np.zeros((2, 1, 32), dtype=np.uint8)
-    query, lo, hi = np.array([0, 1, 0]), np.array([0, 0, 39_990]), np.array([40_000, 40_000, 40_000])
-    found_q, found_r, found_d = scan_ranges(as_words(queries), _columns(rows), query, lo, hi, 0)
+    queries[1, 0, 0] = 1
+    rows[::3, 0] = 1  # a third of the rows at distance 0 from query 1, the rest at 1
+    query = np.array([0, 0] + [1] * 200)
+    lo, hi = np.r_[0, 39_990, np.arange(0, 40_000, 200)], np.r_[40_000, 40_000, np.arange(200, 40_200, 200)]
+    found_q, found_r, found_d = scan_ranges(as_words(queries), _columns(rows), query, lo, hi, 1)
     assert len(found_q) == 80_010
     assert np.array_equal(np.bincount(found_q), [40_010, 40_000])
-    assert np.array_equal(np.sort(found_r[found_q == 1]), np.arange(40_000))
-    assert not found_d.any()
+    assert np.array_equal(found_r, np.r_[np.arange(40_000), np.arange(39_990, 40_000), np.arange(40_000)])
+    assert np.array_equal(found_d[found_q == 1], np.arange(40_000) % 3 != 0)
