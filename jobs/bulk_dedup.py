@@ -198,7 +198,9 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
     eligible = np.flatnonzero(quality >= config.hash.min_quality)
     near_groups = eligible[near_duplicate_components(everything[eligible], labels[eligible], centres, radii,
                                                      config.dedup.threshold_t,
-                                                     None if forms is None else forms[eligible])]
+                                                     None if forms is None else forms[eligible],
+                                                     batch=config.index.query_batch,
+                                                     threads=config.index.scan_threads)]
     # Linking each image to its near-duplicate group's first image keeps those
     # groups' components; the exact copies then join them.
     grouped = near_groups != eligible

@@ -250,10 +250,11 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config) -> 
     queries : ndarray of uint8, shape (m, nbytes) or (m, 8, nbytes)
         Tokens, or each query's 8 dihedral tokens.
     config : Config
-        ``dedup.threshold_t``, ``dedup.centre_threshold`` and ``index.mode``.
+        ``dedup.threshold_t``, ``dedup.centre_threshold`` and ``[index]``.
     """
     results = index.search(queries, config.dedup.threshold_t, mode=config.index.mode,
-                           centre_threshold=config.dedup.centre_threshold)
+                           centre_threshold=config.dedup.centre_threshold, batch=config.index.query_batch,
+                           threads=config.index.scan_threads)
     return [(m.ids[0], int(m.distances[0])) if len(m.ids) else None for m in results]
 
 

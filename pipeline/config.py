@@ -7,6 +7,7 @@ checks every key and type, so a typo fails at start-up rather than mid-job.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -107,6 +108,12 @@ class ReportConfig:
 class IndexConfig:
     mode: str = "exact"
     query_batch: int = 1024
+    threads: int = 0
+
+    @property
+    def scan_threads(self) -> int:
+        """Threads for the index's scans: ``threads``, or one per core when it is 0."""
+        return self.threads or os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

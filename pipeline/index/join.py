@@ -27,6 +27,7 @@ def near_duplicate_pairs(
     dihedral: np.ndarray | None = None,
     *,
     batch: int = 1024,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """All pairs of fingerprints within Hamming distance ``t``.
 
@@ -47,6 +48,8 @@ def near_duplicate_pairs(
         fingerprint.
     batch : int
         Fingerprints searched together.
+    threads : int
+        Threads the index's scans share each batch among.
 
     Returns
     -------
@@ -67,7 +70,7 @@ def near_duplicate_pairs(
     if radii.shape != index.radii.shape or (index.radii > radii).any():
         raise ValueError("a class has members beyond its given radius")
     queries = fingerprints if dihedral is None else np.asarray(dihedral, dtype=np.uint8)
-    i, j, d = index.search_flat(queries, t, batch=batch)
+    i, j, d = index.search_flat(queries, t, batch=batch, threads=threads)
     j = j.astype(np.int64)
     keep = i != j
     # Each unordered pair is found from both ends (their distances differ only
@@ -90,6 +93,7 @@ def near_duplicate_components(
     dihedral: np.ndarray | None = None,
     *,
     batch: int = 1024,
+    threads: int = 1,
 ) -> np.ndarray:
     """Duplicate groups of the pair graph of :func:`near_duplicate_pairs`, without listing its pairs.
 
@@ -127,7 +131,7 @@ def near_duplicate_components(
     node_queries = queries[nodes]
     parent = np.arange(len(nodes), dtype=np.int64)
     for start in range(0, len(nodes), batch):
-        i, j, _ = index.search_flat(node_queries[start:start + batch], t, batch=batch)
+        i, j, _ = index.search_flat(node_queries[start:start + batch], t, batch=batch, threads=threads)
         _merge(parent, i + start, j.astype(np.int64))
     # Nodes are in row order, so a group's smallest node is its smallest row.
     return nodes[parent[node_of_row]]

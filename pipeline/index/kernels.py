@@ -28,6 +28,8 @@ LANES = 4
 _BLOCK = 1024
 #: Most matches the first output buffers of a scan hold (more take further calls).
 _FIRST_BUFFER = 1 << 22
+#: Fewest rows (times forms) worth handing to a thread of their own.
+_ROWS_PER_THREAD = 1 << 16
 _FAR = np.uint16(0xFFFF)
 
 
@@ -285,9 +287,9 @@ def scan_ranges(
     t : int
         Largest distance kept, in bits.
     threads : int
-        Threads the ranges are shared among (the compiled loop releases the GIL);
-        each takes the ranges of a run of whole queries, with about the same
-        number of rows.
+        Most threads the ranges are shared among (the compiled loop releases the
+        GIL); each takes the ranges of a run of whole queries, with about the
+        same number of rows, and at least ``_ROWS_PER_THREAD`` row-forms.
 
     Returns
     -------
@@ -306,9 +308,10 @@ def scan_ranges(
     if (np.diff(query) < 0).any():
         raise ValueError("ranges must be grouped by query, in ascending query order")
     t = max(-1, min(int(t), int(_FAR) - 1))
+    work = np.cumsum(np.maximum(hi - lo, 0) + 1)
+    threads = min(threads, int(work[-1]) * queries.shape[1] // _ROWS_PER_THREAD if len(work) else 0)
     if threads <= 1 or len(query) < 2:
         return _scan_all(queries, columns, query, lo, hi, t)
-    work = np.cumsum(np.maximum(hi - lo, 0) + 1)
     cuts = np.searchsorted(work, work[-1] * np.arange(1, threads) / threads)
     cuts = np.searchsorted(query, query[np.minimum(cuts, len(query) - 1)])  # back to a query's first range
     bounds = np.unique(np.r_[0, cuts, len(query)])
