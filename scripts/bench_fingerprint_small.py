@@ -13,12 +13,15 @@ then in this one process, best of ``--repeat`` passes over all of them:
   Arrow rows), one partition of ``--partition-size`` files after another, with
   the task's own split of its time into stages and the CPU time of all its
   threads (the blob writers' system time included);
+- the same task with every blob sealed but not handed to the store
+  (``unstored``): what the task costs apart from the store's own writes
+  (on a local store, file and folder creation, fsyncs, renames);
 - :func:`pipeline.hashing.fingerprint.fingerprint_batch` alone over the files'
   bytes already in memory (decode, thumbnails, quality, hashes);
 - ``imagehash.phash(Image.open(path))`` over the same files.
 
-Times are microseconds per image; the ratios ``phash / task`` say how many times
-faster than pHash the task is (the bulk job aims at 2 for the whole job).
+Times are microseconds per image; the ratios ``phash / x`` say how many times
+faster than pHash each pass is (the bulk job aims at 2 for the whole job).
 ``--profile N`` also prints the N most expensive functions of one task pass
 (cProfile, cumulative time). The last line printed is one JSON object.
 """
@@ -32,13 +35,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import dataclasses  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import pstats  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
+from unittest import mock  # noqa: E402
 
 import imagehash  # noqa: E402
 import numpy as np  # noqa: E402
@@ -47,9 +53,11 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bulk import generated_set  # noqa: E402 - a sibling script, not a package
 
+from jobs import partition  # noqa: E402
 from jobs.partition import PartitionSpec, fingerprint_partition  # noqa: E402
 from jobs.source import SourceFile, image_extensions  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
+from pipeline.crypto.blob import seal_stream  # noqa: E402
 from pipeline.crypto.keys import GroupKey  # noqa: E402
 from pipeline.hashing.algorithms import get_algorithm  # noqa: E402
 from pipeline.hashing.fingerprint import fingerprint_batch  # noqa: E402
@@ -61,16 +69,26 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def task_pass(paths: list[Path], partition_size: int, key: GroupKey) -> tuple[float, dict[str, float]]:
+def _seal_only(store: Store, spec: PartitionSpec, blob_id: str, data: bytes, digest: bytes) -> None:
+    """The task's blob step without the store: seal every segment, write nothing."""
+    header, body = seal_stream(spec.key, blob_id, io.BytesIO(data), spec.segment_bytes, content_digest=digest)
+    for _ in body:
+        pass
+
+
+def task_pass(paths: list[Path], partition_size: int, key: GroupKey, *,
+              store_blobs: bool = True) -> tuple[float, dict[str, float]]:
     """Seconds for every partition task over ``paths`` into a fresh store, and the tasks' summed stages.
 
     The stages include ``cpu``: CPU seconds of the whole process (every thread,
-    user and system) while the tasks ran.
+    user and system) while the tasks ran. ``store_blobs=False`` seals the blobs
+    but does not write them.
     """
     config = load_config()
     stages = {"read": 0.0, "decode_hash": 0.0, "encrypt_write": 0.0}
     files = [SourceFile(p.as_uri(), p.name, p.stat().st_size, 0.0) for p in paths]
-    with tempfile.TemporaryDirectory() as folder:
+    unstored = nullcontext() if store_blobs else mock.patch.object(partition, "_seal_and_store", _seal_only)
+    with tempfile.TemporaryDirectory() as folder, unstored:
         store_url = str(Path(folder) / "store")
         Store(store_url, {})  # created up front, as the job does before any task runs
         spec = PartitionSpec(
@@ -125,26 +143,32 @@ def main() -> None:
     per_image = lambda seconds: round(1e6 * seconds / n, 1)  # noqa: E731 - µs per image
 
     task_pass(paths[:64], args.partition_size, key)  # warm caches (tables, imports) before timing
-    runs = {"task": [], "fingerprint_batch": [], "phash": []}
-    stages = None
-    for _ in range(args.repeat):
-        seconds, task_stages = task_pass(paths, args.partition_size, key)
-        if not runs["task"] or seconds < min(runs["task"]):
-            stages = task_stages
-        runs["task"].append(seconds)
-        runs["fingerprint_batch"].append(hash_pass(contents, args.partition_size))
-        runs["phash"].append(phash_pass(paths))
-    best = {name: min(times) for name, times in runs.items()}
+    passes = {
+        "task": lambda: task_pass(paths, args.partition_size, key),
+        "task_unstored": lambda: task_pass(paths, args.partition_size, key, store_blobs=False),
+        "fingerprint_batch": lambda: (hash_pass(contents, args.partition_size), None),
+        "phash": lambda: (phash_pass(paths), None),
+    }
+    best, stages = {}, {}
+    for _ in range(args.repeat):  # interleaved, so a busy spell on the machine hits every pass alike
+        for name, run in passes.items():
+            seconds, pass_stages = run()
+            if seconds < best.get(name, float("inf")):
+                best[name], stages[name] = seconds, pass_stages
 
     results = {f"{name}_us_per_image": per_image(seconds) for name, seconds in best.items()}
-    results.update({f"task_{stage}_us_per_image": per_image(seconds) for stage, seconds in stages.items()})
-    results["phash_over_task"] = round(best["phash"] / best["task"], 3)
-    results["phash_over_fingerprint_batch"] = round(best["phash"] / best["fingerprint_batch"], 3)
+    for name in ("task", "task_unstored"):
+        results.update({f"{name}_{stage}_us_per_image": per_image(seconds) for stage, seconds in stages[name].items()})
+    for name in ("task", "task_unstored", "fingerprint_batch"):
+        results[f"phash_over_{name}"] = round(best["phash"] / best[name], 3)
     results.update(images=n, partition_size=args.partition_size, repeat=args.repeat)
-    for name in runs:
-        print(f"{name:>18}: {results[f'{name}_us_per_image']:8.1f} µs/image")
-    for stage in stages:
-        print(f"{'task ' + stage:>18}: {results[f'task_{stage}_us_per_image']:8.1f} µs/image")
+    print(f"{'µs/image':>18} {'total':>8} {'read':>8} {'dec+hash':>8} {'enc+wr':>8} {'cpu':>8} {'phash/x':>8}")
+    for name in passes:
+        split = stages[name] or {}
+        cells = [f"{per_image(split[stage]):8.1f}" if stage in split else f"{'':8}"
+                 for stage in ("read", "decode_hash", "encrypt_write", "cpu")]
+        ratio = f"{results[f'phash_over_{name}']:8.3f}" if name != "phash" else f"{'':8}"
+        print(f"{name:>18} {per_image(best[name]):8.1f} {' '.join(cells)} {ratio}")
 
     if args.profile:
         profiler = cProfile.Profile()

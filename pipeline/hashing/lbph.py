@@ -191,18 +191,23 @@ def _blur(thumbs: np.ndarray, sigma: float) -> np.ndarray:
 
 def _hash_bits(blocks: np.ndarray, params: LbphParams) -> np.ndarray:
     """``(..., P, k, k)`` DCT corners of the planes → ``(..., bits)`` bool, plane after plane."""
-    out = []
+    k = blocks.shape[-1]
+    corners = blocks.reshape(*blocks.shape[:-3], blocks.shape[-3] * k * k)
+    out = np.empty(blocks.shape[:-3] + (params.bits,), dtype=bool)
+    start = 0
     for plane, count in enumerate(params.coeffs):
         u, v, _ = _positions(count, params.selection)
-        chosen = blocks[..., plane, u, v]
+        chosen = np.take(corners, (plane * k + u) * k + v, axis=-1)
+        bits = out[..., start:start + count]
         if params.threshold == "mean":
-            out.append(chosen >= chosen.mean(axis=-1, keepdims=True) - _TIE_TOLERANCE)
+            np.greater_equal(chosen, chosen.mean(axis=-1, keepdims=True) - _TIE_TOLERANCE, out=bits)
         else:
             # np.median's value; a plain sort of these short rows is faster than its partition
             ordered = np.sort(chosen, axis=-1)
             median = (ordered[..., (count - 1) // 2] + ordered[..., count // 2]) / 2
-            out.append(chosen > median[..., None] + _TIE_TOLERANCE)
-    return np.concatenate(out, axis=-1)
+            np.greater(chosen, median[..., None] + _TIE_TOLERANCE, out=bits)
+        start += count
+    return out
 
 
 def _plane_blocks(thumbs: np.ndarray, params: LbphParams, dihedral: bool) -> np.ndarray:
