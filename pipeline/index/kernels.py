@@ -15,6 +15,7 @@ which leaves distances unchanged and lets every width use the 4-word loop.
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,8 +29,17 @@ LANES = 4
 _BLOCK = 1024
 #: Most matches the first output buffers of a scan hold (more take further calls).
 _FIRST_BUFFER = 1 << 22
-#: Fewest rows (times forms) worth handing to a thread of their own.
-_ROWS_PER_THREAD = 1 << 16
+#: Fewest rows (times forms) worth handing to a thread of their own (~0.3 ms of work).
+_ROWS_PER_THREAD = 1 << 18
+_pool: ThreadPoolExecutor | None = None
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    """One pool for the process, made on first use: starting threads per scan cost more than small scans."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="imgdedup-scan")
+    return _pool
 _FAR = np.uint16(0xFFFF)
 
 
@@ -310,13 +320,14 @@ def scan_ranges(
     t = max(-1, min(int(t), int(_FAR) - 1))
     work = np.cumsum(np.maximum(hi - lo, 0) + 1)
     threads = min(threads, int(work[-1]) * queries.shape[1] // _ROWS_PER_THREAD if len(work) else 0)
-    if threads <= 1 or len(query) < 2:
+    if threads <= 1:
         return _scan_all(queries, columns, query, lo, hi, t)
     cuts = np.searchsorted(work, work[-1] * np.arange(1, threads) / threads)
     cuts = np.searchsorted(query, query[np.minimum(cuts, len(query) - 1)])  # back to a query's first range
     bounds = np.unique(np.r_[0, cuts, len(query)])
+    if len(bounds) == 2:  # one query's ranges: not split
+        return _scan_all(queries, columns, query, lo, hi, t)
     spans = list(zip(bounds[:-1], bounds[1:]))
-    with ThreadPoolExecutor(len(spans)) as pool:
-        parts = list(pool.map(lambda span: _scan_all(queries, columns, *(x[span[0]:span[1]] for x in (query, lo, hi)), t),
-                              spans))
+    parts = list(_thread_pool().map(
+        lambda span: _scan_all(queries, columns, *(x[span[0]:span[1]] for x in (query, lo, hi)), t), spans))
     return tuple(np.concatenate(part) for part in zip(*parts))
