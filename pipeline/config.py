@@ -16,6 +16,7 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "default.toml"
+_CORES = os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class IndexConfig:
     @property
     def scan_threads(self) -> int:
         """Threads for the index's scans: ``threads``, or one per core when it is 0."""
-        return self.threads or os.cpu_count() or 1
+        return self.threads or _CORES
 
 
 @dataclass(frozen=True)

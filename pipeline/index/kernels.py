@@ -298,8 +298,8 @@ def scan_ranges(
         Largest distance kept, in bits.
     threads : int
         Most threads the ranges are shared among (the compiled loop releases the
-        GIL); each takes the ranges of a run of whole queries, with about the
-        same number of rows, and at least ``_ROWS_PER_THREAD`` row-forms.
+        GIL); each takes a run of consecutive ranges with about the same number
+        of rows, and at least ``_ROWS_PER_THREAD`` row-forms.
 
     Returns
     -------
@@ -322,11 +322,8 @@ def scan_ranges(
     threads = min(threads, int(work[-1]) * queries.shape[1] // _ROWS_PER_THREAD if len(work) else 0)
     if threads <= 1:
         return _scan_all(queries, columns, query, lo, hi, t)
-    cuts = np.searchsorted(work, work[-1] * np.arange(1, threads) / threads)
-    cuts = np.searchsorted(query, query[np.minimum(cuts, len(query) - 1)])  # back to a query's first range
-    bounds = np.unique(np.r_[0, cuts, len(query)])
-    if len(bounds) == 2:  # one query's ranges: not split
-        return _scan_all(queries, columns, query, lo, hi, t)
+    # Cut between ranges: the runs' matches, concatenated, keep the ranges' order.
+    bounds = np.unique(np.r_[0, np.searchsorted(work, work[-1] * np.arange(1, threads) / threads), len(query)])
     spans = list(zip(bounds[:-1], bounds[1:]))
     parts = list(_thread_pool().map(
         lambda span: _scan_all(queries, columns, *(x[span[0]:span[1]] for x in (query, lo, hi)), t), spans))
