@@ -90,8 +90,11 @@ def ring_bits(planes: np.ndarray, radius: float = 1.0, points: int = 8) -> np.nd
 
 
 @lru_cache(maxsize=16)
-def _ring_terms(radius: float, points: int) -> tuple[tuple[tuple[float, int, int], ...], ...]:
-    """Bilinear terms ``(weight, dy, dx)`` of each ring point (eq. 2), terms of zero weight left out."""
+def _ring_terms(radius: float, points: int) -> tuple[tuple[tuple[np.float64, int, int], ...], ...]:
+    """Bilinear terms ``(weight, dy, dx)`` of each ring point (eq. 2), terms of zero weight left out.
+
+    Weights stay NumPy float64 scalars, so float32 planes are interpolated in float64 as well.
+    """
     angles = 2 * np.pi * np.arange(points) / points
     # Offsets within 1e-9 of an integer are snapped so axis points read one pixel.
     dx = np.round(radius * np.cos(angles), 9)
@@ -102,7 +105,7 @@ def _ring_terms(radius: float, points: int) -> tuple[tuple[tuple[float, int, int
         fx, fy = dx[p] - x0, dy[p] - y0
         corners = (((1 - fy) * (1 - fx), y0, x0), ((1 - fy) * fx, y0, x0 + 1),
                    (fy * (1 - fx), y0 + 1, x0), (fy * fx, y0 + 1, x0 + 1))
-        rings.append(tuple((float(weight), oy, ox) for weight, oy, ox in corners if weight > 0))
+        rings.append(tuple((weight, oy, ox) for weight, oy, ox in corners if weight > 0))
     return tuple(rings)
 
 
