@@ -49,8 +49,9 @@ import faiss
 import numpy as np
 
 from pipeline.cluster import hamming_kmeans
+from pipeline.hamming import as_words, word_columns
 from pipeline.index import ClusterIndex
-from pipeline.index.kernels import as_words, scan_ranges, word_columns
+from pipeline.index.kernels import scan_ranges
 
 NBYTES = 32
 PLANTED_MAX_BITS = 48

@@ -49,8 +49,9 @@ import numpy as np
 from jobs.ingest_state import nearest_within
 from pipeline.cluster import hamming_kmeans
 from pipeline.config import load_config
+from pipeline.hamming import as_words, word_columns
 from pipeline.index import ClusterIndex
-from pipeline.index.kernels import as_words, scan_ranges, word_columns
+from pipeline.index.kernels import scan_ranges
 
 NBYTES = 32
 FLIPS = 48

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.cluster.assign import as_words, assign, word_distances
+from pipeline.cluster.assign import assign
+from pipeline.hamming import as_words, dense_distances, word_columns
 
 SEEDING_METHODS = ("k-means++", "k-means||")
 
@@ -60,17 +61,18 @@ def kmeans_plusplus(sample: np.ndarray, k: int, rng: np.random.Generator,
     Arthur and Vassilvitskii, "k-means++: the advantages of careful seeding", SODA 2007.
     """
     words = as_words(sample)
+    columns = word_columns(words)
     m = len(words)
     weights = np.ones(m) if weights is None else np.asarray(weights, dtype=np.float64)
     n_trials = n_trials or 2 + int(np.log(k))
     chosen = [int(_weighted_pick(np.cumsum(weights), rng, 1)[0])]
-    closest = word_distances(words[chosen], words)[0]
+    closest = dense_distances(words[chosen][:, None], columns)[0]
     while len(chosen) < k:
         cumulative = np.cumsum(weights * closest.astype(np.float64) ** 2)
         if cumulative[-1] <= 0:
             break  # every sample row already coincides with a centre
         candidates = _weighted_pick(cumulative, rng, n_trials)
-        trial = np.minimum(word_distances(words[candidates], words), closest[None, :])
+        trial = np.minimum(dense_distances(words[candidates][:, None], columns), closest[None, :])
         best = int(np.argmin((trial.astype(np.float64) ** 2) @ weights))
         chosen.append(int(candidates[best]))
         closest = trial[best]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.cluster.kmeans import ClusterStats, majority, member_stats
-from pipeline.index.kernels import as_words, dense_distances, word_columns
+from pipeline.hamming import as_words, dense_distances, word_columns
 from pipeline.index.layout import Layout, Tail
 
 MODES = ("exact", "paper")

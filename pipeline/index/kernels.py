@@ -1,17 +1,12 @@
-"""Compiled Hamming kernels over packed fingerprints viewed as 64-bit words.
+"""Compiled scans of the cluster index: row ranges of its layout against batches of queries.
 
-The index compares one query with many stored rows at a time. Fingerprints are
-compared as ``uint64`` words (4 per 256-bit fingerprint), and stored rows are
-kept word-major (:func:`word_columns`: one word of every row contiguous), so
-the inner loop over rows is a straight run of XOR and popcount that the
-compiler turns into vector instructions. The loops are compiled by Numba: a
-NumPy formulation pays one pass over memory per word and per form and one
-temporary per pass, and was 20-40x slower on the same scans (see
-``scripts/bench_index.py``). Queries carry ``F`` forms (1 for a plain hash,
-8 for its dihedral set) and every distance here is the smallest over the forms.
-
-Words are padded to a multiple of :data:`LANES` with zero words on both sides,
-which leaves distances unchanged and lets every width use the 4-word loop.
+Built on :mod:`pipeline.hamming` (word-major rows, a block of rows against all
+forms of a query in one vectorised loop). :func:`candidate_ranges` picks, for
+each query, the row ranges the triangle inequality leaves; :func:`scan_ranges`
+compares the queries with their ranges and keeps the matches within ``t``,
+writing them without a branch into buffers that grow between compiled calls
+(growing them inside the loop stops LLVM vectorising it). A pass's ranges can be
+shared among threads: the compiled loops release the GIL.
 """
 from __future__ import annotations
 
@@ -19,14 +14,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-#: Words compared per pass of the inner loop; rows are padded to a multiple of it.
-LANES = 4
-#: Rows compared per block: the block's per-row distances stay in L1 cache.
-_BLOCK = 1024
+from pipeline.hamming import BLOCK, FAR, block_distances
+
 #: Most matches the first output buffers of a scan hold (more take further calls).
 _FIRST_BUFFER = 1 << 22
 #: Fewest rows (times forms) worth handing to a thread of their own (~0.3 ms of work).
@@ -40,93 +31,6 @@ def _thread_pool() -> ThreadPoolExecutor:
     if _pool is None:
         _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="imgdedup-scan")
     return _pool
-_FAR = np.uint16(0xFFFF)
-
-
-def as_words(packed: np.ndarray) -> np.ndarray:
-    """View packed fingerprints of any leading shape as 64-bit words.
-
-    Parameters
-    ----------
-    packed : ndarray of uint8, shape (..., nbytes)
-
-    Returns
-    -------
-    ndarray of uint64, shape (..., w)
-        ``w = LANES * ceil(nbytes / (8 * LANES))``: zero-padded to whole groups of
-        words (padding bits are equal on both sides, so distances are unchanged).
-        Word byte order is irrelevant to popcounts of XORs.
-    """
-    packed = np.asarray(packed, dtype=np.uint8)
-    pad = -packed.shape[-1] % (8 * LANES)
-    if pad:
-        packed = np.concatenate([packed, np.zeros(packed.shape[:-1] + (pad,), np.uint8)], axis=-1)
-    return np.ascontiguousarray(packed).view(np.uint64)
-
-
-def word_columns(words: np.ndarray) -> np.ndarray:
-    """Stored rows word-major, the layout the scans read.
-
-    Parameters
-    ----------
-    words : ndarray of uint64, shape (n, w)
-        From :func:`as_words`.
-
-    Returns
-    -------
-    ndarray of uint64, shape (w, n), C-contiguous
-    """
-    return np.ascontiguousarray(np.asarray(words, dtype=np.uint64).T)
-
-
-@intrinsic
-def _popcount(typingctx, word):
-    """LLVM's ``ctpop`` on one 64-bit word (a vector popcount once the loop is vectorised)."""
-    signature = types.uint64(types.uint64)
-
-    def codegen(context, builder, sig, args):
-        function = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
-        return builder.call(function, args)
-
-    return signature, codegen
-
-
-@njit(nogil=True, fastmath=True, boundscheck=False, cache=True)
-def _block_distances(columns, start, stop, forms, low, high, acc):
-    """Smallest and largest distance over ``forms`` of rows ``start:stop``, into ``low``/``high[:stop-start]``."""
-    n = stop - start
-    n_forms, words = forms.shape
-    for i in range(n):
-        low[i] = _FAR
-        high[i] = 0
-    for f in range(n_forms):
-        for group in range(0, words, LANES):
-            # Slices of the block (not row offsets into whole columns) let the loops vectorise.
-            c0, c1 = columns[group, start:stop], columns[group + 1, start:stop]
-            c2, c3 = columns[group + 2, start:stop], columns[group + 3, start:stop]
-            q0, q1, q2, q3 = forms[f, group], forms[f, group + 1], forms[f, group + 2], forms[f, group + 3]
-            if group == 0:
-                for i in range(n):
-                    acc[i] = np.uint16(_popcount(c0[i] ^ q0) + _popcount(c1[i] ^ q1)
-                                       + _popcount(c2[i] ^ q2) + _popcount(c3[i] ^ q3))
-            else:
-                for i in range(n):
-                    acc[i] += np.uint16(_popcount(c0[i] ^ q0) + _popcount(c1[i] ^ q1)
-                                        + _popcount(c2[i] ^ q2) + _popcount(c3[i] ^ q3))
-        for i in range(n):
-            low[i] = min(low[i], acc[i])
-            high[i] = max(high[i], acc[i])
-
-
-@njit(nogil=True, cache=True)
-def _dense(queries, columns, low, high):
-    """Fill ``low``/``high`` (m, n) with the distances of every query to every row."""
-    n = columns.shape[1]
-    acc = np.empty(_BLOCK, np.uint16)
-    for q in range(queries.shape[0]):
-        for start in range(0, n, _BLOCK):
-            stop = min(n, start + _BLOCK)
-            _block_distances(columns, start, stop, queries[q], low[q, start:stop], high[q, start:stop], acc)
 
 
 @njit(nogil=True, cache=True)
@@ -137,18 +41,18 @@ def _scan(queries, columns, query, lo, hi, t, p, start, found_q, found_r, found_
     ``(count, p, start)``: where to resume (``p == len(query)`` when done). The
     buffers never grow inside the loop, which keeps the block loops vectorised.
     """
-    low = np.empty(_BLOCK, np.uint16)
-    high = np.empty(_BLOCK, np.uint16)
-    acc = np.empty(_BLOCK, np.uint16)
+    low = np.empty(BLOCK, np.uint16)
+    high = np.empty(BLOCK, np.uint16)
+    acc = np.empty(BLOCK, np.uint16)
     count = 0
     while p < len(query):
         forms = queries[query[p]]
         while start < hi[p]:
-            if len(found_q) - count < _BLOCK:
+            if len(found_q) - count < BLOCK:
                 return count, p, start
-            stop = min(hi[p], start + _BLOCK)
-            _block_distances(columns, start, stop, forms, low, high, acc)
-            nearest = _FAR
+            stop = min(hi[p], start + BLOCK)
+            block_distances(columns, start, stop, forms, low, high, acc)
+            nearest = FAR
             for i in range(stop - start):
                 nearest = min(nearest, low[i])
             if nearest > t:  # most blocks of a scan far from its query
@@ -178,7 +82,7 @@ def _scan_all(queries, columns, query, lo, hi, t):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)
     parts = []
     p, start = 0, int(lo[0])
-    size = min(int(np.maximum(hi - lo, 0).sum()), _FIRST_BUFFER) + _BLOCK
+    size = min(int(np.maximum(hi - lo, 0).sum()), _FIRST_BUFFER) + BLOCK
     while p < len(query):
         buffers = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int32)
         count, p, start = _scan(queries, columns, query, lo, hi, t, p, start, *buffers)
@@ -195,7 +99,7 @@ def _candidate_ranges(queries, centre_columns, radii, keys, offsets, stride, t, 
     acc = np.empty(k, np.uint16)
     count = 0
     for q in range(queries.shape[0]):
-        _block_distances(centre_columns, 0, k, queries[q], low, high, acc)
+        block_distances(centre_columns, 0, k, queries[q], low, high, acc)
         for c in range(k):
             if offsets[c + 1] == offsets[c] or np.int64(low[c]) - radii[c] > t:
                 continue
@@ -222,7 +126,7 @@ def candidate_ranges(queries: np.ndarray, centre_columns: np.ndarray, radii: np.
     ----------
     queries : ndarray of uint64, shape (m, F, w)
     centre_columns : ndarray of uint64, shape (w, k)
-        The centres, from :func:`word_columns`.
+        The centres, from :func:`pipeline.hamming.word_columns`.
     radii : ndarray of int, shape (k,)
         Largest member distance to each centre, in bits.
     keys : ndarray of int64, shape (n,)
@@ -246,32 +150,6 @@ def candidate_ranges(queries: np.ndarray, centre_columns: np.ndarray, radii: np.
     return tuple(r[:count] for r in ranges)
 
 
-def dense_distances(queries: np.ndarray, columns: np.ndarray, *, high: bool = False):
-    """Distances from every query to every row, smallest (and largest) over forms.
-
-    Parameters
-    ----------
-    queries : ndarray of uint64, shape (m, F, w)
-    columns : ndarray of uint64, shape (w, n)
-        Rows from :func:`word_columns`.
-    high : bool
-        Also return the largest distance over the forms.
-
-    Returns
-    -------
-    low : ndarray of uint16, shape (m, n)
-        ``min`` over the ``F`` forms of the Hamming distance in bits.
-    high : ndarray of uint16, shape (m, n)
-        ``max`` over the forms; only when ``high`` is true.
-    """
-    queries = np.ascontiguousarray(queries, dtype=np.uint64)
-    m, n = queries.shape[0], columns.shape[1]
-    low, largest = np.empty((m, n), np.uint16), np.empty((m, n), np.uint16)
-    if m and n:
-        _dense(queries, columns, low, largest)
-    return (low, largest) if high else low
-
-
 def scan_ranges(
     queries: np.ndarray,
     columns: np.ndarray,
@@ -288,7 +166,7 @@ def scan_ranges(
     ----------
     queries : ndarray of uint64, shape (m, F, w)
     columns : ndarray of uint64, shape (w, n)
-        Rows from :func:`word_columns`.
+        Rows from :func:`pipeline.hamming.word_columns`.
     query : ndarray of int, shape (P,)
         For each range, the query it is compared with; non-decreasing (a
         query's ranges are consecutive).
@@ -317,7 +195,7 @@ def scan_ranges(
     query, lo, hi = (np.ascontiguousarray(a, dtype=np.int64) for a in (query, lo, hi))
     if (np.diff(query) < 0).any():
         raise ValueError("ranges must be grouped by query, in ascending query order")
-    t = max(-1, min(int(t), int(_FAR) - 1))
+    t = max(-1, min(int(t), int(FAR) - 1))
     work = np.cumsum(np.maximum(hi - lo, 0) + 1)
     threads = min(threads, int(work[-1]) * queries.shape[1] // _ROWS_PER_THREAD if len(work) else 0)
     if threads <= 1:

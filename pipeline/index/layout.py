@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.index.kernels import as_words, candidate_ranges, scan_ranges, word_columns
+from pipeline.hamming import as_words, word_columns
+from pipeline.index.kernels import candidate_ranges, scan_ranges
 
 
 class Layout:

@@ -1,4 +1,4 @@
-"""Compiled word kernels: any width, forms, ranges, threads and many matches agree with byte-wise distances."""
+"""Compiled range scans: any width, forms, ranges, threads and many matches agree with byte-wise distances."""
 from __future__ import annotations
 
 from unittest import mock
@@ -9,31 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.hashing.bits import hamming
+from pipeline.hamming import as_words, word_columns
 from pipeline.index import kernels
-from pipeline.index.kernels import as_words, dense_distances, scan_ranges, word_columns
+from pipeline.index.kernels import scan_ranges
 
 
 def _columns(rows: np.ndarray) -> np.ndarray:
     return word_columns(as_words(rows))
-
-
-@pytest.mark.parametrize("nbytes", [8, 12, 16, 32, 40, 64])
-def test_smallest_and_largest_over_forms_equal_byte_distances_for_any_width(nbytes):
-    rng = np.random.default_rng(nbytes)
-    queries = rng.integers(0, 256, (5, 3, nbytes), dtype=np.uint8)
-    rows = rng.integers(0, 256, (2500, nbytes), dtype=np.uint8)  # more rows than one block
-    rows[0] = ~queries[0, 0]
-    rows[1] = queries[1, 2]
-    per_form = np.stack([hamming(queries[:, f], rows) for f in range(3)], axis=1)
-    low, high = dense_distances(as_words(queries), _columns(rows), high=True)
-    assert np.array_equal(low, per_form.min(axis=1))
-    assert np.array_equal(high, per_form.max(axis=1))
-    assert low[1, 1] == 0
-
-
-def test_full_width_distance_does_not_wrap():
-    row = np.random.default_rng(0).integers(0, 256, (1, 64), dtype=np.uint8)
-    assert dense_distances(as_words(row)[:, None], _columns(~row))[0, 0] == 512
 
 
 @settings(max_examples=40, deadline=None)
