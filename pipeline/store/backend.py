@@ -5,7 +5,9 @@ which backend it is; only here do the semantics differ:
 
 ``write_atomic``
     The object appears whole or not at all. Local: a temporary file beside the
-    target, fsync, ``os.replace``. Object stores (S3): one PUT, or a multipart
+    target, fsync, ``os.replace`` (or, for files that only a later commit makes
+    visible, no fsync: :func:`flush_filesystem` makes them durable at once
+    before that commit's record is written). Object stores (S3): one PUT, or a multipart
     upload that becomes visible only when completed. ``memory://``: the value is
     assembled, then assigned at once.
 ``write_exclusive``
@@ -19,8 +21,10 @@ which backend it is; only here do the semantics differ:
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +47,11 @@ CONFLICT_ATTEMPTS = 8
 CONFLICT_BACKOFF_SECONDS = 0.05
 
 _MEMORY_LOCK = threading.Lock()
+
+# Linux's syncfs(2): flush one filesystem, not every mounted one as sync(2) does.
+_SYNCFS = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None) if sys.platform.startswith("linux") else None
+#: Whether writes can leave their fsync to :func:`flush_filesystem` (no POSIX sync: every write fsyncs).
+DEFERRED_SYNC = _SYNCFS is not None or hasattr(os, "sync")
 
 
 def list_keys(fs: AbstractFileSystem, root: str, prefix: str | None = None) -> list[str]:
@@ -74,8 +83,8 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def _make_durable_directories(directory: str) -> None:
-    """Create ``directory`` and its missing ancestors, fsyncing the parent of each new one.
+def _make_directories(directory: str, durable: bool) -> None:
+    """Create ``directory`` and its missing ancestors, fsyncing the parent of each new one if ``durable``.
 
     Without that, a power loss could drop a new folder's entry (``errors/<run_id>/``,
     ``blobs/ab/cd/``) while the commit record naming a file inside it survives.
@@ -86,12 +95,14 @@ def _make_durable_directories(directory: str) -> None:
         directory = os.path.dirname(directory)
     for folder in reversed(missing):
         os.makedirs(folder, exist_ok=True)
-        _fsync_directory(os.path.dirname(folder))
+        if durable:
+            _fsync_directory(os.path.dirname(folder))
 
 
-def _write_local_temporary(path: str, chunks: Iterable[bytes], on_chunk: Callable[[], None] | None) -> str:
-    """Write ``chunks`` to a durable temporary sibling of ``path`` and return its name."""
-    _make_durable_directories(os.path.dirname(path))
+def _write_local_temporary(path: str, chunks: Iterable[bytes], on_chunk: Callable[[], None] | None,
+                           durable: bool) -> str:
+    """Write ``chunks`` to a temporary sibling of ``path`` (fsynced if ``durable``) and return its name."""
+    _make_directories(os.path.dirname(path), durable)
     temporary = path + keys.temporary_suffix()  # left behind only by a crash; gc removes it
     try:
         with open(temporary, "xb") as f:
@@ -99,8 +110,9 @@ def _write_local_temporary(path: str, chunks: Iterable[bytes], on_chunk: Callabl
                 f.write(chunk)
                 if on_chunk is not None:
                     on_chunk()
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
     except BaseException:
         os.unlink(temporary)
         raise
@@ -112,6 +124,8 @@ def write_atomic(
     path: str,
     chunks: Iterable[bytes],
     on_chunk: Callable[[], None] | None = None,
+    *,
+    durable: bool = True,
 ) -> None:
     """Write ``chunks`` to ``path`` so readers see the old object or the whole new one.
 
@@ -132,11 +146,18 @@ def write_atomic(
     on_chunk : callable, optional
         Called after each chunk has been handed to the filesystem; the store uses
         it to report the ``*.chunk`` steps of a write.
+    durable : bool
+        False for a file only a later commit makes visible: on local disk it is
+        then not fsynced here (two fsyncs of file and folder cost more than the
+        rest of a small blob's write) and :func:`flush_filesystem`, called before
+        the commit record is written, makes it durable. Ignored elsewhere.
     """
     if isinstance(fs, LocalFileSystem):
-        temporary = _write_local_temporary(path, chunks, on_chunk)
+        durable = durable or not DEFERRED_SYNC
+        temporary = _write_local_temporary(path, chunks, on_chunk, durable)
         os.replace(temporary, path)
-        _fsync_directory(os.path.dirname(path))
+        if durable:
+            _fsync_directory(os.path.dirname(path))
         return
     if isinstance(fs, MemoryFileSystem):
         # A memory file is published the moment it is opened, so it is
@@ -158,6 +179,29 @@ def write_atomic(
         _abandon(f)
         raise
     f.close()
+
+
+def flush_filesystem(fs: AbstractFileSystem, path: str) -> None:
+    """Make every write to the local filesystem holding ``path`` durable (by any process).
+
+    Linux: ``syncfs`` on that filesystem; other POSIX systems: ``sync``. Object
+    stores and ``memory://`` need nothing: their writes are durable (or not at
+    all) when they return.
+    """
+    if not isinstance(fs, LocalFileSystem) or not DEFERRED_SYNC:
+        return
+    if _SYNCFS is None:
+        os.sync()
+        return
+    while not os.path.exists(path):  # a store not written yet: its nearest existing folder
+        path = os.path.dirname(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"syncfs: {os.strerror(error)}", path)
+    finally:
+        os.close(fd)
 
 
 def _abandon(f: IO[bytes]) -> None:
@@ -200,7 +244,7 @@ def write_exclusive(
         caller lost a race and must not assume its data is there).
     """
     if isinstance(fs, LocalFileSystem):
-        temporary = _write_local_temporary(path, [data], None)
+        temporary = _write_local_temporary(path, [data], None, durable=True)
         try:
             if before_publish is not None:
                 before_publish()

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import StoreError
 from pipeline.store import keys, schemas
-from pipeline.store.backend import list_keys, write_atomic
+from pipeline.store.backend import flush_filesystem, list_keys, write_atomic
 from pipeline.store.commitlog import CommitLog
 from pipeline.store.gc import collect_garbage
 
@@ -127,9 +127,10 @@ class Store:
         if self.fs.exists(body_path) and blob_id in self._committed_blob_ids():
             raise StoreError(blob_id, "blob already committed; its body is immutable")
         self._step("blob.body.begin")
-        write_atomic(self.fs, body_path, body_chunks, lambda: self._step("blob.body.chunk"))
+        # Not durable yet: the commit that lists the blob flushes the filesystem first.
+        write_atomic(self.fs, body_path, body_chunks, lambda: self._step("blob.body.chunk"), durable=False)
         self._step("blob.body.done")
-        write_atomic(self.fs, self._path(header_key), [bytes(header)])
+        write_atomic(self.fs, self._path(header_key), [bytes(header)], durable=False)
         self._step("blob.header.done")
         self._blobs_written.add(blob_id)
         return body_key
@@ -215,7 +216,7 @@ class Store:
         buffer = memoryview(sink.getvalue())
         chunks = (buffer[i:i + PART_CHUNK_BYTES] for i in range(0, max(len(buffer), 1), PART_CHUNK_BYTES))
         self._step("part.begin")
-        write_atomic(self.fs, self._path(key), chunks, lambda: self._step("part.chunk"))
+        write_atomic(self.fs, self._path(key), chunks, lambda: self._step("part.chunk"), durable=False)
         self._step("part.done")
         return key
 
@@ -227,7 +228,7 @@ class Store:
         ``<table>/<run_id>/<unique>-<name>``.
         """
         key = keys.run_file_key(table, run_id, name, uuid.uuid4().hex)
-        write_atomic(self.fs, self._path(key), [bytes(data)])
+        write_atomic(self.fs, self._path(key), [bytes(data)], durable=False)
         return key
 
     def open_committed_file(self, key: str) -> IO[bytes]:
@@ -374,6 +375,9 @@ class Store:
             return existing
         self._check_present(file_lists, blob_ids)
         self._check_releasable(released, blob_ids)
+        # Files and blobs are written without their own fsync (by this process or
+        # the bulk job's workers); they become durable here, before the record names them.
+        flush_filesystem(self.fs, self.root)
         return self._log.append(run_id, file_lists, blob_ids, replaced, meta_json, released)
 
     def _check_releasable(self, released: list[str], blob_ids: list[str]) -> None:

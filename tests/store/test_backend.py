@@ -8,7 +8,8 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from pipeline.store import backend
+from pipeline.store import Store, backend, commitlog
+from pipeline.store import store as store_module
 from pipeline.store.backend import OBJECT_PART_BYTES, list_keys, write_atomic, write_exclusive
 
 from .conftest import new_location
@@ -112,3 +113,22 @@ def test_exclusive_write_retries_a_conflicting_concurrent_create(tmp_path, monke
     conflicts = [lambda: None] * backend.CONFLICT_ATTEMPTS
     with pytest.raises(OSError):
         write_exclusive(fs, "_commits/00000000000000000003.json", b"mine")
+
+
+def test_writes_a_commit_publishes_leave_their_fsync_to_the_commit(tmp_path, monkeypatch):
+    """Blobs and parts are not fsynced one by one; the commit flushes the filesystem before its record."""
+    events = []
+    monkeypatch.setattr(backend.os, "fsync", lambda fd: events.append("fsync"))
+    monkeypatch.setattr(store_module, "flush_filesystem", lambda fs, path: events.append("flush"))
+    real_exclusive = commitlog.write_exclusive
+    monkeypatch.setattr(commitlog, "write_exclusive",
+                        lambda *args: events.append("record") or real_exclusive(*args))
+    store = Store(str(tmp_path / "store"))
+    store.write_blob("a" * 32, b"header", [b"body"])
+    assert events == []
+    store.commit("run-1", {}, blobs=["a" * 32])
+    assert events[:2] == ["flush", "record"] and "fsync" in events[2:]  # the record itself is fsynced
+
+
+def test_filesystem_flush_of_a_store_not_created_yet(tmp_path):
+    backend.flush_filesystem(LocalFileSystem(), str(tmp_path / "not" / "yet"))  # syncs its nearest folder
