@@ -98,7 +98,7 @@ def _clusters_table(outcome: DedupOutcome, spec: PartitionSpec, version: int) ->
     }, schema=schema)
 
 
-def expired_pointer_blobs(store: Store, now: dt.datetime) -> list[str]:
+def expired_pointer_blobs(store: Store, now: dt.datetime) -> tuple[list[str], int]:
     """Pointer blobs of earlier bulk runs kept until ``now`` or before, live, and still pointers.
 
     Parameters
@@ -109,24 +109,28 @@ def expired_pointer_blobs(store: Store, now: dt.datetime) -> list[str]:
 
     Returns
     -------
-    list of str
+    blob_ids : list of str
         Sorted blob ids to release: listed in the latest ``fingerprints`` only
         by pointer rows (an image unmerged since is canonical and keeps its blob).
+    version : int
+        The store version this was read at (``Store.commit``'s ``releases_read_at``:
+        a blob that a later commit lists again, as an unmerge does, is kept).
     """
+    latest = store.latest_version()
     candidates = set()
-    for version in range(1, store.latest_version() + 1):
+    for version in range(1, latest + 1):
         meta = store.commit_record(version)["meta"]
         until = meta.get("pointer_blobs_kept_until")
         if until is not None and dt.datetime.fromisoformat(until) <= now:
             candidates.update(meta.get("pointer_blobs", []))
     candidates &= set(store.iter_blob_ids())
     if not candidates:
-        return []
-    rows = store.read_table(FINGERPRINTS, columns=["image_id", "duplicate_of"]).to_pydict()
+        return [], latest
+    rows = store.read_table(FINGERPRINTS, latest, columns=["image_id", "duplicate_of"]).to_pydict()
     pointers, canonicals = set(), set()
     for image_id, duplicate_of in zip(rows["image_id"], rows["duplicate_of"]):
         (canonicals if duplicate_of is None else pointers).add(image_id)
-    return sorted(candidates & (pointers - canonicals))
+    return sorted(candidates & (pointers - canonicals)), latest
 
 
 def commit_run(store: Store, run_id: str, source: str, results: list[PartitionResult], outcome: DedupOutcome,
@@ -193,11 +197,12 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
         "pointer_blobs": sorted(ids[kept_pointers]),
         "pointer_blobs_kept_until": (clock + dt.timedelta(days=grace)).isoformat(timespec="seconds"),
     }
-    # Computed last, from the latest fingerprints, so an unmerge committed during the run is seen.
-    released = expired_pointer_blobs(store, clock)
+    # Computed last, from the latest fingerprints, so an unmerge committed during the run is
+    # seen; one committed after this read lists its blob again, and the store then keeps it.
+    released, read_at = expired_pointer_blobs(store, clock)
     meta["released_pointer_blobs"] = len(released)
     version = store.commit(run_id, {t: keys for t, keys in files.items() if keys}, blobs, meta, replace=replace,
-                           release_blobs=released)
+                           release_blobs=released, releases_read_at=read_at)
     return BulkSummary(run_id, version, metrics, errors)
 
 

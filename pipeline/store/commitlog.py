@@ -95,6 +95,7 @@ class CommitLog:
         replace: list[str],
         meta: Mapping[str, object],
         release: Sequence[str] = (),
+        release_read_at: int | None = None,
     ) -> int:
         """Commit ``run_id`` at the next free version, or return the version it already has.
 
@@ -103,7 +104,9 @@ class CommitLog:
         version lost to a record that the listing then does not show raises
         StoreError instead of retrying forever. Listing a blob that a record
         read by then released raises StoreError (checked on every attempt, so a
-        release that wins the race is seen).
+        release that wins the race is seen). A blob in ``release`` that a record
+        after ``release_read_at`` lists is left out of the release, likewise
+        re-checked on every attempt.
         """
         lost = 0  # the last version this call lost to another writer
         while True:
@@ -127,8 +130,12 @@ class CommitLog:
                 "replace": list(replace),
                 "meta": dict(meta),
             }
-            if release:  # absent from records that release nothing (and from those written before releases)
-                record["release"] = list(release)
+            releasing = list(release)
+            if release_read_at is not None:
+                relisted = _listed(r for v, r in self._records.items() if v > release_read_at)
+                releasing = [blob_id for blob_id in releasing if blob_id not in relisted]
+            if releasing:  # absent from records that release nothing (and from those written before releases)
+                record["release"] = releasing
             data = json.dumps(record, sort_keys=True).encode()
             self._step("commit.begin")
             key = keys.commit_key(version + 1)

@@ -319,6 +319,7 @@ class Store:
         *,
         replace: Iterable[str] = (),
         release_blobs: Iterable[str] = (),
+        releases_read_at: int | None = None,
     ) -> int:
         """Publish a run's files and blobs with one commit record; return its version.
 
@@ -345,6 +346,11 @@ class Store:
             grace period), even though older versions still list them. A
             release is final: a later commit listing the id, or a write of
             it, is refused. Releasing an id no commit lists is refused.
+        releases_read_at : int, optional
+            The version ``release_blobs`` were decided from. A blob that a commit
+            after it lists again (an unmerge restoring an image) is not released:
+            checked against the log on every attempt, so no commit racing this
+            one can slip in between.
 
         Returns
         -------
@@ -378,7 +384,7 @@ class Store:
         # Files and blobs are written without their own fsync (by this process or
         # the bulk job's workers); they become durable here, before the record names them.
         flush_filesystem(self.fs, self.root)
-        return self._log.append(run_id, file_lists, blob_ids, replaced, meta_json, released)
+        return self._log.append(run_id, file_lists, blob_ids, replaced, meta_json, released, releases_read_at)
 
     def _check_releasable(self, released: list[str], blob_ids: list[str]) -> None:
         """Refuse to release a blob the same commit lists, or one no commit lists."""

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from pipeline.errors import StoreError
-from pipeline.store import keys
+from pipeline.store import commitlog, keys
 
 from .test_gc import present_keys
 
@@ -70,3 +70,25 @@ def test_an_old_version_still_lists_a_released_blob_until_gc_removes_it(released
     store.gc(grace_seconds=0, now=time.time() + 10)
     with pytest.raises(StoreError, match="no such blob"):
         store.open_blob_body("aaaa0001")
+
+
+def test_a_blob_listed_again_after_the_release_was_decided_is_kept(store, monkeypatch):
+    """An unmerge that lists a pointer's blob again between a run's release check and its commit wins."""
+    for blob_id in ("aaaa0001", "aaaa0002"):
+        store.write_blob(blob_id, b"h", [blob_id.encode()])
+    store.commit("r1", {}, ["aaaa0001", "aaaa0002"])
+    decided_at = store.latest_version()
+    # The concurrent commit lands while the releasing commit is between its checks and its record.
+    real_append = commitlog.CommitLog.append
+
+    def overtaken(log, *args, **kwargs):
+        monkeypatch.setattr(commitlog.CommitLog, "append", real_append)
+        store.commit("unmerge", {}, ["aaaa0001"])
+        return real_append(log, *args, **kwargs)
+
+    monkeypatch.setattr(commitlog.CommitLog, "append", overtaken)
+    version = store.commit("r2", {}, release_blobs=["aaaa0001", "aaaa0002"], releases_read_at=decided_at)
+    assert version == decided_at + 2
+    assert store.commit_record(version)["release"] == ["aaaa0002"]
+    assert store.released_blob_ids() == {"aaaa0002"}
+    assert store.open_blob_body("aaaa0001").read() == b"aaaa0001"
