@@ -105,11 +105,13 @@ def _candidate_ranges(queries, centre_columns, radii, keys, offsets, stride, t, 
                 continue
             members = keys[offsets[c]:offsets[c + 1]]
             base = c * stride
-            query[count] = q
-            lo[count] = offsets[c] + np.searchsorted(members, base + max(np.int64(low[c]) - t, 0), side="left")
-            hi[count] = offsets[c] + np.searchsorted(members, base + min(np.int64(high[c]) + t, stride - 1),
-                                                     side="right")
-            count += 1
+            first = offsets[c] + np.searchsorted(members, base + max(np.int64(low[c]) - t, 0), side="left")
+            last = offsets[c] + np.searchsorted(members, base + min(np.int64(high[c]) + t, stride - 1), side="right")
+            if count and query[count - 1] == q and hi[count - 1] == first:
+                hi[count - 1] = last  # continues the previous range (whole neighbouring classes): one range
+            else:
+                query[count], lo[count], hi[count] = q, first, last
+                count += 1
     return count
 
 
@@ -140,7 +142,8 @@ def candidate_ranges(queries: np.ndarray, centre_columns: np.ndarray, radii: np.
     Returns
     -------
     query, lo, hi : ndarray of int64, shape (P,)
-        Row ranges ``lo:hi`` to scan for each query, by query, then class.
+        Row ranges ``lo:hi`` to scan for each query, by query, then class;
+        ranges that meet are joined.
     """
     queries = np.ascontiguousarray(queries, dtype=np.uint64)
     # Room for every (query, class): pages never written are never committed.
@@ -176,8 +179,9 @@ def scan_ranges(
         Largest distance kept, in bits.
     threads : int
         Most threads the ranges are shared among (the compiled loop releases the
-        GIL); each takes a run of consecutive ranges with about the same number
-        of rows, and at least ``_ROWS_PER_THREAD`` row-forms.
+        GIL); each takes a run of consecutive rows of the ranges (a range may be
+        cut), about as many as the others and at least ``_ROWS_PER_THREAD``
+        row-forms.
 
     Returns
     -------
@@ -196,13 +200,31 @@ def scan_ranges(
     if (np.diff(query) < 0).any():
         raise ValueError("ranges must be grouped by query, in ascending query order")
     t = max(-1, min(int(t), int(FAR) - 1))
-    work = np.cumsum(np.maximum(hi - lo, 0) + 1)
-    threads = min(threads, int(work[-1]) * queries.shape[1] // _ROWS_PER_THREAD if len(work) else 0)
+    hi = np.maximum(hi, lo)
+    rows = int((hi - lo).sum())
+    threads = min(threads, rows * queries.shape[1] // _ROWS_PER_THREAD)
     if threads <= 1:
         return _scan_all(queries, columns, query, lo, hi, t)
-    # Cut between ranges: the runs' matches, concatenated, keep the ranges' order.
-    bounds = np.unique(np.r_[0, np.searchsorted(work, work[-1] * np.arange(1, threads) / threads), len(query)])
-    spans = list(zip(bounds[:-1], bounds[1:]))
-    parts = list(_thread_pool().map(
-        lambda span: _scan_all(queries, columns, *(x[span[0]:span[1]] for x in (query, lo, hi)), t), spans))
+    parts = list(_thread_pool().map(lambda share: _scan_all(queries, columns, *share, t),
+                                    _shares(query, lo, hi, rows, threads)))
     return tuple(np.concatenate(part) for part in zip(*parts))
+
+
+def _shares(query: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows: int, parts: int) -> list[tuple]:
+    """The ranges cut into ``parts`` runs of consecutive rows of about equal length.
+
+    A range may be cut in two; run after run, the pieces keep the ranges' order,
+    so the runs' matches, concatenated, are those of one scan.
+    """
+    ends = np.cumsum(hi - lo)
+    shares = []
+    for part in range(parts):
+        start, stop = rows * part // parts, rows * (part + 1) // parts
+        first, last = np.searchsorted(ends, start, side="right"), np.searchsorted(ends, stop, side="left")
+        if start == stop:
+            continue
+        piece_lo, piece_hi = lo[first:last + 1].copy(), hi[first:last + 1].copy()
+        piece_lo[0] += start - (ends[first] - (hi[first] - lo[first]))
+        piece_hi[-1] -= ends[last] - stop
+        shares.append((query[first:last + 1], piece_lo, piece_hi))
+    return shares
