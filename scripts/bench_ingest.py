@@ -8,8 +8,9 @@ class index, then ``ClusterIndex.add`` for a stored image), one image at a
 time, each query carrying its 8 dihedral forms as ingest sends them. The
 reference is a NumPy brute-force scan of every stored fingerprint (64-bit
 words, XOR and popcount, smallest over the 8 forms) in the same run; a second
-one is the index's own compiled scan over every row (no pruning), which shows
-what the triangle inequality adds to the compiled kernel.
+one is the index's own compiled scan over every row (no pruning, on the same
+``index.threads`` as exact mode), which shows what the triangle inequality adds
+to the compiled kernel.
 
 Data, 256-bit fingerprints:
 
@@ -104,10 +105,10 @@ def brute_force(words: np.ndarray, query: np.ndarray, t: int) -> int | None:
     return row if best[row] <= t else None
 
 
-def compiled_brute_force(columns: np.ndarray, query: np.ndarray, t: int) -> int | None:
-    """:func:`brute_force` with the index's compiled scan of every row (columns: (w, n) words)."""
+def compiled_brute_force(columns: np.ndarray, query: np.ndarray, t: int, threads: int) -> int | None:
+    """:func:`brute_force` with the index's compiled scan of every row (columns: (w, n) words), on ``threads``."""
     _, rows, distances = scan_ranges(as_words(query)[None], columns, np.zeros(1, np.int64), np.zeros(1, np.int64),
-                                     np.full(1, columns.shape[1]), t)
+                                     np.full(1, columns.shape[1]), t, threads=threads)
     return int(rows[distances.argmin()]) if len(rows) else None
 
 
@@ -170,11 +171,12 @@ def main() -> None:
         figures["bruteforce"] = percentiles(seconds)
         print(f"[{kind}] {'brute force':>11}: {figures['bruteforce']}", flush=True)
         columns = word_columns(words)
-        compiled_brute_force(columns, queries[0], config.dedup.threshold_t)  # compiles or loads the kernel
+        threads = config.index.scan_threads  # as exact mode's scans
+        compiled_brute_force(columns, queries[0], config.dedup.threshold_t, threads)  # compiles or loads the kernel
         seconds = []
         for query in queries[:args.bruteforce_queries]:
             started = time.perf_counter()
-            compiled_brute_force(columns, query, config.dedup.threshold_t)
+            compiled_brute_force(columns, query, config.dedup.threshold_t, threads)
             seconds.append(time.perf_counter() - started)
         figures["compiled_bruteforce"] = percentiles(seconds)
         print(f"[{kind}] {'compiled brute force':>11}: {figures['compiled_bruteforce']}", flush=True)
