@@ -5,8 +5,9 @@
 On a local store in a temporary folder (or ``--url``), interleaved round by round:
 
 - blob write: ``write_blob`` of ``--mib`` MiB in 1 MiB chunks (temporary file,
-  fsync, rename, header) against the reference: the same chunks written to a
-  plain file and fsynced (the least a durable write does);
+  rename, header), then the filesystem flush a commit does before its record
+  (what makes the blob durable), against the reference: the same chunks
+  written to a plain file and fsynced (the least a durable write does);
 - blob read: ``open_blob_body`` read in 1 MiB chunks against a plain file read.
 
 Then ``--runs`` runs of one small Parquet part each are committed one after
@@ -25,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.store import Store, schemas
+from pipeline.store.backend import flush_filesystem
 
 CHUNK = 1 << 20
 
@@ -75,7 +77,8 @@ def main() -> None:
         timings = {"blob_write": [], "plain_write": [], "blob_read": [], "plain_read": []}
         for round_ in range(args.rounds):
             blob_id = f"bench{round_:04d}"
-            timings["blob_write"].append(_timed(lambda: store.write_blob(blob_id, b"header", iter(chunks))))
+            timings["blob_write"].append(_timed(lambda: (store.write_blob(blob_id, b"header", iter(chunks)),
+                                                         flush_filesystem(store.fs, store.root))))
             timings["plain_write"].append(_timed(lambda: _plain_write(plain, chunks)))
             timings["blob_read"].append(_timed(lambda: _drain(store.open_blob_body(blob_id))))
             timings["plain_read"].append(_timed(lambda: _drain(plain.open("rb"))))
