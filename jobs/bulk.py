@@ -36,7 +36,7 @@ from distributed import Client
 
 from jobs.bulk_dedup import StoredRows, cluster_and_dedup, read_stored_rows
 from jobs.bulk_report import BulkSummary, commit_run, print_summary
-from jobs.dask_runtime import dask_client, wait_for
+from jobs.dask_runtime import dask_client, wait_for, workers_share_host
 from jobs.partition import PartitionResult, PartitionSpec, fingerprint_partition
 from jobs.source import SourceFile, image_extensions, list_source
 from pipeline.config import Config, as_dict
@@ -123,6 +123,7 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
         dihedral=config.hash.dihedral, mode=config.crypto.mode, segment_bytes=config.crypto.segment_bytes,
         decode=dataclasses.asdict(config.decode), extensions=image_extensions(config.decode.formats),
         ingested_at=np.datetime64(started.replace(tzinfo=None), "us"),
+        deferred_sync=workers_share_host(client),
     )
     _check_store_matches(store, spec)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,16 @@ def dask_client(scheduler: str = "", workers: int = 0, *, processes: bool = True
                       dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
             Client(cluster) as client:
         yield client
+
+
+def workers_share_host(client: Client) -> bool:
+    """True when every worker of ``client`` runs on this host.
+
+    Their writes to a local store are then made durable by this host's commit
+    (one filesystem flush); workers elsewhere must fsync each write themselves.
+    """
+    here = socket.gethostname()
+    return all(host == here for host in client.run(socket.gethostname).values())
 
 
 def wants_bar(progress_mode: str) -> bool:

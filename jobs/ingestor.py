@@ -209,7 +209,7 @@ class Ingestor:
             algo=self.config.hash.algo, size=self.config.hash.size, bits=self.config.hash.bits,
             dihedral=self.config.hash.dihedral, mode=self.config.crypto.mode,
             segment_bytes=self.config.crypto.segment_bytes, decode=dataclasses.asdict(self.config.decode),
-            extensions=frozenset(), ingested_at=np.datetime64("now", "us"))
+            extensions=frozenset(), ingested_at=np.datetime64("now", "us"), deferred_sync=True)
 
     @staticmethod
     def _rows_table(spec: PartitionSpec, decided: list[SourceImage], batch, decisions: list[Decision]) -> pa.Table:

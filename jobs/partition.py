@@ -50,6 +50,8 @@ class PartitionSpec:
 
     ``storage_options`` open the store, ``source_options`` the source files.
     ``ingested_at`` is the run's start time, the same in every task and retry.
+    ``deferred_sync``: the workers share the client's host, so the commit's
+    filesystem flush covers their writes (see :class:`pipeline.store.Store`).
     """
 
     store_url: str
@@ -65,6 +67,7 @@ class PartitionSpec:
     decode: Mapping[str, object]
     extensions: frozenset[str]
     ingested_at: np.datetime64
+    deferred_sync: bool
 
     def schema(self) -> pa.Schema:
         """Schema of the ``fingerprints`` rows this run writes."""
@@ -148,13 +151,13 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
     PartitionResult
     """
     algorithm = get_algorithm(spec.algo, size=spec.size, bits=spec.bits)
-    store = Store(spec.store_url, spec.storage_options)
+    store = Store(spec.store_url, spec.storage_options, deferred_sync=spec.deferred_sync)
     seconds = {"read": 0.0, "decode_hash": 0.0, "encrypt_write": 0.0}
     ids, sources, sizes, digests, hashes, variants = [], [], [], [], [], []
     widths, heights, quality, written, errors = [], [], [], [], []
     skipped = unchanged = bytes_read = 0
     stored_digests: set[bytes] = set()
-    # Blob writes wait on the store (fsync, network), not the CPU: a few run at once, and
+    # Blob writes wait on the store (file creation, network), not the CPU: a few run at once, and
     # a chunk's blobs are written while the next chunk is decoded (two chunks in memory at most).
     writes = []
     source_fs = _source_filesystem(files, spec.source_options)

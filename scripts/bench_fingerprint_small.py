@@ -96,7 +96,7 @@ def task_pass(paths: list[Path], partition_size: int, key: GroupKey, *,
             size=config.hash.size, bits=config.hash.bits, dihedral=config.hash.dihedral,
             mode=config.crypto.mode, segment_bytes=config.crypto.segment_bytes,
             decode=dataclasses.asdict(config.decode), extensions=image_extensions(config.decode.formats),
-            ingested_at=np.datetime64("2026-01-01T00:00:00", "us"))
+            ingested_at=np.datetime64("2026-01-01T00:00:00", "us"), deferred_sync=True)
         started, cpu = time.perf_counter(), _cpu_seconds()
         for index, start in enumerate(range(0, len(files), partition_size)):
             result = fingerprint_partition(index, files[start:start + partition_size], {}, spec)

@@ -6,8 +6,8 @@ which backend it is; only here do the semantics differ:
 ``write_atomic``
     The object appears whole or not at all. Local: a temporary file beside the
     target, fsync, ``os.replace`` (or, for files that only a later commit makes
-    visible, no fsync: :func:`flush_filesystem` makes them durable at once
-    before that commit's record is written). Object stores (S3): one PUT, or a multipart
+    visible, no fsync and ``os.link``: :func:`flush_filesystem` makes them
+    durable at once before that commit's record is written). Object stores (S3): one PUT, or a multipart
     upload that becomes visible only when completed. ``memory://``: the value is
     assembled, then assigned at once.
 ``write_exclusive``
@@ -48,10 +48,11 @@ CONFLICT_BACKOFF_SECONDS = 0.05
 
 _MEMORY_LOCK = threading.Lock()
 
-# Linux's syncfs(2): flush one filesystem, not every mounted one as sync(2) does.
+# Linux's syncfs(2): flush one filesystem and report its writeback errors since the
+# descriptor was opened (sync(2) elsewhere may return before the data is written).
 _SYNCFS = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None) if sys.platform.startswith("linux") else None
-#: Whether writes can leave their fsync to :func:`flush_filesystem` (no POSIX sync: every write fsyncs).
-DEFERRED_SYNC = _SYNCFS is not None or hasattr(os, "sync")
+#: Whether writes can leave their fsync to :func:`flush_filesystem` (otherwise every write fsyncs).
+DEFERRED_SYNC = _SYNCFS is not None
 
 
 def list_keys(fs: AbstractFileSystem, root: str, prefix: str | None = None) -> list[str]:
@@ -73,6 +74,14 @@ def list_keys(fs: AbstractFileSystem, root: str, prefix: str | None = None) -> l
         fs.invalidate_cache(folder)
     start = len(root) + 1
     return sorted(p[start:] for p in found if p.startswith(root + "/"))
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(directory: str) -> None:
@@ -147,17 +156,27 @@ def write_atomic(
         Called after each chunk has been handed to the filesystem; the store uses
         it to report the ``*.chunk`` steps of a write.
     durable : bool
-        False for a file only a later commit makes visible: on local disk it is
-        then not fsynced here (two fsyncs of file and folder cost more than the
-        rest of a small blob's write) and :func:`flush_filesystem`, called before
-        the commit record is written, makes it durable. Ignored elsewhere.
+        False for a file only a later commit makes visible: on local disk (Linux)
+        it is then not fsynced here (two fsyncs of file and folder cost more than
+        the rest of a small blob's write) and :func:`flush_filesystem`, called on
+        the same host before the commit record is written, makes it durable. It
+        is published with ``os.link``, which fails if a file is already there (a
+        committed blob a concurrent writer just published, say): that one is
+        only replaced by bytes fsynced first. Ignored elsewhere.
     """
     if isinstance(fs, LocalFileSystem):
         durable = durable or not DEFERRED_SYNC
         temporary = _write_local_temporary(path, chunks, on_chunk, durable)
+        if not durable:
+            try:
+                os.link(temporary, path)
+            except OSError:  # a file is there already (or no hard links): replace it durably
+                _fsync_file(temporary)
+            else:
+                os.unlink(temporary)
+                return
         os.replace(temporary, path)
-        if durable:
-            _fsync_directory(os.path.dirname(path))
+        _fsync_directory(os.path.dirname(path))
         return
     if isinstance(fs, MemoryFileSystem):
         # A memory file is published the moment it is opened, so it is
@@ -181,27 +200,30 @@ def write_atomic(
     f.close()
 
 
-def flush_filesystem(fs: AbstractFileSystem, path: str) -> None:
-    """Make every write to the local filesystem holding ``path`` durable (by any process).
+def open_flush_handle(fs: AbstractFileSystem, path: str) -> int | None:
+    """A descriptor for :func:`flush_filesystem` on the local filesystem holding ``path``.
 
-    Linux: ``syncfs`` on that filesystem; other POSIX systems: ``sync``. Object
-    stores and ``memory://`` need nothing: their writes are durable (or not at
-    all) when they return.
+    Opened early (when the store is opened), so the flush reports every
+    writeback error the filesystem met since. None where writes do not defer
+    their fsync (object stores, ``memory://``, systems without ``syncfs``).
     """
     if not isinstance(fs, LocalFileSystem) or not DEFERRED_SYNC:
-        return
-    if _SYNCFS is None:
-        os.sync()
-        return
-    while not os.path.exists(path):  # a store not written yet: its nearest existing folder
+        return None
+    while not os.path.exists(path) and os.path.dirname(path) != path:  # a store not created yet
         path = os.path.dirname(path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _SYNCFS(fd) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"syncfs: {os.strerror(error)}", path)
-    finally:
-        os.close(fd)
+    return os.open(path or "/", os.O_RDONLY)
+
+
+def flush_filesystem(handle: int | None) -> None:
+    """Make every write to the filesystem of ``handle`` durable, by any process of this host.
+
+    Linux ``syncfs``. Raises OSError when it reports a writeback error (on any
+    file of that filesystem since the handle was opened). A None handle: nothing
+    to do.
+    """
+    if handle is not None and _SYNCFS(handle) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"syncfs: {os.strerror(error)}")
 
 
 def _abandon(f: IO[bytes]) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO
@@ -25,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import StoreError
 from pipeline.store import keys, schemas
-from pipeline.store.backend import flush_filesystem, list_keys, write_atomic
+from pipeline.store.backend import flush_filesystem, list_keys, open_flush_handle, write_atomic
 from pipeline.store.commitlog import CommitLog
 from pipeline.store.gc import collect_garbage
 
@@ -64,6 +66,12 @@ class Store:
         ``"part.done"``, ``"commit.record.written"``, ... listed in
         ``docs/store.md``) as it completes. For observing progress and for
         crash tests; the store never depends on what it does.
+    deferred_sync : bool
+        Local disk (Linux): blobs, table parts and run files are written without
+        their own fsyncs, and :meth:`commit` flushes the filesystem once before
+        its record (``syncfs``, which covers every process of this host). Set it
+        False in a process whose writes another host will commit (Dask workers
+        on other machines sharing the folder): each write is then fsynced.
     """
 
     def __init__(
@@ -72,11 +80,16 @@ class Store:
         storage_options: Mapping[str, object] | None = None,
         *,
         on_step: Callable[[str], None] | None = None,
+        deferred_sync: bool = True,
     ):
         self.url = url
         self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         self.root = root.rstrip("/")
         self._on_step = on_step
+        self._deferred_sync = deferred_sync
+        self._flush_handle = open_flush_handle(self.fs, self.root) if deferred_sync else None
+        if self._flush_handle is not None:
+            weakref.finalize(self, os.close, self._flush_handle)
         self._log = CommitLog(self.fs, self.root, self._step)
         self._blobs_written: set[str] = set()
 
@@ -128,9 +141,10 @@ class Store:
             raise StoreError(blob_id, "blob already committed; its body is immutable")
         self._step("blob.body.begin")
         # Not durable yet: the commit that lists the blob flushes the filesystem first.
-        write_atomic(self.fs, body_path, body_chunks, lambda: self._step("blob.body.chunk"), durable=False)
+        durable = not self._deferred_sync
+        write_atomic(self.fs, body_path, body_chunks, lambda: self._step("blob.body.chunk"), durable=durable)
         self._step("blob.body.done")
-        write_atomic(self.fs, self._path(header_key), [bytes(header)], durable=False)
+        write_atomic(self.fs, self._path(header_key), [bytes(header)], durable=durable)
         self._step("blob.header.done")
         self._blobs_written.add(blob_id)
         return body_key
@@ -216,7 +230,8 @@ class Store:
         buffer = memoryview(sink.getvalue())
         chunks = (buffer[i:i + PART_CHUNK_BYTES] for i in range(0, max(len(buffer), 1), PART_CHUNK_BYTES))
         self._step("part.begin")
-        write_atomic(self.fs, self._path(key), chunks, lambda: self._step("part.chunk"), durable=False)
+        write_atomic(self.fs, self._path(key), chunks, lambda: self._step("part.chunk"),
+                     durable=not self._deferred_sync)
         self._step("part.done")
         return key
 
@@ -228,7 +243,7 @@ class Store:
         ``<table>/<run_id>/<unique>-<name>``.
         """
         key = keys.run_file_key(table, run_id, name, uuid.uuid4().hex)
-        write_atomic(self.fs, self._path(key), [bytes(data)], durable=False)
+        write_atomic(self.fs, self._path(key), [bytes(data)], durable=not self._deferred_sync)
         return key
 
     def open_committed_file(self, key: str) -> IO[bytes]:
@@ -383,7 +398,11 @@ class Store:
         self._check_releasable(released, blob_ids)
         # Files and blobs are written without their own fsync (by this process or
         # the bulk job's workers); they become durable here, before the record names them.
-        flush_filesystem(self.fs, self.root)
+        try:
+            flush_filesystem(self._flush_handle)
+        except OSError as exc:
+            raise StoreError(self.url, f"flushing the store's filesystem before the commit record failed "
+                                       f"({exc}); nothing was committed") from None
         return self._log.append(run_id, file_lists, blob_ids, replaced, meta_json, released, releases_read_at)
 
     def _check_releasable(self, released: list[str], blob_ids: list[str]) -> None:

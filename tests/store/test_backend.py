@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
+from pipeline.errors import StoreError
 from pipeline.store import Store, backend, commitlog
 from pipeline.store import store as store_module
 from pipeline.store.backend import OBJECT_PART_BYTES, list_keys, write_atomic, write_exclusive
@@ -118,8 +120,9 @@ def test_exclusive_write_retries_a_conflicting_concurrent_create(tmp_path, monke
 def test_writes_a_commit_publishes_leave_their_fsync_to_the_commit(tmp_path, monkeypatch):
     """Blobs and parts are not fsynced one by one; the commit flushes the filesystem before its record."""
     events = []
+    real_flush = store_module.flush_filesystem
     monkeypatch.setattr(backend.os, "fsync", lambda fd: events.append("fsync"))
-    monkeypatch.setattr(store_module, "flush_filesystem", lambda fs, path: events.append("flush"))
+    monkeypatch.setattr(store_module, "flush_filesystem", lambda handle: events.append("flush") or real_flush(handle))
     real_exclusive = commitlog.write_exclusive
     monkeypatch.setattr(commitlog, "write_exclusive",
                         lambda *args: events.append("record") or real_exclusive(*args))
@@ -130,5 +133,41 @@ def test_writes_a_commit_publishes_leave_their_fsync_to_the_commit(tmp_path, mon
     assert events[:2] == ["flush", "record"] and "fsync" in events[2:]  # the record itself is fsynced
 
 
-def test_filesystem_flush_of_a_store_not_created_yet(tmp_path):
-    backend.flush_filesystem(LocalFileSystem(), str(tmp_path / "not" / "yet"))  # syncs its nearest folder
+def test_a_store_whose_writes_another_host_commits_fsyncs_each_write(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(backend.os, "fsync", synced.append)
+    Store(str(tmp_path / "store"), deferred_sync=False).write_blob("a" * 32, b"header", [b"body"])
+    assert len(synced) == 2 + 2 + 4  # body and header, their folder, and the four new folders' parents
+
+
+def test_a_deferred_write_never_replaces_a_file_with_unflushed_bytes(tmp_path, monkeypatch):
+    """A second writer of a published blob fsyncs its bytes before they replace the first's."""
+    path = tmp_path / "blob"
+    write_atomic(LocalFileSystem(), str(path), [b"first"], durable=False)
+    synced = []
+    monkeypatch.setattr(backend.os, "fsync", synced.append)
+    write_atomic(LocalFileSystem(), str(path), [b"second"], durable=False)
+    assert path.read_bytes() == b"second" and len(synced) == 2  # the new bytes, then the folder
+    assert [p.name for p in tmp_path.iterdir()] == ["blob"]  # no temporary left
+
+
+def test_a_failed_flush_commits_nothing(tmp_path, monkeypatch):
+    store = Store(str(tmp_path / "store"))
+    store.write_blob("a" * 32, b"header", [b"body"])
+
+    def failing(handle):
+        raise OSError(5, "syncfs: Input/output error")
+
+    monkeypatch.setattr(store_module, "flush_filesystem", failing)
+    with pytest.raises(StoreError, match="flushing the store's filesystem"):
+        store.commit("run-1", {}, blobs=["a" * 32])
+    assert store.latest_version() == 0
+
+
+def test_flush_handle_of_a_store_not_created_yet_is_its_nearest_folder(tmp_path):
+    handle = backend.open_flush_handle(LocalFileSystem(), str(tmp_path / "not" / "yet"))
+    try:
+        assert os.path.samestat(os.fstat(handle), os.stat(tmp_path))
+        backend.flush_filesystem(handle)
+    finally:
+        os.close(handle)
