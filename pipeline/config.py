@@ -16,7 +16,16 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "default.toml"
-_CORES = os.cpu_count() or 1
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system reports it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_CORES = usable_cores()
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ query's distance to a row is the smallest over its forms.
 
 Words are padded to a multiple of :data:`LANES` with zero words on both sides,
 which leaves distances unchanged and lets every width use the 4-word loop.
-The cluster index (:mod:`pipeline.index.kernels`) and K-means assignment
-(:mod:`pipeline.cluster.assign`) build on these.
+Distances are uint16: fingerprints up to 65 534 bits. K-means assignment
+(:mod:`pipeline.cluster.assign`) uses :func:`nearest_centres`; the cluster
+index's compiled loops are here too (:func:`scan_into`,
+:func:`candidate_ranges_into`, driven by :mod:`pipeline.index.kernels`).
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ def as_words(packed: np.ndarray) -> np.ndarray:
         Word byte order is irrelevant to popcounts of XORs.
     """
     packed = np.asarray(packed, dtype=np.uint8)
+    if packed.shape[-1] * 8 >= int(FAR):
+        raise ValueError(f"fingerprints of {packed.shape[-1] * 8} bits: distances are kept in 16 bits")
     pad = -packed.shape[-1] % (8 * LANES)
     if pad:
         packed = np.concatenate([packed, np.zeros(packed.shape[:-1] + (pad,), np.uint8)], axis=-1)
@@ -134,6 +138,12 @@ def _nearest(points, centre_columns, labels, distances):
         distances[p] = best_distance
 
 
+def _check_widths(query_words: int, columns: np.ndarray) -> None:
+    """Refuse queries and rows of different widths (the compiled loops do not check bounds)."""
+    if query_words != columns.shape[0]:
+        raise ValueError(f"queries of {query_words} words against rows of {columns.shape[0]} words")
+
+
 def nearest_centres(points: np.ndarray, centre_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre of every point.
 
@@ -151,6 +161,9 @@ def nearest_centres(points: np.ndarray, centre_columns: np.ndarray) -> tuple[np.
     distances : ndarray of int32, shape (n,)
         Hamming distance to that centre, in bits.
     """
+    _check_widths(points.shape[-1], centre_columns)
+    if centre_columns.shape[1] == 0:
+        raise ValueError("no centres to assign to")
     labels, distances = np.empty(len(points), np.int32), np.empty(len(points), np.int32)
     if len(points):
         _nearest(np.ascontiguousarray(points, dtype=np.uint64), centre_columns, labels, distances)
@@ -176,8 +189,76 @@ def dense_distances(queries: np.ndarray, columns: np.ndarray, *, high: bool = Fa
         ``max`` over the forms; only when ``high`` is true.
     """
     queries = np.ascontiguousarray(queries, dtype=np.uint64)
+    _check_widths(queries.shape[-1], columns)
     m, n = queries.shape[0], columns.shape[1]
     low, largest = np.empty((m, n), np.uint16), np.empty((m, n), np.uint16)
     if m and n:
         _dense(queries, columns, low, largest)
     return (low, largest) if high else low
+
+
+# The index's compiled loops (pipeline.index.kernels drives them). They live here, beside the
+# loop they inline: Numba checks a cached function against its own file only.
+
+
+@njit(nogil=True, cache=True)
+def scan_into(queries, columns, query, lo, hi, t, p, start, found_q, found_r, found_d):
+    """Matches within ``t`` over the ranges ``lo[p]:hi[p]`` of ``query[p]``, from range ``p`` at row ``start``.
+
+    Fills ``found_*`` until fewer than one block of slots is left and returns
+    ``(count, p, start)``: where to resume (``p == len(query)`` when done). The
+    buffers never grow inside the loop, which keeps the block loops vectorised.
+    """
+    low = np.empty(BLOCK, np.uint16)
+    high = np.empty(BLOCK, np.uint16)
+    acc = np.empty(BLOCK, np.uint16)
+    count = 0
+    while p < len(query):
+        forms = queries[query[p]]
+        while start < hi[p]:
+            if len(found_q) - count < BLOCK:
+                return count, p, start
+            stop = min(hi[p], start + BLOCK)
+            block_distances(columns, start, stop, forms, low, high, acc)
+            nearest = FAR
+            for i in range(stop - start):
+                nearest = min(nearest, low[i])
+            if nearest > t:  # most blocks of a scan far from its query
+                start = stop
+                continue
+            for i in range(stop - start):
+                # Written always, kept by advancing: no branch to mispredict.
+                found_q[count] = query[p]
+                found_r[count] = start + i
+                found_d[count] = low[i]
+                count += low[i] <= t
+            start = stop
+        p += 1
+        if p < len(query):
+            start = lo[p]
+    return count, p, start
+
+
+@njit(nogil=True, cache=True)
+def candidate_ranges_into(queries, centre_columns, radii, keys, offsets, stride, t, query, lo, hi):
+    """Fill ``query``/``lo``/``hi`` (room for every query and class) and return how many ranges."""
+    k = centre_columns.shape[1]
+    low = np.empty(k, np.uint16)
+    high = np.empty(k, np.uint16)
+    acc = np.empty(k, np.uint16)
+    count = 0
+    for q in range(queries.shape[0]):
+        block_distances(centre_columns, 0, k, queries[q], low, high, acc)
+        for c in range(k):
+            if offsets[c + 1] == offsets[c] or np.int64(low[c]) - radii[c] > t:
+                continue
+            members = keys[offsets[c]:offsets[c + 1]]
+            base = c * stride
+            first = offsets[c] + np.searchsorted(members, base + max(np.int64(low[c]) - t, 0), side="left")
+            last = offsets[c] + np.searchsorted(members, base + min(np.int64(high[c]) + t, stride - 1), side="right")
+            if count and query[count - 1] == q and hi[count - 1] == first:
+                hi[count - 1] = last  # continues the previous range (whole neighbouring classes): one range
+            else:
+                query[count], lo[count], hi[count] = q, first, last
+                count += 1
+    return count

@@ -40,3 +40,15 @@ def test_nearest_centres_of_any_width_equal_byte_distances():
         brute = hamming(points, centres)
         np.testing.assert_array_equal(labels, brute.argmin(axis=1))
         np.testing.assert_array_equal(distances, brute.min(axis=1))
+
+
+def test_widths_the_loops_cannot_handle_are_refused():
+    with pytest.raises(ValueError, match="16 bits"):
+        as_words(np.zeros((1, 8192), np.uint8))  # 65 536 bits: a distance would wrap
+    rows = _columns(np.zeros((3, 32), np.uint8))
+    with pytest.raises(ValueError, match="words"):
+        dense_distances(as_words(np.zeros((1, 1, 64), np.uint8)), rows)
+    with pytest.raises(ValueError, match="words"):
+        nearest_centres(as_words(np.zeros((2, 64), np.uint8)), rows)
+    with pytest.raises(ValueError, match="no centres"):
+        nearest_centres(as_words(np.zeros((2, 32), np.uint8)), rows[:, :0])

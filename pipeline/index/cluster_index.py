@@ -203,7 +203,7 @@ class ClusterIndex:
         """
         query, ids, distance = self.search_flat(queries, t, mode=mode, centre_threshold=centre_threshold, batch=batch,
                                                  threads=threads)
-        order = np.argsort(query * (int(t) + 1) + distance, kind="stable")
+        order = np.argsort(query * (min(int(t), 8 * self.nbytes) + 1) + distance, kind="stable")
         query, ids, distance = query[order], ids[order], distance[order]
         bounds = np.searchsorted(query, np.arange(len(queries) + 1))
         return [Matches(ids[a:b], distance[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -336,7 +336,8 @@ class ClusterIndex:
 
     def _measure_radius(self, cls: int) -> int:
         members = [self._layout.class_members(cls), self._tail.fingerprints[self._tail.labels == cls]]
-        distances = dense_distances(as_words(self.centres[cls])[None, None], word_columns(as_words(np.concatenate(members))))
+        rows = word_columns(as_words(np.concatenate(members)))
+        distances = dense_distances(as_words(self.centres[cls])[None, None], rows)
         return int(distances.max())
 
     def _relayout(self) -> None:

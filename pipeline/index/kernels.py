@@ -10,69 +10,32 @@ shared among threads: the compiled loops release the GIL.
 """
 from __future__ import annotations
 
-import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit
-
-from pipeline.hamming import BLOCK, FAR, block_distances
+from pipeline.config import usable_cores
+from pipeline.hamming import BLOCK, FAR, candidate_ranges_into, scan_into
 
 #: Most matches the first output buffers of a scan hold (more take further calls).
 _FIRST_BUFFER = 1 << 22
 #: Fewest rows (times forms) worth handing to a thread of their own (~0.3 ms of work).
 _ROWS_PER_THREAD = 1 << 18
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def _thread_pool() -> ThreadPoolExecutor:
     """One pool for the process, made on first use: starting threads per scan cost more than small scans."""
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="imgdedup-scan")
-    return _pool
-
-
-@njit(nogil=True, cache=True)
-def _scan(queries, columns, query, lo, hi, t, p, start, found_q, found_r, found_d):
-    """Matches within ``t`` over the ranges ``lo[p]:hi[p]`` of ``query[p]``, from range ``p`` at row ``start``.
-
-    Fills ``found_*`` until fewer than one block of slots is left and returns
-    ``(count, p, start)``: where to resume (``p == len(query)`` when done). The
-    buffers never grow inside the loop, which keeps the block loops vectorised.
-    """
-    low = np.empty(BLOCK, np.uint16)
-    high = np.empty(BLOCK, np.uint16)
-    acc = np.empty(BLOCK, np.uint16)
-    count = 0
-    while p < len(query):
-        forms = queries[query[p]]
-        while start < hi[p]:
-            if len(found_q) - count < BLOCK:
-                return count, p, start
-            stop = min(hi[p], start + BLOCK)
-            block_distances(columns, start, stop, forms, low, high, acc)
-            nearest = FAR
-            for i in range(stop - start):
-                nearest = min(nearest, low[i])
-            if nearest > t:  # most blocks of a scan far from its query
-                start = stop
-                continue
-            for i in range(stop - start):
-                # Written always, kept by advancing: no branch to mispredict.
-                found_q[count] = query[p]
-                found_r[count] = start + i
-                found_d[count] = low[i]
-                count += low[i] <= t
-            start = stop
-        p += 1
-        if p < len(query):
-            start = lo[p]
-    return count, p, start
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(usable_cores(), thread_name_prefix="imgdedup-scan")
+        return _pool
 
 
 def _scan_all(queries, columns, query, lo, hi, t):
-    """:func:`_scan` over all ranges.
+    """:func:`pipeline.hamming.scan_into` over all ranges.
 
     The first buffers hold as many matches as the ranges have rows (up to
     ``_FIRST_BUFFER``): pages never written are never committed, so one call
@@ -85,34 +48,9 @@ def _scan_all(queries, columns, query, lo, hi, t):
     size = min(int(np.maximum(hi - lo, 0).sum()), _FIRST_BUFFER) + BLOCK
     while p < len(query):
         buffers = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int32)
-        count, p, start = _scan(queries, columns, query, lo, hi, t, p, start, *buffers)
+        count, p, start = scan_into(queries, columns, query, lo, hi, t, p, start, *buffers)
         parts.append(tuple(buffer[:count] for buffer in buffers))
     return tuple(np.concatenate(part) for part in zip(*parts)) if len(parts) > 1 else parts[0]
-
-
-@njit(nogil=True, cache=True)
-def _candidate_ranges(queries, centre_columns, radii, keys, offsets, stride, t, query, lo, hi):
-    """Fill ``query``/``lo``/``hi`` (room for every query and class) and return how many ranges."""
-    k = centre_columns.shape[1]
-    low = np.empty(k, np.uint16)
-    high = np.empty(k, np.uint16)
-    acc = np.empty(k, np.uint16)
-    count = 0
-    for q in range(queries.shape[0]):
-        block_distances(centre_columns, 0, k, queries[q], low, high, acc)
-        for c in range(k):
-            if offsets[c + 1] == offsets[c] or np.int64(low[c]) - radii[c] > t:
-                continue
-            members = keys[offsets[c]:offsets[c + 1]]
-            base = c * stride
-            first = offsets[c] + np.searchsorted(members, base + max(np.int64(low[c]) - t, 0), side="left")
-            last = offsets[c] + np.searchsorted(members, base + min(np.int64(high[c]) + t, stride - 1), side="right")
-            if count and query[count - 1] == q and hi[count - 1] == first:
-                hi[count - 1] = last  # continues the previous range (whole neighbouring classes): one range
-            else:
-                query[count], lo[count], hi[count] = q, first, last
-                count += 1
-    return count
 
 
 def candidate_ranges(queries: np.ndarray, centre_columns: np.ndarray, radii: np.ndarray, keys: np.ndarray,
@@ -148,7 +86,7 @@ def candidate_ranges(queries: np.ndarray, centre_columns: np.ndarray, radii: np.
     queries = np.ascontiguousarray(queries, dtype=np.uint64)
     # Room for every (query, class): pages never written are never committed.
     ranges = tuple(np.empty(len(queries) * centre_columns.shape[1], np.int64) for _ in range(3))
-    count = _candidate_ranges(queries, centre_columns, np.ascontiguousarray(radii, dtype=np.int64), keys,
+    count = candidate_ranges_into(queries, centre_columns, np.ascontiguousarray(radii, dtype=np.int64), keys,
                               np.ascontiguousarray(offsets, dtype=np.int64), int(stride), int(t), *ranges)
     return tuple(r[:count] for r in ranges)
 
@@ -197,6 +135,10 @@ def scan_ranges(
     """
     queries = np.ascontiguousarray(queries, dtype=np.uint64)
     query, lo, hi = (np.ascontiguousarray(a, dtype=np.int64) for a in (query, lo, hi))
+    if queries.shape[-1] != columns.shape[0]:
+        raise ValueError(f"queries of {queries.shape[-1]} words against rows of {columns.shape[0]} words")
+    if len(query) and (lo.min() < 0 or hi.max() > columns.shape[1] or query.min() < 0 or query.max() >= len(queries)):
+        raise ValueError("a range lies outside the rows, or names a query that does not exist")
     if (np.diff(query) < 0).any():
         raise ValueError("ranges must be grouped by query, in ascending query order")
     t = max(-1, min(int(t), int(FAR) - 1))

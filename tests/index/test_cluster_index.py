@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.hashing.bits import dihedral_hamming, hamming
-from pipeline.index import ClusterIndex
+from pipeline.cluster.assign import assign
+from pipeline.index import ClusterIndex, kernels
 from tests.index.data import NBYTES, fingerprint_set, flip_bits, nearest_labels
 
 
@@ -255,3 +256,18 @@ def test_exact_search_stays_exact_when_adds_move_a_centre_far():
         assert index.add(b, f"img{3 + i}", centre_threshold=96) == (0, False)
     assert hamming(index.centres, b[None])[0, 0] == 0  # the majority moved onto b
     assert as_positions(index.search(laid_out, 0)) == [{0}, {1}, {2}]
+
+
+def test_search_shared_among_threads_returns_the_same_matches_in_the_same_order(monkeypatch):
+    rng = np.random.default_rng(11)
+    seeds = rng.integers(0, 256, (20, 32), dtype=np.uint8)
+    noise = (rng.random((2000, 256)) < 0.1).astype(np.uint8)
+    fingerprints = seeds[rng.integers(0, 20, 2000)] ^ np.packbits(noise, axis=1)
+    index = ClusterIndex.build(fingerprints, np.arange(2000), seeds[:8], assign(fingerprints, seeds[:8])[0])
+    queries = fingerprints[:50]
+    alone = index.search_flat(queries, 60)
+    monkeypatch.setattr(kernels, "_ROWS_PER_THREAD", 1)
+    for threads in (2, 3):
+        shared = index.search_flat(queries, 60, threads=threads)
+        for a, b in zip(alone, shared):
+            assert np.array_equal(a, b)

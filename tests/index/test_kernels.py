@@ -59,3 +59,12 @@ def test_range_scan_keeps_every_match_in_range_order_when_they_outgrow_the_buffe
     assert np.array_equal(np.bincount(found_q), [40_010, 40_000])
     assert np.array_equal(found_r, np.r_[np.arange(40_000), np.arange(39_990, 40_000), np.arange(40_000)])
     assert np.array_equal(found_d[found_q == 1], np.arange(40_000) % 3 != 0)
+
+
+def test_range_scan_refuses_ranges_outside_the_rows_and_other_widths():
+    rows = _columns(np.zeros((10, 32), dtype=np.uint8))
+    queries = as_words(np.zeros((1, 1, 32), np.uint8))
+    with pytest.raises(ValueError, match="outside"):
+        scan_ranges(queries, rows, np.array([0]), np.array([0]), np.array([11]), 5)
+    with pytest.raises(ValueError, match="words"):
+        scan_ranges(as_words(np.zeros((1, 1, 64), np.uint8)), rows, np.array([0]), np.array([0]), np.array([5]), 5)
