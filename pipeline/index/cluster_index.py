@@ -172,7 +172,7 @@ class ClusterIndex:
         ndarray of int32, shape (m, k)
             Hamming distance in bits, smallest over the query's forms.
         """
-        return dense_distances(self._query_words(queries), word_columns(as_words(self.centres))).astype(np.int32)
+        return dense_distances(self._query_words(queries), self._centre_columns()).astype(np.int32)
 
     def search(self, queries: np.ndarray, t: int, *, mode: str = "exact", centre_threshold: int | None = None,
                batch: int = 1024, threads: int = 1) -> list[Matches]:
@@ -256,6 +256,10 @@ class ClusterIndex:
         query, ids, distance = (np.concatenate(part) for part in zip(*parts))
         return query, ids, distance
 
+    def _centre_columns(self) -> np.ndarray:
+        """The current centres word-major, as the scans read them (they change as members are added)."""
+        return word_columns(as_words(self.centres))
+
     def _query_words(self, queries: np.ndarray) -> np.ndarray:
         queries = np.asarray(queries, dtype=np.uint8)
         if queries.ndim == 2:
@@ -269,8 +273,7 @@ class ClusterIndex:
             empty = np.zeros(0, np.int64)
             return empty, empty, np.zeros(0, np.int32), np.full(block.shape[:2], -1)
         m, forms, words = block.shape
-        centres = word_columns(as_words(self.centres))
-        per_form = dense_distances(block.reshape(m * forms, 1, words), centres).reshape(m, forms, -1)
+        per_form = dense_distances(block.reshape(m * forms, 1, words), self._centre_columns()).reshape(m, forms, -1)
         nearest = per_form.argmin(axis=2)
         if centre_threshold is not None:
             within = np.take_along_axis(per_form, nearest[..., None], axis=2)[..., 0] <= centre_threshold

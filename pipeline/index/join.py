@@ -64,11 +64,7 @@ def near_duplicate_pairs(
         A class's members lie farther from its centre than its given radius.
     """
     fingerprints = np.asarray(fingerprints, dtype=np.uint8)
-    n = len(fingerprints)
-    index = ClusterIndex.build(fingerprints, np.arange(n), centres, labels)
-    radii = np.asarray(radii)
-    if radii.shape != index.radii.shape or (index.radii > radii).any():
-        raise ValueError("a class has members beyond its given radius")
+    index = _checked_index(fingerprints, labels, centres, radii)
     queries = fingerprints if dihedral is None else np.asarray(dihedral, dtype=np.uint8)
     i, j, d = index.search_flat(queries, t, batch=batch, threads=threads)
     j = j.astype(np.int64)
@@ -124,10 +120,7 @@ def near_duplicate_components(
     node_of_unique = np.empty(len(order), dtype=np.int64)
     node_of_unique[order] = np.arange(len(order))
     node_of_row = node_of_unique[inverse.reshape(-1)]
-    index = ClusterIndex.build(fingerprints[nodes], np.arange(len(nodes)), centres, np.asarray(labels)[nodes])
-    radii = np.asarray(radii)
-    if radii.shape != index.radii.shape or (index.radii > radii).any():
-        raise ValueError("a class has members beyond its given radius")
+    index = _checked_index(fingerprints[nodes], np.asarray(labels)[nodes], centres, radii)
     node_queries = queries[nodes]
     parent = np.arange(len(nodes), dtype=np.int64)
     for start in range(0, len(nodes), batch):
@@ -135,6 +128,16 @@ def near_duplicate_components(
         _merge(parent, i + start, j.astype(np.int64))
     # Nodes are in row order, so a group's smallest node is its smallest row.
     return nodes[parent[node_of_row]]
+
+
+def _checked_index(fingerprints: np.ndarray, labels: np.ndarray, centres: np.ndarray,
+                   radii: np.ndarray) -> ClusterIndex:
+    """The index of ``fingerprints`` (ids are their positions), refusing radii smaller than its members'."""
+    index = ClusterIndex.build(fingerprints, np.arange(len(fingerprints)), centres, labels)
+    radii = np.asarray(radii)
+    if radii.shape != index.radii.shape or (index.radii > radii).any():
+        raise ValueError("a class has members beyond its given radius")
+    return index
 
 
 def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
 from pipeline.config import usable_cores
 from pipeline.hamming import BLOCK, FAR, candidate_ranges_into, scan_into
 

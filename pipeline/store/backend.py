@@ -76,16 +76,9 @@ def list_keys(fs: AbstractFileSystem, root: str, prefix: str | None = None) -> l
     return sorted(p[start:] for p in found if p.startswith(root + "/"))
 
 
-def _fsync_file(path: str) -> None:
+def _fsync_path(path: str) -> None:
+    """fsync a file or folder by name (a folder's fsync makes its new entries durable)."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -105,7 +98,7 @@ def _make_directories(directory: str, durable: bool) -> None:
     for folder in reversed(missing):
         os.makedirs(folder, exist_ok=True)
         if durable:
-            _fsync_directory(os.path.dirname(folder))
+            _fsync_path(os.path.dirname(folder))
 
 
 def _write_local_temporary(path: str, chunks: Iterable[bytes], on_chunk: Callable[[], None] | None,
@@ -171,12 +164,12 @@ def write_atomic(
             try:
                 os.link(temporary, path)
             except OSError:  # a file is there already (or no hard links): replace it durably
-                _fsync_file(temporary)
+                _fsync_path(temporary)
             else:
                 os.unlink(temporary)
                 return
         os.replace(temporary, path)
-        _fsync_directory(os.path.dirname(path))
+        _fsync_path(os.path.dirname(path))
         return
     if isinstance(fs, MemoryFileSystem):
         # A memory file is published the moment it is opened, so it is
@@ -275,7 +268,7 @@ def write_exclusive(
             return False
         finally:
             os.unlink(temporary)
-        _fsync_directory(os.path.dirname(path))
+        _fsync_path(os.path.dirname(path))
         return True
     if before_publish is not None:
         before_publish()

@@ -84,7 +84,7 @@ def test_listing_leaves_no_cache_that_hides_later_writes(fs_and_root):
 def test_local_writes_make_new_folders_durable(tmp_path, monkeypatch):
     """Every folder a local write creates is recorded in its parent with an fsync (power-loss safety)."""
     synced = []
-    monkeypatch.setattr(backend, "_fsync_directory", synced.append)
+    monkeypatch.setattr(backend, "_fsync_path", synced.append)
     root = tmp_path / "store"
     write_atomic(LocalFileSystem(), f"{root}/errors/run-1/part-0.parquet", [b"x"])
     assert synced == [str(tmp_path), str(root), f"{root}/errors", f"{root}/errors/run-1"]
