@@ -2,16 +2,16 @@
 
     imgdedup bulk SOURCE [--store URL] [--key FILE] [--scheduler ADDRESS]
 
-1. **list** the source through fsspec (:mod:`jobs.source`) and cut the listing
+1. **list** the source through fsspec (:mod:`imgdedup.jobs.source`) and cut the listing
    into partitions of ``dask.partition_size`` files;
-2. **fingerprint** each partition on a worker (:mod:`jobs.partition`): read,
+2. **fingerprint** each partition on a worker (:mod:`imgdedup.jobs.partition`): read,
    keyed digest, decode, hash, key, seal, write the blob; bad files become
    error rows;
 3. **cluster** the fingerprints with distributed mini-batch Hamming K-means
    (a store that already has classes keeps them and the new images are assigned);
 4. **dedup**: the index's near-duplicate join at ``dedup.threshold_t`` plus
    exact byte-duplicates, duplicate groups, one canonical per group
-   (:mod:`pipeline.dedup`), pointer rows for the rest;
+   (:mod:`imgdedup.pipeline.dedup`), pointer rows for the rest;
 5. **commit** the run's fingerprints, clusters, errors and reports tables and
    its blobs with one commit record, then print a summary.
 
@@ -34,16 +34,16 @@ from collections.abc import Mapping
 import numpy as np
 from distributed import Client
 
-from jobs.bulk_dedup import StoredRows, cluster_and_dedup, read_stored_rows
-from jobs.bulk_report import BulkSummary, commit_run, print_summary
-from jobs.dask_runtime import dask_client, wait_for, workers_share_host
-from jobs.partition import PartitionResult, PartitionSpec, fingerprint_partition
-from jobs.source import SourceFile, image_extensions, list_source
-from pipeline.config import Config, as_dict
-from pipeline.crypto.keys import GroupKey, load_group_key
-from pipeline.errors import ImgdedupError
-from pipeline.store import Store
-from pipeline.store.schemas import FINGERPRINTS, schema_metadata
+from imgdedup.jobs.bulk_dedup import StoredRows, cluster_and_dedup, read_stored_rows
+from imgdedup.jobs.bulk_report import BulkSummary, commit_run, print_summary
+from imgdedup.jobs.dask_runtime import dask_client, wait_for, workers_share_host
+from imgdedup.jobs.partition import PartitionResult, PartitionSpec, fingerprint_partition
+from imgdedup.jobs.source import SourceFile, image_extensions, list_source
+from imgdedup.pipeline.config import Config, as_dict
+from imgdedup.pipeline.crypto.keys import GroupKey, load_group_key
+from imgdedup.pipeline.errors import ImgdedupError
+from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.store.schemas import FINGERPRINTS, schema_metadata
 
 log = logging.getLogger(__name__)
 

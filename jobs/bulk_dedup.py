@@ -21,15 +21,15 @@ import numpy as np
 import pyarrow as pa
 from distributed import Client
 
-from jobs.partition import PartitionResult, PartitionSpec
-from pipeline.cluster.assign import assign
-from pipeline.config import Config
-from pipeline.crypto.fingerprint import open_hashes
-from pipeline.crypto.keys import GroupKey
-from pipeline.dedup import PointerPlan, choose_canonicals, exact_duplicate_pairs, plan_pointers
-from pipeline.index.join import connected_components, near_duplicate_components
-from pipeline.store import Store
-from pipeline.store.schemas import CLUSTERS, FINGERPRINTS
+from imgdedup.jobs.partition import PartitionResult, PartitionSpec
+from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.fingerprint import open_hashes
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.dedup import PointerPlan, choose_canonicals, exact_duplicate_pairs, plan_pointers
+from imgdedup.pipeline.index.join import connected_components, near_duplicate_components
+from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.store.schemas import CLUSTERS, FINGERPRINTS
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def clusters_for(config: Config, n: int) -> int:
 
 def _fit_centres(client: Client, futures: list, stored: StoredRows, n: int, config: Config) -> np.ndarray:
     """K-means centres over the stored canonical rows and the new partitions, never gathered in one place."""
-    from jobs.cluster import distributed_kmeans
+    from imgdedup.jobs.cluster import distributed_kmeans
 
     partitions = [client.submit(operator.attrgetter("vectors"), f, pure=False) for f in futures]
     held = stored.vectors[stored.canonical]

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from jobs.bulk_dedup import DedupOutcome, centre_ids
-from jobs.partition import ERROR_COLUMNS, PartitionResult, PartitionSpec
-from pipeline.config import Config
-from pipeline.crypto.fingerprint import fingerprint_width, seal_hashes
-from pipeline.store import Store
-from pipeline.store.keys import blob_body_key
-from pipeline.store.schemas import CLUSTERS, ERRORS, FINGERPRINTS, REPORTS, clusters_schema, errors_schema, \
+from imgdedup.jobs.bulk_dedup import DedupOutcome, centre_ids
+from imgdedup.jobs.partition import ERROR_COLUMNS, PartitionResult, PartitionSpec
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.fingerprint import fingerprint_width, seal_hashes
+from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.store.keys import blob_body_key
+from imgdedup.pipeline.store.schemas import CLUSTERS, ERRORS, FINGERPRINTS, REPORTS, clusters_schema, errors_schema, \
     reports_schema
 
 #: Stages timed on the client, in order (``seconds_<stage>`` metrics).

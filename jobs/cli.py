@@ -11,19 +11,19 @@ import importlib
 import logging
 import sys
 
-from pipeline.config import load_config
-from pipeline.errors import ImgdedupError
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.errors import ImgdedupError
 
 # One line per command module, in the order `imgdedup --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "jobs.hash",
-    "jobs.demo",
-    "jobs.keys",
-    "jobs.storecmd",
-    "jobs.bulk",
-    "jobs.ingest",
-    "jobs.get",
-    "jobs.report",
+    "imgdedup.jobs.hash",
+    "imgdedup.jobs.demo",
+    "imgdedup.jobs.keys",
+    "imgdedup.jobs.storecmd",
+    "imgdedup.jobs.bulk",
+    "imgdedup.jobs.ingest",
+    "imgdedup.jobs.get",
+    "imgdedup.jobs.report",
 )
 
 

@@ -1,7 +1,7 @@
 """Hamming K-means over fingerprint partitions held by Dask.
 
-The same algorithm as :func:`pipeline.cluster.kmeans.hamming_kmeans`, run by the
-same driver (:func:`pipeline.cluster.kmeans.fit_centres`) through
+The same algorithm as :func:`imgdedup.pipeline.cluster.kmeans.hamming_kmeans`, run by the
+same driver (:func:`imgdedup.pipeline.cluster.kmeans.fit_centres`) through
 :class:`DaskPartitions`: every mini-batch step sends the current centres to the
 partitions that hold the step's rows, each computes its per-centre bit counts
 and sizes where it lives, and the partial statistics are summed in a tree of
@@ -23,9 +23,9 @@ import dask
 import numpy as np
 from dask.delayed import Delayed, delayed
 
-from pipeline.cluster.assign import assign
-from pipeline.cluster.kmeans import ClusterStats, KMeansResult, assigned_stats, fit_centres
-from pipeline.config import ClusterConfig
+from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.cluster.kmeans import ClusterStats, KMeansResult, assigned_stats, fit_centres
+from imgdedup.pipeline.config import ClusterConfig
 
 _DEFAULTS = ClusterConfig()
 # Partial statistics summed per reduction task: a tree of depth log_8(partitions).
@@ -75,7 +75,7 @@ def _tree_sum(stats: list[Delayed]) -> Delayed:
 
 
 class DaskPartitions:
-    """:class:`~pipeline.cluster.kmeans.FingerprintSource` over Dask partitions.
+    """:class:`~imgdedup.pipeline.cluster.kmeans.FingerprintSource` over Dask partitions.
 
     Parameters
     ----------
@@ -123,7 +123,7 @@ def assign_partitions(partitions: Sequence[Delayed], centres: np.ndarray) -> lis
     -------
     list of Delayed
         One per partition, computing to ``(labels (n_i,) int32, distances (n_i,) int32)``
-        as :func:`pipeline.cluster.assign.assign` returns them.
+        as :func:`imgdedup.pipeline.cluster.assign.assign` returns them.
     """
     shared_centres = delayed(centres)
     return [delayed(assign, nout=2)(part, shared_centres) for part in partitions]
@@ -138,7 +138,7 @@ def distributed_kmeans(partitions: Sequence[Delayed], k: int, *, seed: int = _DE
 
     Runs on the active Dask scheduler (a ``distributed.Client`` when one is
     open). ``**dataclasses.asdict(config.cluster)`` passes the ``[cluster]``
-    settings, as for :func:`pipeline.cluster.kmeans.hamming_kmeans`.
+    settings, as for :func:`imgdedup.pipeline.cluster.kmeans.hamming_kmeans`.
 
     Parameters
     ----------
@@ -146,7 +146,7 @@ def distributed_kmeans(partitions: Sequence[Delayed], k: int, *, seed: int = _DE
         Each computes to an ``(n_i, nbytes)`` uint8 array; ``sum(n_i) >= 1``.
     k : int
     seed, batch_size, max_batches, tol, seed_sample_size, seeding, reassign_ratio
-        See :func:`pipeline.cluster.kmeans.fit_centres`.
+        See :func:`imgdedup.pipeline.cluster.kmeans.fit_centres`.
 
     Returns
     -------

@@ -23,12 +23,12 @@ import fsspec
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from jobs.bulk import run_bulk
-from jobs.bulk_report import print_summary
-from jobs.report import write_report
-from pipeline.config import Config
-from pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
-from pipeline.store import Store
+from imgdedup.jobs.bulk import run_bulk
+from imgdedup.jobs.bulk_report import print_summary
+from imgdedup.jobs.report import write_report
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
+from imgdedup.pipeline.store import Store
 
 
 # skimage.data loaders whose files ship inside the scikit-image package.

@@ -19,12 +19,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from pipeline.config import Config
-from pipeline.crypto.blob import open_stream
-from pipeline.crypto.keys import GroupKey, load_group_key
-from pipeline.store import Store
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.blob import open_stream
+from imgdedup.pipeline.crypto.keys import GroupKey, load_group_key
+from imgdedup.pipeline.store import Store
 
-from jobs.ingest_state import DecidedImages, lookup_like
+from imgdedup.jobs.ingest_state import DecidedImages, lookup_like
 
 MISS_MESSAGE = "The image does not exist"
 

@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.config import Config
-from pipeline.hashing.algorithms import ALGORITHMS, HashAlgorithm, get_algorithm
-from pipeline.hashing.bits import to_hex
-from pipeline.hashing.decode import known_formats
-from pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.hashing.algorithms import ALGORITHMS, HashAlgorithm, get_algorithm
+from imgdedup.pipeline.hashing.bits import to_hex
+from imgdedup.pipeline.hashing.decode import known_formats
+from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
 Each SOURCE is a file, a folder or an fsspec URL, listed like the bulk job
 lists its source (``bulk.include``/``bulk.exclude``; files recognised as images
 by name or first bytes). Files are decided ``ingest.batch_size`` at a time by
-:class:`jobs.ingestor.Ingestor`, each micro-batch published by one commit; one
+:class:`imgdedup.jobs.ingestor.Ingestor`, each micro-batch published by one commit; one
 line per decision is printed (``stored``, ``duplicate`` or ``error``). With
 ``--watch`` the sources are listed again every ``ingest.poll_interval_ms``
 until the process is stopped (Ctrl-C or SIGTERM), and a new file is taken once
@@ -26,11 +26,11 @@ from collections.abc import Iterator, Sequence
 
 import fsspec
 
-from jobs.ingestor import Decision, Ingestor
-from jobs.source import SIGNATURE_BYTES, SourceError, SourceFile, image_extensions, list_source, looks_like_image
-from pipeline.config import Config
-from pipeline.crypto.keys import load_group_key
-from pipeline.store import Store
+from imgdedup.jobs.ingestor import Decision, Ingestor
+from imgdedup.jobs.source import SIGNATURE_BYTES, SourceError, SourceFile, image_extensions, list_source, looks_like_image
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.keys import load_group_key
+from imgdedup.pipeline.store import Store
 
 log = logging.getLogger(__name__)
 

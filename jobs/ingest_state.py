@@ -16,17 +16,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.cluster import assign
-from pipeline.config import Config
-from pipeline.crypto.fingerprint import tokens
-from pipeline.crypto.keys import GroupKey
-from pipeline.errors import ConfigError
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
-from pipeline.index import ClusterIndex
-from pipeline.store import Store, schemas
+from imgdedup.pipeline.cluster import assign
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.fingerprint import tokens
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.errors import ConfigError
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
+from imgdedup.pipeline.index import ClusterIndex
+from imgdedup.pipeline.store import Store, schemas
 
-from jobs.seal import dihedral_tokens, read_source
+from imgdedup.jobs.seal import dihedral_tokens, read_source
 
 #: Columns of the fingerprints table an ingest process keeps in memory.
 DECISION_COLUMNS = ["image_id", "fingerprint", "cluster_id", "duplicate_of", "distance",

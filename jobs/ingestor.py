@@ -45,16 +45,16 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from jobs.ingest_state import DecidedImages, Decision, fingerprint_images, nearest_within, query_tokens
-from jobs.partition import PartitionSpec, _rows, _seal_and_store
-from jobs.seal import SourceImage, read_source
-from pipeline.cluster import hamming_kmeans
-from pipeline.config import Config, load_config
-from pipeline.crypto.keys import GroupKey
-from pipeline.errors import StoreError
-from pipeline.index import ClusterIndex
-from pipeline.store import Store, schemas
-from pipeline.store.keys import blob_body_key
+from imgdedup.jobs.ingest_state import DecidedImages, Decision, fingerprint_images, nearest_within, query_tokens
+from imgdedup.jobs.partition import PartitionSpec, _rows, _seal_and_store
+from imgdedup.jobs.seal import SourceImage, read_source
+from imgdedup.pipeline.cluster import hamming_kmeans
+from imgdedup.pipeline.config import Config, load_config
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.index import ClusterIndex
+from imgdedup.pipeline.store import Store, schemas
+from imgdedup.pipeline.store.keys import blob_body_key
 
 log = logging.getLogger(__name__)
 

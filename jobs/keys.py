@@ -5,11 +5,11 @@ import argparse
 import logging
 from dataclasses import dataclass, field
 
-from pipeline.config import Config
-from pipeline.crypto.blob import parse_header, rewrap_header, verify_header
-from pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path, write_key_file
-from pipeline.errors import ImgdedupError
-from pipeline.store import Store
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.blob import parse_header, rewrap_header, verify_header
+from imgdedup.pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path, write_key_file
+from imgdedup.pipeline.errors import ImgdedupError
+from imgdedup.pipeline.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,16 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
-from jobs.source import SIGNATURE_BYTES, SourceFile, looks_like_image
-from pipeline.crypto.blob import seal_stream
-from pipeline.crypto.digest import content_digest, image_id
-from pipeline.crypto.fingerprint import fingerprint_width, fingerprints, seal_hashes, tokens
-from pipeline.crypto.keys import GroupKey
-from pipeline.errors import ImgdedupError
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.fingerprint import fingerprint_batch
-from pipeline.store import Store
-from pipeline.store.schemas import fingerprints_schema
+from imgdedup.jobs.source import SIGNATURE_BYTES, SourceFile, looks_like_image
+from imgdedup.pipeline.crypto.blob import seal_stream
+from imgdedup.pipeline.crypto.digest import content_digest, image_id
+from imgdedup.pipeline.crypto.fingerprint import fingerprint_width, fingerprints, seal_hashes, tokens
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.errors import ImgdedupError
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch
+from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.store.schemas import fingerprints_schema
 
 #: Files a task holds in memory at once; bounds a worker's memory by file size, not partition size.
 READ_BATCH = 16
@@ -51,7 +51,7 @@ class PartitionSpec:
     ``storage_options`` open the store, ``source_options`` the source files.
     ``ingested_at`` is the run's start time, the same in every task and retry.
     ``deferred_sync``: the workers share the client's host, so the commit's
-    filesystem flush covers their writes (see :class:`pipeline.store.Store`).
+    filesystem flush covers their writes (see :class:`imgdedup.pipeline.store.Store`).
     """
 
     store_url: str

@@ -31,15 +31,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from jobs import report_tables as rt
-from jobs.report_html import ReportPage, write_html_report
-from pipeline.config import Config
-from pipeline.crypto.blob import open_stream
-from pipeline.crypto.fingerprint import open_hashes
-from pipeline.crypto.keys import GroupKey, load_key_file
-from pipeline.errors import DecodeError, MergeError, StoreError
-from pipeline.hashing.decode import decode
-from pipeline.store import Store, keys, schemas
+from imgdedup.jobs import report_tables as rt
+from imgdedup.jobs.report_html import ReportPage, write_html_report
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.blob import open_stream
+from imgdedup.pipeline.crypto.fingerprint import open_hashes
+from imgdedup.pipeline.crypto.keys import GroupKey, load_key_file
+from imgdedup.pipeline.errors import DecodeError, MergeError, StoreError
+from imgdedup.pipeline.hashing.decode import decode
+from imgdedup.pipeline.store import Store, keys, schemas
 
 log = logging.getLogger(__name__)
 

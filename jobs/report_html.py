@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from jobs import report_tables as rt
+from imgdedup.jobs import report_tables as rt
 
 #: Thumbnail source: JPEG bytes of an image id, or None when its blob is gone.
 Thumbnails = Callable[[str], "bytes | None"]
@@ -55,9 +55,9 @@ class ReportPage:
     Attributes
     ----------
     headline : dict
-        Numbers for the top of the page (see :func:`jobs.report.write_report`).
+        Numbers for the top of the page (see :func:`imgdedup.jobs.report.write_report`).
     tables : dict of str to pyarrow.Table
-        The report tables by name (:mod:`jobs.report_tables`).
+        The report tables by name (:mod:`imgdedup.jobs.report_tables`).
     threshold_t : int
         The dedup threshold t in bits, marked on the distance histogram.
     hash_bits : int

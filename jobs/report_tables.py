@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.hashing.bits import hamming
+from imgdedup.pipeline.hashing.bits import hamming
 
 SUMMARY = "summary"
 TIMINGS = "timings"

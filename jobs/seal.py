@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 
-from pipeline.crypto.digest import content_digest, image_id
-from pipeline.crypto.fingerprint import tokens
-from pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.digest import content_digest, image_id
+from imgdedup.pipeline.crypto.fingerprint import tokens
+from imgdedup.pipeline.crypto.keys import GroupKey
 
 
 @dataclass(frozen=True)

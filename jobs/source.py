@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import fsspec
 from PIL import Image
 
-from pipeline.errors import ImgdedupError
-from pipeline.hashing.decode import known_formats
+from imgdedup.pipeline.errors import ImgdedupError
+from imgdedup.pipeline.hashing.decode import known_formats
 
 #: Bytes at the start of a file that the image-signature checks look at.
 SIGNATURE_BYTES = 16

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline.config import Config
-from pipeline.store import Store
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.store import Store
 
 log = logging.getLogger(__name__)
 

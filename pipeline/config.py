@@ -1,5 +1,9 @@
 """The typed configuration object, loaded from ``conf/default.toml``.
 
+The defaults ship inside the installed package as ``imgdedup/conf/default.toml``
+(the repository's ``conf/`` folder, mapped there by the build) and are read with
+:mod:`importlib.resources`, so a wheel install finds them wherever it lives.
+
 One frozen dataclass per TOML table; :func:`load_config` reads the file, applies
 ``section.key=value`` overrides (values parsed as TOML, bare strings allowed) and
 checks every key and type, so a typo fails at start-up rather than mid-job.
@@ -7,15 +11,21 @@ checks every key and type, so a typo fails at start-up rather than mid-job.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from imgdedup.pipeline.errors import ConfigError
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "default.toml"
+DEFAULT_CONFIG_NAME = "imgdedup.conf/default.toml"
+
+
+def default_config_text() -> str:
+    """The text of the packaged ``default.toml``."""
+    return importlib.resources.files("imgdedup.conf").joinpath("default.toml").read_text(encoding="utf-8")
 
 
 def usable_cores() -> int:
@@ -202,7 +212,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     Parameters
     ----------
     path : str or Path, optional
-        TOML file; ``conf/default.toml`` of this checkout when omitted.
+        TOML file; the packaged ``conf/default.toml`` when omitted.
     overrides : iterable of str
         ``--set`` arguments, applied in order after the file.
 
@@ -211,13 +221,15 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     ConfigError
         Unreadable file, unknown section or key, wrong type, value out of range.
     """
-    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    where = str(path) if path is not None else DEFAULT_CONFIG_NAME
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(Path(path).read_text() if path is not None else default_config_text())
     except FileNotFoundError:
-        raise ConfigError(str(path), "config file not found") from None
+        raise ConfigError(where, "config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(where, f"cannot read the config file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+        raise ConfigError(where, f"not valid TOML: {exc}") from None
     for text in overrides:
         section, name, value = _parse_override(text)
         data.setdefault(section, {})[name] = value

@@ -13,9 +13,9 @@ query's distance to a row is the smallest over its forms.
 Words are padded to a multiple of :data:`LANES` with zero words on both sides,
 which leaves distances unchanged and lets every width use the 4-word loop.
 Distances are uint16: fingerprints up to 65 534 bits. K-means assignment
-(:mod:`pipeline.cluster.assign`) uses :func:`nearest_centres`; the cluster
+(:mod:`imgdedup.pipeline.cluster.assign`) uses :func:`nearest_centres`; the cluster
 index's compiled loops are here too (:func:`scan_into`,
-:func:`candidate_ranges_into`, driven by :mod:`pipeline.index.kernels`).
+:func:`candidate_ranges_into`, driven by :mod:`imgdedup.pipeline.index.kernels`).
 """
 from __future__ import annotations
 

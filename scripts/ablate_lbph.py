@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.config import load_config
-from pipeline.hashing.algorithms import get_algorithm, lbph_algorithm
-from pipeline.hashing.bits import to_hex
-from pipeline.hashing.decode import decode_image
-from pipeline.hashing.lbph import DEFAULT, PAPER, LbphParams, default_params
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.hashing.algorithms import get_algorithm, lbph_algorithm
+from imgdedup.pipeline.hashing.bits import to_hex
+from imgdedup.pipeline.hashing.decode import decode_image
+from imgdedup.pipeline.hashing.lbph import DEFAULT, PAPER, LbphParams, default_params
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO.parent / "shared" / "bench"

@@ -26,10 +26,10 @@ import numpy as np
 from distributed import Client, LocalCluster
 from PIL import Image
 
-from jobs.bulk import run_bulk
-from pipeline.config import load_config
-from pipeline.crypto.keys import GroupKey
-from pipeline.store import Store
+from imgdedup.jobs.bulk import run_bulk
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 SCORE = REPO.parent / "shared" / "bench" / "score.py"

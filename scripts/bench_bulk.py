@@ -39,9 +39,9 @@ import psutil
 from distributed import Client, LocalCluster
 from PIL import Image, ImageEnhance
 
-from jobs.bulk import run_bulk
-from pipeline.config import load_config
-from pipeline.crypto.keys import GroupKey
+from imgdedup.jobs.bulk import run_bulk
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.keys import GroupKey
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "dev"

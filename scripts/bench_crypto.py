@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from jobs.keys import rotate_store
-from pipeline.config import load_config
-from pipeline.crypto.blob import open_stream, seal_stream
-from pipeline.crypto.fingerprint import open_hashes, seal_hashes, tokens
-from pipeline.crypto.keys import GroupKey
-from pipeline.store import Store
+from imgdedup.jobs.keys import rotate_store
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.blob import open_stream, seal_stream
+from imgdedup.pipeline.crypto.fingerprint import open_hashes, seal_hashes, tokens
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.store import Store
 
 
 def _timed(function) -> float:

@@ -7,7 +7,7 @@ Builds (or reuses, under ``--cache``) ``--count`` small JPEGs (160-320 pixels
 wide, ``scripts/bench_bulk.py``'s mosaics of the ``../shared/data/dev`` photos),
 then in this one process, best of ``--repeat`` passes over all of them:
 
-- the whole task, :func:`jobs.partition.fingerprint_partition` with the default
+- the whole task, :func:`imgdedup.jobs.partition.fingerprint_partition` with the default
   configuration (read, keyed digest, decode, quality, LBPH with the 8 dihedral
   forms, tokens, sealed hashes, sealed blobs written to a fresh local store,
   Arrow rows), one partition of ``--partition-size`` files after another, with
@@ -16,7 +16,7 @@ then in this one process, best of ``--repeat`` passes over all of them:
 - the same task with every blob sealed but not handed to the store
   (``unstored``): what the task costs apart from the store's own writes
   (on a local store, file and folder creation, fsyncs, renames);
-- :func:`pipeline.hashing.fingerprint.fingerprint_batch` alone over the files'
+- :func:`imgdedup.pipeline.hashing.fingerprint.fingerprint_batch` alone over the files'
   bytes already in memory (decode, thumbnails, quality, hashes);
 - ``imagehash.phash(Image.open(path))`` over the same files.
 
@@ -53,15 +53,15 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bulk import generated_set  # noqa: E402 - a sibling script, not a package
 
-from jobs import partition  # noqa: E402
-from jobs.partition import PartitionSpec, fingerprint_partition  # noqa: E402
-from jobs.source import SourceFile, image_extensions  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.crypto.blob import seal_stream  # noqa: E402
-from pipeline.crypto.keys import GroupKey  # noqa: E402
-from pipeline.hashing.algorithms import get_algorithm  # noqa: E402
-from pipeline.hashing.fingerprint import fingerprint_batch  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from imgdedup.jobs import partition  # noqa: E402
+from imgdedup.jobs.partition import PartitionSpec, fingerprint_partition  # noqa: E402
+from imgdedup.jobs.source import SourceFile, image_extensions  # noqa: E402
+from imgdedup.pipeline.config import load_config  # noqa: E402
+from imgdedup.pipeline.crypto.blob import seal_stream  # noqa: E402
+from imgdedup.pipeline.crypto.keys import GroupKey  # noqa: E402
+from imgdedup.pipeline.hashing.algorithms import get_algorithm  # noqa: E402
+from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch  # noqa: E402
+from imgdedup.pipeline.store import Store  # noqa: E402
 
 
 def _cpu_seconds() -> float:

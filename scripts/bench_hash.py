@@ -31,10 +31,10 @@ import imagehash  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.hashing.algorithms import get_algorithm  # noqa: E402
-from pipeline.hashing.decode import decode_image  # noqa: E402
-from pipeline.hashing.fingerprint import fingerprint_batch  # noqa: E402
+from imgdedup.pipeline.config import load_config  # noqa: E402
+from imgdedup.pipeline.hashing.algorithms import get_algorithm  # noqa: E402
+from imgdedup.pipeline.hashing.decode import decode_image  # noqa: E402
+from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch  # noqa: E402
 
 SIZE = (1600, 1200)
 SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",

@@ -17,7 +17,7 @@ K-means (``k = --k``, pipeline.cluster.hamming_kmeans, timed) gives the classes.
 For every method: queries per second, recall of the planted originals and recall
 of every stored row within ``t`` (what brute force returns):
 
-- exact mode and paper mode of :class:`pipeline.index.ClusterIndex` (paper mode
+- exact mode and paper mode of :class:`imgdedup.pipeline.index.ClusterIndex` (paper mode
   searches the nearest class whatever its distance: its best recall);
 - NumPy brute force (word-wise XOR + ``np.bitwise_count`` of each query against all rows);
 - compiled brute force: the index's own compiled scan over every row, no
@@ -48,10 +48,10 @@ import time
 import faiss
 import numpy as np
 
-from pipeline.cluster import hamming_kmeans
-from pipeline.hamming import as_words, word_columns
-from pipeline.index import ClusterIndex
-from pipeline.index.kernels import scan_ranges
+from imgdedup.pipeline.cluster import hamming_kmeans
+from imgdedup.pipeline.hamming import as_words, word_columns
+from imgdedup.pipeline.index import ClusterIndex
+from imgdedup.pipeline.index.kernels import scan_ranges
 
 NBYTES = 32
 PLANTED_MAX_BITS = 48

@@ -47,12 +47,12 @@ import time
 
 import numpy as np
 
-from jobs.ingest_state import nearest_within
-from pipeline.cluster import hamming_kmeans
-from pipeline.config import load_config
-from pipeline.hamming import as_words, word_columns
-from pipeline.index import ClusterIndex
-from pipeline.index.kernels import scan_ranges
+from imgdedup.jobs.ingest_state import nearest_within
+from imgdedup.pipeline.cluster import hamming_kmeans
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.hamming import as_words, word_columns
+from imgdedup.pipeline.index import ClusterIndex
+from imgdedup.pipeline.index.kernels import scan_ranges
 
 NBYTES = 32
 FLIPS = 48

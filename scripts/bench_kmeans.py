@@ -38,11 +38,11 @@ import time
 
 import numpy as np
 
-from pipeline.cluster.assign import assign
-from pipeline.cluster.kmeans import hamming_kmeans, member_stats
-from pipeline.cluster.seeding import seed_centres
-from pipeline.config import load_config
-from pipeline.hashing.bits import hamming
+from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.cluster.kmeans import hamming_kmeans, member_stats
+from imgdedup.pipeline.cluster.seeding import seed_centres
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.hashing.bits import hamming
 
 # Rows unpacked at a time by the reference Lloyd step (64 MiB of float32) and the data generator.
 _FLOAT_ROWS = 65536
@@ -132,7 +132,7 @@ def dask_seconds(fingerprints: np.ndarray, k: int, settings: dict, workers: int,
     """Seconds of ``distributed_kmeans`` over 100 scattered partitions (scatter not timed)."""
     from distributed import Client, LocalCluster
 
-    from jobs.cluster import distributed_kmeans
+    from imgdedup.jobs.cluster import distributed_kmeans
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:

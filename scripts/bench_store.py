@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.store import Store, schemas
-from pipeline.store.backend import flush_filesystem, open_flush_handle
+from imgdedup.pipeline.store import Store, schemas
+from imgdedup.pipeline.store.backend import flush_filesystem, open_flush_handle
 
 CHUNK = 1 << 20
 

@@ -41,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.hash import fingerprint_in_batches
-from pipeline.cluster import assign, hamming_kmeans
-from pipeline.config import load_config
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.index import ClusterIndex
+from imgdedup.jobs.hash import fingerprint_in_batches
+from imgdedup.pipeline.cluster import assign, hamming_kmeans
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.index import ClusterIndex
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -48,10 +48,10 @@ import numpy as np  # noqa: E402
 
 import paper_table2  # noqa: E402 - the sibling script, importable when run as scripts/paper_figures.py
 from paper_fig8 import variant_set  # noqa: E402 - the labelled set, loaded (and built) as Fig. 8 does
-from pipeline.config import load_config  # noqa: E402
-from pipeline.hashing.algorithms import get_algorithm  # noqa: E402
-from pipeline.hashing.bits import dihedral_hamming, hamming  # noqa: E402
-from pipeline.hashing.fingerprint import fingerprint_batch  # noqa: E402
+from imgdedup.pipeline.config import load_config  # noqa: E402
+from imgdedup.pipeline.hashing.algorithms import get_algorithm  # noqa: E402
+from imgdedup.pipeline.hashing.bits import dihedral_hamming, hamming  # noqa: E402
+from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 #: Algorithm -> (label, dihedral matching).

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.bits import hamming
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.bits import hamming
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "dev"

@@ -1,7 +1,9 @@
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG_PATH, Config, load_config
-from pipeline.errors import ConfigError
+from pathlib import Path
+
+from imgdedup.pipeline.config import Config, default_config_text, load_config
+from imgdedup.pipeline.errors import ConfigError
 
 
 def test_default_file_matches_dataclass_defaults():
@@ -42,5 +44,7 @@ def test_missing_and_malformed_file(tmp_path):
         load_config(bad)
 
 
-def test_default_path_exists():
-    assert DEFAULT_CONFIG_PATH.is_file()
+def test_packaged_defaults_are_the_repository_conf_file():
+    # The build ships conf/default.toml inside the package; the two must be one file's text.
+    repo_conf = Path(__file__).resolve().parents[1] / "conf" / "default.toml"
+    assert default_config_text() == repo_conf.read_text(encoding="utf-8")

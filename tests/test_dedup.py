@@ -5,8 +5,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.dedup import NONE, choose_canonicals, exact_duplicate_pairs, plan_pointers
-from pipeline.index.join import connected_components
+from imgdedup.pipeline.dedup import NONE, choose_canonicals, exact_duplicate_pairs, plan_pointers
+from imgdedup.pipeline.index.join import connected_components
 
 
 @st.composite

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.hamming import as_words, dense_distances, nearest_centres, word_columns
-from pipeline.hashing.bits import hamming
+from imgdedup.pipeline.hamming import as_words, dense_distances, nearest_centres, word_columns
+from imgdedup.pipeline.hashing.bits import hamming
 
 
 def _columns(rows: np.ndarray) -> np.ndarray:

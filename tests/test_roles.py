@@ -30,7 +30,7 @@ def server_side_modules() -> list[Path]:
 
 def imported_modules(path: Path) -> set[str]:
     """Absolute names of the modules ``path`` imports (relative imports resolved)."""
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    package = ".".join(("imgdedup", *path.relative_to(REPO).with_suffix("").parts[:-1]))
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -49,24 +49,24 @@ def test_server_side_modules_import_nothing_from_crypto():
     modules = server_side_modules()
     assert PIPELINE / "store" / "store.py" in modules and PIPELINE / "hashing" / "bits.py" in modules
     for path in modules:
-        crypto = {n for n in imported_modules(path) if n == "pipeline.crypto" or n.startswith("pipeline.crypto.")}
+        crypto = {n for n in imported_modules(path) if n == "imgdedup.pipeline.crypto" or n.startswith("imgdedup.pipeline.crypto.")}
         assert not crypto, f"{path.relative_to(REPO)} imports {sorted(crypto)}"
 
 
 SERVER_SCRIPT = r"""
 import importlib, sys
-sys.modules["pipeline.crypto"] = None  # any import of it now raises ImportError
+sys.modules["imgdedup.pipeline.crypto"] = None  # any import of it now raises ImportError
 try:
-    import pipeline.crypto.keys
+    import imgdedup.pipeline.crypto.keys
 except ImportError:
     pass
 else:
-    raise SystemExit("pipeline.crypto is still importable")
+    raise SystemExit("imgdedup.pipeline.crypto is still importable")
 
 import numpy as np
 import pyarrow as pa
-from pipeline.hashing.bits import hamming
-from pipeline.store import Store, schemas
+from imgdedup.pipeline.hashing.bits import hamming
+from imgdedup.pipeline.store import Store, schemas
 
 for name in sys.argv[2:]:
     importlib.import_module(name)
@@ -96,8 +96,8 @@ assert distances.argmin() == 17 and distances.min() == 4, distances
 # Blob upkeep is server side too: headers are replaced (key rotation hands the
 # store new wrapped keys), and `imgdedup gc` removes what no commit lists.
 import argparse
-from jobs import storecmd
-from pipeline.config import load_config
+from imgdedup.jobs import storecmd
+from imgdedup.pipeline.config import load_config
 store.write_blob("abcd0001", b"wrapped key v1", [b"ciphertext"])
 store.write_blob("dead0001", b"abandoned", [b"ciphertext"])
 store.commit("run-2", {}, ["abcd0001"])
@@ -105,7 +105,7 @@ store.replace_blob_header("abcd0001", b"wrapped key v2")
 assert storecmd.run(argparse.Namespace(grace=0, store=sys.argv[1]), load_config()) == 0
 assert list(store.iter_blob_ids(committed_only=False)) == ["abcd0001"]
 assert store.read_blob_header("abcd0001") == b"wrapped key v2"
-assert [m for m in sys.modules if m.startswith("pipeline.crypto") and sys.modules[m] is not None] == []
+assert [m for m in sys.modules if m.startswith("imgdedup.pipeline.crypto") and sys.modules[m] is not None] == []
 print("server side ran without pipeline.crypto", flush=True)
 import os
 os._exit(0)  # every check passed; skip teardown, which pyarrow's thread pools can abort (apache/arrow#34314)
@@ -114,7 +114,7 @@ os._exit(0)  # every check passed; skip teardown, which pyarrow's thread pools c
 
 def test_server_side_runs_with_crypto_unimportable_and_no_key(tmp_path):
     modules = [
-        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        ".".join(("imgdedup", *p.relative_to(REPO).with_suffix("").parts)).removesuffix(".__init__")
         for p in server_side_modules()
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGDEDUP_")}

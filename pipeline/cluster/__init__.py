@@ -1,5 +1,5 @@
 """Hamming K-means over packed-bit fingerprints (server side: needs no key)."""
-from pipeline.cluster.assign import assign
-from pipeline.cluster.kmeans import ClusterStats, KMeansResult, hamming_kmeans, partial_stats
+from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.cluster.kmeans import ClusterStats, KMeansResult, hamming_kmeans, partial_stats
 
 __all__ = ["ClusterStats", "KMeansResult", "assign", "hamming_kmeans", "partial_stats"]

@@ -1,7 +1,7 @@
 """Nearest-centre assignment of packed-bit fingerprints by Hamming distance.
 
 The hot path of clustering: ``n`` fingerprints against ``k`` centres, by the
-compiled word kernels of :mod:`pipeline.hamming` (centres word-major, each
+compiled word kernels of :mod:`imgdedup.pipeline.hamming` (centres word-major, each
 fingerprint compared with a block of centres in one vectorised loop), with no
 ``(n, k)`` distance matrix in memory.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.hamming import as_words, nearest_centres, word_columns
+from imgdedup.pipeline.hamming import as_words, nearest_centres, word_columns
 
 
 def assign(fingerprints: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,9 +26,9 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.cluster.assign import assign
-from pipeline.cluster.seeding import seed_centres
-from pipeline.config import ClusterConfig
+from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.cluster.seeding import seed_centres
+from imgdedup.pipeline.config import ClusterConfig
 
 _DEFAULTS = ClusterConfig()
 # Rows unpacked to bits at a time by member_stats; below 2**15 so a group's bit
@@ -249,7 +249,7 @@ def fit_centres(source: FingerprintSource, k: int, *, seed: int, batch_size: int
     seed_sample_size : int
         Fingerprints drawn for seeding.
     seeding : str
-        ``"k-means++"`` or ``"k-means||"`` (see :mod:`pipeline.cluster.seeding`).
+        ``"k-means++"`` or ``"k-means||"`` (see :mod:`imgdedup.pipeline.cluster.seeding`).
     reassign_ratio : float
         After each step, a centre with fewer members so far than this times the
         average count (or with none, or equal to another centre) moves to one of

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.cluster.assign import assign
-from pipeline.hamming import as_words, dense_distances, word_columns
+from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.hamming import as_words, dense_distances, word_columns
 
 SEEDING_METHODS = ("k-means++", "k-means||")
 

@@ -44,7 +44,7 @@ Nonces: a (data key, nonce) pair cannot repeat because each blob draws its own
 key: the collision chance stays below 2**-32 up to 2**32 wraps per group key.
 
 Convergent sealing: given the plaintext's keyed content digest
-(:func:`pipeline.crypto.digest.content_digest`), the data key, the nonce base
+(:func:`imgdedup.pipeline.crypto.digest.content_digest`), the data key, the nonce base
 and the wrap nonce are HKDF-SHA256 output under the group's ``blob-derive``
 sub-key over (format version, wrapping key id, segment size, image id, content
 digest). The same group key, image id, plaintext and segment size then always
@@ -83,9 +83,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pipeline.crypto.digest import DIGEST_BYTES, content_digester
-from pipeline.crypto.keys import KEY_ID_BYTES, GroupKey
-from pipeline.errors import IntegrityError
+from imgdedup.pipeline.crypto.digest import DIGEST_BYTES, content_digester
+from imgdedup.pipeline.crypto.keys import KEY_ID_BYTES, GroupKey
+from imgdedup.pipeline.errors import IntegrityError
 
 MAGIC = b"IMGDBLOB"
 FORMAT_VERSION = 1

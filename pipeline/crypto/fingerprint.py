@@ -38,8 +38,8 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.crypto.keys import GroupKey
-from pipeline.errors import IntegrityError
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.errors import IntegrityError
 
 MODES = ("tokens", "sealed")
 SEAL_NONCE_BYTES = 12

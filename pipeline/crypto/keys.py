@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pipeline.errors import KeyFileError
+from imgdedup.pipeline.errors import KeyFileError
 
 KEY_FILE_FORMAT = "imgdedup-group-key"
 KEY_FILE_VERSION = 1

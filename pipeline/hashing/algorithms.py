@@ -3,7 +3,7 @@
 Every algorithm is split in two so batches run fast: :meth:`HashAlgorithm.thumbnail`
 does the little per-image work (Pillow resize of an already-decoded RGB image to
 a small float array) and the batch kernels do the maths over a stack of
-thumbnails at once, returning packed bits (:mod:`pipeline.hashing.bits`).
+thumbnails at once, returning packed bits (:mod:`imgdedup.pipeline.hashing.bits`).
 
 >>> algo = get_algorithm("phash")
 >>> thumbs = np.stack([algo.thumbnail(im) for im in images])   # doctest: +SKIP
@@ -19,9 +19,9 @@ from functools import partial
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import ConfigError
-from pipeline.hashing import baselines
-from pipeline.hashing.lbph import PAPER, LbphParams, default_params, lbph_batch, lbph_dihedral_batch, lbph_thumbnail
+from imgdedup.pipeline.errors import ConfigError
+from imgdedup.pipeline.hashing import baselines
+from imgdedup.pipeline.hashing.lbph import PAPER, LbphParams, default_params, lbph_batch, lbph_dihedral_batch, lbph_thumbnail
 
 ALGORITHMS = ("lbph", "lbph-paper", "phash", "ahash", "dhash")
 LBPH_BITS = (64, 128, 256)
@@ -75,7 +75,7 @@ class HashAlgorithm:
     def dihedral_batch(self, thumbs: np.ndarray) -> np.ndarray:
         """Hashes of the 8 rotations by 90° and mirror images, ``(B, 8, bits // 8)`` uint8.
 
-        Slot order is that of :mod:`pipeline.hashing.dihedral`; slot 0 equals
+        Slot order is that of :mod:`imgdedup.pipeline.hashing.dihedral`; slot 0 equals
         :meth:`hash_batch`.
         """
         return self._dihedral(np.asarray(thumbs, dtype=np.float32))

@@ -6,7 +6,7 @@
 
 Each is split like LBPH: a per-image ``*_thumbnail`` (grayscale, Pillow LANCZOS
 resize, exactly as imagehash does it) and batch kernels over stacks of thumbnails
-returning packed bits (:mod:`pipeline.hashing.bits`). Bits are row-major over the
+returning packed bits (:mod:`imgdedup.pipeline.hashing.bits`). Bits are row-major over the
 hash grid, so the hex equals ``str(imagehash.<algo>(image))``.
 
 References
@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from pipeline.hashing.bits import pack_bits
-from pipeline.hashing.dct import dct2_lowfreq
-from pipeline.hashing.dihedral import dct_stack, spatial_stack, spatial_variants
+from imgdedup.pipeline.hashing.bits import pack_bits
+from imgdedup.pipeline.hashing.dct import dct2_lowfreq
+from imgdedup.pipeline.hashing.dihedral import dct_stack, spatial_stack, spatial_variants
 
 HASH_SIDE = 8
 # imagehash's pHash resizes to hash_size * highfreq_factor = 32 before the DCT.

@@ -12,7 +12,7 @@ the pixel count is checked from the header before the pixels are read or
 decoded (the file is streamed to Pillow, not read whole first, so refusing a
 huge non-image or oversized file costs a few bytes of reading), and every
 failure — empty, non-image, unsupported format, too large, corrupt, truncated —
-raises :class:`~pipeline.errors.DecodeError` naming the file.
+raises :class:`~imgdedup.pipeline.errors.DecodeError` naming the file.
 Nothing here changes Pillow's global settings (``LOAD_TRUNCATED_IMAGES`` stays
 False, ``MAX_IMAGE_PIXELS`` untouched).
 """
@@ -30,7 +30,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from pipeline.errors import ConfigError, DecodeError
+from imgdedup.pipeline.errors import ConfigError, DecodeError
 
 Source = str | os.PathLike | bytes
 

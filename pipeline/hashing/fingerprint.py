@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import DecodeError
-from pipeline.hashing.algorithms import HashAlgorithm
-from pipeline.hashing.decode import Source, decode
-from pipeline.hashing.quality import quality_batch, quality_thumbnail
+from imgdedup.pipeline.errors import DecodeError
+from imgdedup.pipeline.hashing.algorithms import HashAlgorithm
+from imgdedup.pipeline.hashing.decode import Source, decode
+from imgdedup.pipeline.hashing.quality import quality_batch, quality_thumbnail
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class FingerprintBatch:
         Hashes of the 8 rotations by 90° and mirror images, plain hash in slot 0;
         None when not asked for.
     quality : ndarray of uint8, shape (B,)
-        Quality score 0..100 (:mod:`pipeline.hashing.quality`).
+        Quality score 0..100 (:mod:`imgdedup.pipeline.hashing.quality`).
     width, height : ndarray of int64, shape (B,)
         Size of each original image in pixels, upright.
     errors : list of DecodeError
@@ -73,13 +73,13 @@ def fingerprint_batch(
     sources : sequence of path-like or bytes
         The files, or their contents.
     algorithm : HashAlgorithm
-        From :func:`pipeline.hashing.algorithms.get_algorithm`.
+        From :func:`imgdedup.pipeline.hashing.algorithms.get_algorithm`.
     names : sequence of str, optional
         What results and errors call each source; paths (or ``"<bytes>"``) by default.
     dihedral : bool
         Also compute the 8 dihedral variants of every hash.
     max_pixels, formats, draft_min_side
-        Decoding limits, see :func:`pipeline.hashing.decode.decode`.
+        Decoding limits, see :func:`imgdedup.pipeline.hashing.decode.decode`.
 
     Returns
     -------

@@ -168,7 +168,7 @@ def dihedral_code_tables(points: int = 8) -> np.ndarray:
     -------
     ndarray of int64, shape (8, 2**P)
         Row ``s``: the default code a ring takes at the matching pixel of the
-        picture transformed as slot ``s`` of :mod:`pipeline.hashing.dihedral` says.
+        picture transformed as slot ``s`` of :mod:`imgdedup.pipeline.hashing.dihedral` says.
         Requires ``P % 4 == 0`` (a quarter turn maps the ring onto itself).
     """
     if points % 4:

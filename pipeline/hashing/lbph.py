@@ -25,10 +25,10 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from pipeline.hashing.bits import pack_bits
-from pipeline.hashing.dct import dct2_lowfreq
-from pipeline.hashing.dihedral import dct_stack, dct_turn_each
-from pipeline.hashing.lbp import LBP_METHODS, dihedral_code_tables, method_table, ring_bits
+from imgdedup.pipeline.hashing.bits import pack_bits
+from imgdedup.pipeline.hashing.dct import dct2_lowfreq
+from imgdedup.pipeline.hashing.dihedral import dct_stack, dct_turn_each
+from imgdedup.pipeline.hashing.lbp import LBP_METHODS, dihedral_code_tables, method_table, ring_bits
 
 PLANES = ("lbp", "gray")
 SELECTIONS = ("square", "zigzag")
@@ -278,14 +278,14 @@ def lbph_dihedral_batch(thumbs: np.ndarray, params: LbphParams = DEFAULT) -> np.
     """LBPH of the 8 rotations by 90° and mirror images, from one pass over the batch.
 
     The grey plane's and the riu2 plane's DCT corners are turned in the DCT
-    domain (:func:`pipeline.hashing.dihedral.dct_stack`); other LBP codes are
-    relabelled by their ring permutation (:func:`pipeline.hashing.lbp.dihedral_code_tables`).
+    domain (:func:`imgdedup.pipeline.hashing.dihedral.dct_stack`); other LBP codes are
+    relabelled by their ring permutation (:func:`imgdedup.pipeline.hashing.lbp.dihedral_code_tables`).
     Each form is thresholded by its own mean or median.
 
     Returns
     -------
     ndarray of uint8, shape (B, 8, params.bits // 8)
-        Slot order of :mod:`pipeline.hashing.dihedral`; slot 0 is :func:`lbph_batch`.
+        Slot order of :mod:`imgdedup.pipeline.hashing.dihedral`; slot 0 is :func:`lbph_batch`.
     """
     return _hashes_in_chunks(thumbs, params, dihedral=True)
 

@@ -4,7 +4,7 @@ Server side, no key: it holds fingerprints in one space (keyed tokens, or raw
 hashes inside a key-holding job) and answers "which stored fingerprints lie
 within Hamming distance t of this one".
 
-Layout (:class:`pipeline.index.layout.Layout`). Members are stored contiguously
+Layout (:class:`imgdedup.pipeline.index.layout.Layout`). Members are stored contiguously
 sorted by class and, inside a class, by their distance to the class centre, so a
 class is a slice and the members at a given distance from the centre are a
 sub-slice. Members added since the last layout sit in a short tail that is
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.cluster.kmeans import ClusterStats, majority, member_stats
-from pipeline.hamming import as_words, dense_distances, word_columns
-from pipeline.index.layout import Layout, Tail
+from imgdedup.pipeline.cluster.kmeans import ClusterStats, majority, member_stats
+from imgdedup.pipeline.hamming import as_words, dense_distances, word_columns
+from imgdedup.pipeline.index.layout import Layout, Tail
 
 MODES = ("exact", "paper")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.index.cluster_index import ClusterIndex
+from imgdedup.pipeline.index.cluster_index import ClusterIndex
 
 
 def near_duplicate_pairs(

@@ -1,6 +1,6 @@
 """Compiled scans of the cluster index: row ranges of its layout against batches of queries.
 
-Built on :mod:`pipeline.hamming` (word-major rows, a block of rows against all
+Built on :mod:`imgdedup.pipeline.hamming` (word-major rows, a block of rows against all
 forms of a query in one vectorised loop). :func:`candidate_ranges` picks, for
 each query, the row ranges the triangle inequality leaves; :func:`scan_ranges`
 compares the queries with their ranges and keeps the matches within ``t``,
@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from pipeline.config import usable_cores
-from pipeline.hamming import BLOCK, FAR, candidate_ranges_into, scan_into
+from imgdedup.pipeline.config import usable_cores
+from imgdedup.pipeline.hamming import BLOCK, FAR, candidate_ranges_into, scan_into
 
 #: Most matches the first output buffers of a scan hold (more take further calls).
 _FIRST_BUFFER = 1 << 22
@@ -36,7 +36,7 @@ def _thread_pool() -> ThreadPoolExecutor:
 
 
 def _scan_all(queries, columns, query, lo, hi, t):
-    """:func:`pipeline.hamming.scan_into` over all ranges.
+    """:func:`imgdedup.pipeline.hamming.scan_into` over all ranges.
 
     The first buffers hold as many matches as the ranges have rows (up to
     ``_FIRST_BUFFER``): pages never written are never committed, so one call
@@ -67,7 +67,7 @@ def candidate_ranges(queries: np.ndarray, centre_columns: np.ndarray, radii: np.
     ----------
     queries : ndarray of uint64, shape (m, F, w)
     centre_columns : ndarray of uint64, shape (w, k)
-        The centres, from :func:`pipeline.hamming.word_columns`.
+        The centres, from :func:`imgdedup.pipeline.hamming.word_columns`.
     radii : ndarray of int, shape (k,)
         Largest member distance to each centre, in bits.
     keys : ndarray of int64, shape (n,)
@@ -108,7 +108,7 @@ def scan_ranges(
     ----------
     queries : ndarray of uint64, shape (m, F, w)
     columns : ndarray of uint64, shape (w, n)
-        Rows from :func:`pipeline.hamming.word_columns`.
+        Rows from :func:`imgdedup.pipeline.hamming.word_columns`.
     query : ndarray of int, shape (P,)
         For each range, the query it is compared with; non-decreasing (a
         query's ranges are consecutive).

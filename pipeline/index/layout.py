@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.hamming import as_words, word_columns
-from pipeline.index.kernels import candidate_ranges, scan_ranges
+from imgdedup.pipeline.hamming import as_words, word_columns
+from imgdedup.pipeline.index.kernels import candidate_ranges, scan_ranges
 
 
 class Layout:

@@ -35,7 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractBufferedFile
 
-from pipeline.store import keys
+from imgdedup.pipeline.store import keys
 
 #: Multipart part size for object stores: the S3 minimum, so a streamed blob
 #: holds at most one part in memory.
@@ -141,7 +141,7 @@ def write_atomic(
     ----------
     fs : fsspec.AbstractFileSystem
     path : str
-        Full path on ``fs`` (already checked by :mod:`pipeline.store.keys`).
+        Full path on ``fs`` (already checked by :mod:`imgdedup.pipeline.store.keys`).
     chunks : iterable of bytes
         Streamed: at most one chunk (one multipart part on object stores) is
         held, except on ``memory://``, where the object is assembled first.

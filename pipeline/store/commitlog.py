@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from fsspec import AbstractFileSystem
 
-from pipeline.errors import StoreError
-from pipeline.store import keys
-from pipeline.store.backend import list_keys, write_exclusive
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.store import keys
+from imgdedup.pipeline.store.backend import list_keys, write_exclusive
 
 #: Version of the commit-record layout.
 COMMIT_FORMAT = 1

@@ -6,10 +6,10 @@ import time
 
 from fsspec import AbstractFileSystem
 
-from pipeline.errors import StoreError
-from pipeline.store import keys
-from pipeline.store.backend import list_keys
-from pipeline.store.commitlog import CommitLog
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.store import keys
+from imgdedup.pipeline.store.backend import list_keys
+from imgdedup.pipeline.store.commitlog import CommitLog
 
 
 def collect_garbage(

@@ -5,14 +5,14 @@ table names, part names) are matched against a closed alphabet, and every
 store-relative key — including keys read back from a commit record, which may
 have been tampered with — passes :func:`check_key` before any filesystem call.
 A key with ``..``, an absolute path, a backslash, a NUL or an empty component is
-refused with :class:`~pipeline.errors.StoreError`, whatever the backend.
+refused with :class:`~imgdedup.pipeline.errors.StoreError`, whatever the backend.
 """
 from __future__ import annotations
 
 import re
 import uuid
 
-from pipeline.errors import StoreError
+from imgdedup.pipeline.errors import StoreError
 
 #: Blob ids: letters, digits, ``_`` and ``-``, 4 to 128 characters. At least four
 #: characters, because the first four name the two shard folders.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.errors import StoreError
+from imgdedup.pipeline.errors import StoreError
 
 #: Version of the table layouts below; bumped on any incompatible change.
 FORMAT_VERSION = 1

@@ -25,11 +25,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import StoreError
-from pipeline.store import keys, schemas
-from pipeline.store.backend import flush_filesystem, list_keys, open_flush_handle, write_atomic
-from pipeline.store.commitlog import CommitLog
-from pipeline.store.gc import collect_garbage
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.store import keys, schemas
+from imgdedup.pipeline.store.backend import flush_filesystem, list_keys, open_flush_handle, write_atomic
+from imgdedup.pipeline.store.commitlog import CommitLog
+from imgdedup.pipeline.store.gc import collect_garbage
 
 #: Bytes handed to the filesystem per write call when a Parquet part is stored.
 PART_CHUNK_BYTES = 8 * 2**20
@@ -458,6 +458,6 @@ class Store:
     def gc(self, grace_seconds: float, now: float | dt.datetime | None = None) -> list[str]:
         """Remove files no commit refers to that are older than ``grace_seconds``.
 
-        See :func:`pipeline.store.gc.collect_garbage`; returns the removed keys, sorted.
+        See :func:`imgdedup.pipeline.store.gc.collect_garbage`; returns the removed keys, sorted.
         """
         return collect_garbage(self.fs, self.root, self._log, grace_seconds, now)

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.cluster.assign import assign
-from pipeline.hamming import BLOCK
-from pipeline.hashing.bits import hamming
+from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.hamming import BLOCK
+from imgdedup.pipeline.hashing.bits import hamming
 
 # Byte widths that are and are not whole 64-bit words.
 point_sets = st.sampled_from([1, 3, 8, 13, 32]).flatmap(lambda nbytes: st.tuples(

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.cluster.kmeans import (ArraySource, ClusterStats, _reseed_idle, hamming_kmeans, majority,
+from imgdedup.pipeline.cluster.kmeans import (ArraySource, ClusterStats, _reseed_idle, hamming_kmeans, majority,
                                      member_stats, partial_stats)
-from pipeline.hashing.bits import hamming
+from imgdedup.pipeline.hashing.bits import hamming
 from tests.cluster.planted import planted_clusters
 
 labelled_rows = st.integers(1, 6).flatmap(lambda k: st.tuples(
@@ -41,7 +41,7 @@ def test_partial_stats_of_parts_add_up_to_the_whole(rows, cut, seed):
 
 
 def test_member_stats_chunks_agree_with_one_pass(monkeypatch):
-    from pipeline.cluster import kmeans
+    from imgdedup.pipeline.cluster import kmeans
     rng = np.random.default_rng(2)
     rows = rng.integers(0, 256, (1000, 32), dtype=np.uint8)
     labels = rng.integers(0, 7, 1000)

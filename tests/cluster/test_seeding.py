@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.cluster.seeding import kmeans_parallel, kmeans_plusplus, seed_centres
-from pipeline.hashing.bits import hamming
+from imgdedup.pipeline.cluster.seeding import kmeans_parallel, kmeans_plusplus, seed_centres
+from imgdedup.pipeline.hashing.bits import hamming
 from tests.cluster.planted import planted_clusters
 
 

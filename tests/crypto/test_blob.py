@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.crypto import blob
-from pipeline.crypto.blob import (TAG_BYTES, open_bytes, open_stream, parse_header,
+from imgdedup.pipeline.crypto import blob
+from imgdedup.pipeline.crypto.blob import (TAG_BYTES, open_bytes, open_stream, parse_header,
                                   rewrap_header, seal_bytes, seal_stream)
-from pipeline.crypto.digest import content_digest
-from pipeline.crypto.keys import GroupKey
-from pipeline.errors import IntegrityError
+from imgdedup.pipeline.crypto.digest import content_digest
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.errors import IntegrityError
 
 SEGMENT = 64
 

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from pipeline.crypto.digest import DIGEST_BYTES, content_digest
-from pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.digest import DIGEST_BYTES, content_digest
+from imgdedup.pipeline.crypto.keys import GroupKey
 
 KEY = GroupKey(bytes(range(32)))
 

@@ -7,14 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.crypto.fingerprint import (SEAL_OVERHEAD, fingerprint_width, fingerprints,
+from imgdedup.pipeline.crypto.fingerprint import (SEAL_OVERHEAD, fingerprint_width, fingerprints,
                                          open_hashes, rekey, seal_hashes, token_parameters,
                                          tokens)
-from pipeline.config import DecodeConfig
-from pipeline.crypto.keys import GroupKey
-from pipeline.errors import IntegrityError
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.fingerprint import fingerprint_batch
+from imgdedup.pipeline.config import DecodeConfig
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.errors import IntegrityError
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch
 
 KEY = GroupKey(bytes(range(32)))
 OTHER = GroupKey(bytes(range(1, 33)))

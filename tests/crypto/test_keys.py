@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
-from pipeline.crypto.keys import (KEY_FILE_ENV, PURPOSES, GroupKey, load_key_file,
+from imgdedup.pipeline.crypto.keys import (KEY_FILE_ENV, PURPOSES, GroupKey, load_key_file,
                                   resolve_key_path, write_key_file)
-from pipeline.errors import KeyFileError
+from imgdedup.pipeline.errors import KeyFileError
 
 
 @pytest.fixture

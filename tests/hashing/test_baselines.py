@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.bits import hamming, to_hex
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.bits import hamming, to_hex
 
 REFERENCE = {"ahash": imagehash.average_hash, "phash": imagehash.phash, "dhash": imagehash.dhash}
 

@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.hashing import bits as bits_mod
-from pipeline.hashing.bits import dihedral_hamming, from_hex, hamming, pack_bits, to_hex
+from imgdedup.pipeline.hashing import bits as bits_mod
+from imgdedup.pipeline.hashing.bits import dihedral_hamming, from_hex, hamming, pack_bits, to_hex
 
 
 def _packed(n, nbytes):

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from pipeline.config import DecodeConfig
-from pipeline.errors import ConfigError, DecodeError
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.decode import decode, decode_image
+from imgdedup.pipeline.config import DecodeConfig
+from imgdedup.pipeline.errors import ConfigError, DecodeError
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.decode import decode, decode_image
 
 DEFAULTS = DecodeConfig()
 OPTIONS = dict(max_pixels=DEFAULTS.max_pixels, formats=DEFAULTS.formats, draft_min_side=DEFAULTS.draft_min_side)

@@ -5,8 +5,8 @@ from hypothesis.extra.numpy import arrays
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.hashing.dct import dct2_lowfreq, dct_matrix
-from pipeline.hashing.dihedral import DIHEDRAL_NAMES, dct_stack, spatial_stack, spatial_variants
+from imgdedup.pipeline.hashing.dct import dct2_lowfreq, dct_matrix
+from imgdedup.pipeline.hashing.dihedral import DIHEDRAL_NAMES, dct_stack, spatial_stack, spatial_variants
 
 T = Image.Transpose
 # The PIL transform each slot stands for.

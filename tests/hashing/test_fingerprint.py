@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import DecodeConfig
-from pipeline.errors import DecodeError
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.decode import decode_image
-from pipeline.hashing.fingerprint import fingerprint_batch
+from imgdedup.pipeline.config import DecodeConfig
+from imgdedup.pipeline.errors import DecodeError
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.decode import decode_image
+from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch
 
 OPTIONS = dataclasses.asdict(DecodeConfig())
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from skimage.feature import local_binary_pattern as skimage_lbp
 
-from pipeline.hashing.dihedral import spatial_variants
-from pipeline.hashing.lbp import LBP_METHODS, dihedral_code_tables, local_binary_pattern, ring_bits
+from imgdedup.pipeline.hashing.dihedral import spatial_variants
+from imgdedup.pipeline.hashing.lbp import LBP_METHODS, dihedral_code_tables, local_binary_pattern, ring_bits
 
 
 @pytest.mark.parametrize("method", LBP_METHODS)

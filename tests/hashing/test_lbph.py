@@ -8,12 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from pipeline.config import DedupConfig
-from pipeline.errors import ConfigError
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.bits import dihedral_hamming, hamming, to_hex
-from pipeline.hashing.dihedral import spatial_variants
-from pipeline.hashing.lbph import DEFAULT, PAPER, LbphParams, lbph, lbph_batch, lbph_dihedral_batch
+from imgdedup.pipeline.config import DedupConfig
+from imgdedup.pipeline.errors import ConfigError
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.bits import dihedral_hamming, hamming, to_hex
+from imgdedup.pipeline.hashing.dihedral import spatial_variants
+from imgdedup.pipeline.hashing.lbph import DEFAULT, PAPER, LbphParams, lbph, lbph_batch, lbph_dihedral_batch
 
 # Pinned on the reference machine. Up to 2 bits of slack: another BLAS may sum the
 # DCT in another order, which can move a coefficient sitting on the median.

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from pipeline.config import DecodeConfig, HashConfig
-from pipeline.hashing.decode import decode
-from pipeline.hashing.quality import QUALITY_SIDE, quality_batch, quality_thumbnail
+from imgdedup.pipeline.config import DecodeConfig, HashConfig
+from imgdedup.pipeline.hashing.decode import decode
+from imgdedup.pipeline.hashing.quality import QUALITY_SIDE, quality_batch, quality_thumbnail
 
 DEFAULTS = DecodeConfig()
 OPTIONS = dict(max_pixels=DEFAULTS.max_pixels, formats=DEFAULTS.formats, draft_min_side=DEFAULTS.draft_min_side)

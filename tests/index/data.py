@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.hashing.bits import hamming
+from imgdedup.pipeline.hashing.bits import hamming
 
 NBYTES = 32  # 256-bit fingerprints
 

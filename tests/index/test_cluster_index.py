@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.hashing.bits import dihedral_hamming, hamming
-from pipeline.cluster.assign import assign
-from pipeline.index import ClusterIndex, kernels
+from imgdedup.pipeline.hashing.bits import dihedral_hamming, hamming
+from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.index import ClusterIndex, kernels
 from tests.index.data import NBYTES, fingerprint_set, flip_bits, nearest_labels
 
 

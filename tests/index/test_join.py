@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
-from pipeline.hashing.bits import dihedral_hamming, hamming
-from pipeline.index import ClusterIndex, connected_components, near_duplicate_components, near_duplicate_pairs
+from imgdedup.pipeline.hashing.bits import dihedral_hamming, hamming
+from imgdedup.pipeline.index import ClusterIndex, connected_components, near_duplicate_components, near_duplicate_pairs
 from tests.index.data import NBYTES, fingerprint_set, flip_bits, nearest_labels
 
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.hashing.bits import hamming
-from pipeline.hamming import as_words, word_columns
-from pipeline.index import kernels
-from pipeline.index.kernels import scan_ranges
+from imgdedup.pipeline.hashing.bits import hamming
+from imgdedup.pipeline.hamming import as_words, word_columns
+from imgdedup.pipeline.index import kernels
+from imgdedup.pipeline.index.kernels import scan_ranges
 
 
 def _columns(rows: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import fsspec
 from PIL import Image, ImageEnhance, ImageOps
 
-from pipeline.store import Store
+from imgdedup.pipeline.store import Store
 
 # name -> (transform, format): the copies every original gets in a labelled set.
 VARIANTS = {

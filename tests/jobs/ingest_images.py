@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.store import Store, schemas
+from imgdedup.pipeline.store import Store, schemas
 
 
 def noise_png(seed: int, size: int = 96) -> bytes:

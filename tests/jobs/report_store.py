@@ -16,15 +16,15 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps
 
-from pipeline.config import Config
-from pipeline.crypto.blob import seal_bytes
-from pipeline.crypto.digest import content_digest, image_id
-from pipeline.crypto.fingerprint import tokens
-from pipeline.crypto.keys import GroupKey
-from pipeline.hashing.algorithms import get_algorithm
-from pipeline.hashing.bits import dihedral_hamming
-from pipeline.hashing.fingerprint import fingerprint_batch
-from pipeline.store import Store, schemas
+from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.blob import seal_bytes
+from imgdedup.pipeline.crypto.digest import content_digest, image_id
+from imgdedup.pipeline.crypto.fingerprint import tokens
+from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.bits import dihedral_hamming
+from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch
+from imgdedup.pipeline.store import Store, schemas
 
 
 def _jpeg(picture: Image.Image, quality: int = 90) -> bytes:

@@ -9,16 +9,16 @@ import pytest
 from distributed import Client, LocalCluster
 from PIL import Image
 
-from jobs.bulk import BulkError, run_bulk
-from jobs.bulk_report import print_summary
-from jobs.cli import main as cli_main
-from jobs.report import unmerge
-from pipeline.config import load_config
-from pipeline.crypto.blob import open_stream
-from pipeline.crypto.keys import GroupKey, write_key_file
-from pipeline.errors import MergeError
-from pipeline.store import Store
-from pipeline.store.keys import blob_body_key, blob_header_key
+from imgdedup.jobs.bulk import BulkError, run_bulk
+from imgdedup.jobs.bulk_report import print_summary
+from imgdedup.jobs.cli import main as cli_main
+from imgdedup.jobs.report import unmerge
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.blob import open_stream
+from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.errors import MergeError
+from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.store.keys import blob_body_key, blob_header_key
 from tests.jobs.bulk_sets import encode, groups_by_name, labelled_set, pair_precision_recall, write_files
 from tests.store.conftest import BUCKET, s3_options  # noqa: F401  (the loopback S3 server fixture)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
-from jobs.bulk import run_bulk
-from pipeline.config import load_config
-from pipeline.crypto.keys import GroupKey, write_key_file
-from pipeline.store import Store
+from imgdedup.jobs.bulk import run_bulk
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.store import Store
 from tests.jobs.bulk_sets import labelled_set, write_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +68,7 @@ def test_a_worker_killed_while_fingerprinting_loses_and_doubles_no_row(source, t
 
 
 def _bulk_command(folder: Path, store_dir: Path, key_file: Path) -> list[str]:
-    return [sys.executable, "-m", "jobs.cli", "--set", "dask.partition_size=2", "--set", "dask.workers=2",
+    return [sys.executable, "-m", "imgdedup.jobs.cli", "--set", "dask.partition_size=2", "--set", "dask.workers=2",
             "--set", "dedup.clusters=4", "bulk", str(folder), "--store", str(store_dir), "--key", str(key_file)]
 
 

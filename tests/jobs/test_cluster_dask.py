@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from jobs import cluster as cluster_job
-from jobs.cluster import DaskPartitions, assign_partitions, distributed_kmeans
-from pipeline.cluster.kmeans import hamming_kmeans, partial_stats
+from imgdedup.jobs import cluster as cluster_job
+from imgdedup.jobs.cluster import DaskPartitions, assign_partitions, distributed_kmeans
+from imgdedup.pipeline.cluster.kmeans import hamming_kmeans, partial_stats
 from tests.cluster.planted import planted_clusters
 
 

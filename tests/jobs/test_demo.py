@@ -7,8 +7,8 @@ import re
 import pytest
 from PIL import Image
 
-from jobs.cli import main
-from jobs.demo import VARIANTS, build_sample_set, group_pairs, pair_scores
+from imgdedup.jobs.cli import main
+from imgdedup.jobs.demo import VARIANTS, build_sample_set, group_pairs, pair_scores
 
 SOME = ("astronaut", "camera", "coffee", "rocket")
 

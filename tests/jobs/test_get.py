@@ -6,12 +6,12 @@ import io
 import pytest
 from PIL import Image, ImageOps
 
-from jobs.cli import main
-from jobs.ingest import Ingestor
-from pipeline.config import load_config
-from pipeline.crypto.keys import GroupKey, write_key_file
-from pipeline.store import Store
-from pipeline.store.keys import blob_body_key
+from imgdedup.jobs.cli import main
+from imgdedup.jobs.ingest import Ingestor
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.store.keys import blob_body_key
 from tests.jobs.ingest_images import noise_png
 
 

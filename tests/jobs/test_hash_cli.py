@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jobs.cli import main
+from imgdedup.jobs.cli import main
 
 
 @pytest.fixture()

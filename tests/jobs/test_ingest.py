@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.bulk import run_bulk
-from jobs.ingest import Ingestor, stable_files
-from jobs.cli import main
-from pipeline.config import load_config
-from pipeline.crypto.blob import open_bytes
-from pipeline.crypto.keys import GroupKey, write_key_file
-from pipeline.store import Store, schemas
+from imgdedup.jobs.bulk import run_bulk
+from imgdedup.jobs.ingest import Ingestor, stable_files
+from imgdedup.jobs.cli import main
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.blob import open_bytes
+from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.store import Store, schemas
 from tests.jobs.bulk_sets import groups_by_name, labelled_set, write_files
 from tests.jobs.ingest_images import ingest_finished, noise_png, rows_per_digest
 
@@ -103,7 +103,7 @@ def test_bad_bytes_are_one_error_row(tmp_path, key, config):
 def test_two_ingest_processes_at_once_decide_each_image_once(tmp_path, source, labelled, key):
     key_file = write_key_file(tmp_path / "group.key", key)
     store_url = str(tmp_path / "store")
-    command = [sys.executable, "-m", "jobs.cli", "--set", "ingest.batch_size=4", "ingest", str(source),
+    command = [sys.executable, "-m", "imgdedup.jobs.cli", "--set", "ingest.batch_size=4", "ingest", str(source),
                "--store", store_url, "--key", str(key_file)]
     processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     for process in processes:
@@ -167,7 +167,7 @@ def test_watch_ingests_files_as_they_arrive_until_sigterm(tmp_path, key):
     key_file = write_key_file(tmp_path / "group.key", key)
     store_url = str(tmp_path / "store")
     process = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "--set", "ingest.poll_interval_ms=100", "--set", "ingest.stable_size_ms=300",
+        [sys.executable, "-m", "imgdedup.jobs.cli", "--set", "ingest.poll_interval_ms=100", "--set", "ingest.stable_size_ms=300",
          "ingest", str(folder), "--store", store_url, "--key", str(key_file), "--watch"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

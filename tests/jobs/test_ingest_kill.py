@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from jobs.cli import main
-from pipeline.crypto.blob import open_bytes
-from pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
-from pipeline.store import Store, schemas
+from imgdedup.jobs.cli import main
+from imgdedup.pipeline.crypto.blob import open_bytes
+from imgdedup.pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
+from imgdedup.pipeline.store import Store, schemas
 from tests.jobs.ingest_images import ingest_finished, noise_png, rows_per_digest
 
 TRIALS = int(os.environ.get("IMGDEDUP_KILL_TRIALS", "20"))
@@ -56,7 +56,7 @@ def ingest_args(images: Path, store: Path, key_file: Path) -> list[str]:
 
 def full_run_seconds(images: Path, tmp_path: Path, key_file: Path) -> float:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "jobs.cli", *ingest_args(images, tmp_path / "timing", key_file)],
+    done = subprocess.run([sys.executable, "-m", "imgdedup.jobs.cli", *ingest_args(images, tmp_path / "timing", key_file)],
                           capture_output=True)
     assert ingest_finished(done.returncode, done.stderr, 1), done.stderr.decode()[-2000:]  # 1: the bad file
     return time.monotonic() - started
@@ -85,7 +85,7 @@ def test_sigkill_at_random_points_then_restart(images, key_file, tmp_path):
     rng = random.Random(6)
     for trial in range(TRIALS):
         store_path = tmp_path / f"store{trial}"
-        process = subprocess.Popen([sys.executable, "-m", "jobs.cli", *ingest_args(images, store_path, key_file)],
+        process = subprocess.Popen([sys.executable, "-m", "imgdedup.jobs.cli", *ingest_args(images, store_path, key_file)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.3, longest))
         process.send_signal(signal.SIGKILL)

@@ -11,12 +11,12 @@ import uuid
 
 import pytest
 
-from jobs.cli import main
-from pipeline.crypto.blob import open_stream, parse_header, seal_stream
-from pipeline.crypto.keys import PURPOSES, GroupKey, load_key_file, write_key_file
-from pipeline.errors import IntegrityError
-from pipeline.store import Store
-from pipeline.store.keys import blob_body_key
+from imgdedup.jobs.cli import main
+from imgdedup.pipeline.crypto.blob import open_stream, parse_header, seal_stream
+from imgdedup.pipeline.crypto.keys import PURPOSES, GroupKey, load_key_file, write_key_file
+from imgdedup.pipeline.errors import IntegrityError
+from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.store.keys import blob_body_key
 
 SEGMENT = 64
 BLOB_IDS = [f"img{i:04d}" for i in range(6)]

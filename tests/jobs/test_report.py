@@ -12,13 +12,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import report_tables as rt
-from jobs.cli import main
-from jobs.report import write_report
-from jobs.report_html import ReportPage, write_html_report
-from pipeline.config import load_config
-from pipeline.crypto.keys import GroupKey, write_key_file
-from pipeline.store import schemas
+from imgdedup.jobs import report_tables as rt
+from imgdedup.jobs.cli import main
+from imgdedup.jobs.report import write_report
+from imgdedup.jobs.report_html import ReportPage, write_html_report
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.store import schemas
 from tests.jobs.report_store import build_report_store
 
 

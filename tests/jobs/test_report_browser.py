@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.report import write_report
-from pipeline.config import load_config
-from pipeline.crypto.keys import GroupKey
+from imgdedup.jobs.report import write_report
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.keys import GroupKey
 from tests.jobs.report_store import build_report_store
 
 CHROMIUM = Path("/usr/bin/chromium")

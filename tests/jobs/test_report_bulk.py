@@ -7,13 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
-from jobs import report_tables as rt
-from jobs.bulk import run_bulk
-from jobs.cli import main
-from jobs.report import unmerge, write_report
-from pipeline.config import load_config
-from pipeline.crypto.keys import GroupKey, write_key_file
-from pipeline.store import Store, schemas
+from imgdedup.jobs import report_tables as rt
+from imgdedup.jobs.bulk import run_bulk
+from imgdedup.jobs.cli import main
+from imgdedup.jobs.report import unmerge, write_report
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.store import Store, schemas
 from tests.jobs.bulk_sets import groups_by_name, labelled_set, write_files
 
 OVERRIDES = ["dask.partition_size=6", "dedup.clusters=2"]

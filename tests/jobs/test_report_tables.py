@@ -6,9 +6,9 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs import report_tables as rt
-from pipeline.hashing.bits import hamming
-from pipeline.store import schemas
+from imgdedup.jobs import report_tables as rt
+from imgdedup.pipeline.hashing.bits import hamming
+from imgdedup.pipeline.store import schemas
 
 
 @st.composite

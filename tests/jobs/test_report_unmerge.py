@@ -5,13 +5,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import report_tables as rt
-from jobs.cli import main
-from jobs.report import unmerge, write_report
-from pipeline.config import load_config
-from pipeline.crypto.keys import GroupKey, write_key_file
-from pipeline.errors import MergeError
-from pipeline.store import Store, keys, schemas
+from imgdedup.jobs import report_tables as rt
+from imgdedup.jobs.cli import main
+from imgdedup.jobs.report import unmerge, write_report
+from imgdedup.pipeline.config import load_config
+from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.errors import MergeError
+from imgdedup.pipeline.store import Store, keys, schemas
 from tests.jobs.report_store import build_report_store
 
 

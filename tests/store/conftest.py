@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import Store
+from imgdedup.pipeline.store import Store
 
 BUCKET = "imgdedup-test"
 

@@ -9,10 +9,10 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from pipeline.errors import StoreError
-from pipeline.store import Store, backend, commitlog
-from pipeline.store import store as store_module
-from pipeline.store.backend import OBJECT_PART_BYTES, list_keys, write_atomic, write_exclusive
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.store import Store, backend, commitlog
+from imgdedup.pipeline.store import store as store_module
+from imgdedup.pipeline.store.backend import OBJECT_PART_BYTES, list_keys, write_atomic, write_exclusive
 
 from .conftest import new_location
 

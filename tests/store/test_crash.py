@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from pipeline.store import keys
+from imgdedup.pipeline.store import keys
 
 from .conftest import new_location
 from .writer import assert_holds_exactly, run_in_processes, write_run

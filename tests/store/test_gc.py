@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.cli import main as cli_main
-from pipeline.errors import StoreError
-from pipeline.store import Store, keys
-from pipeline.store.backend import write_atomic
+from imgdedup.jobs.cli import main as cli_main
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.store import Store, keys
+from imgdedup.pipeline.store.backend import write_atomic
 
 from .test_store import error_rows
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.errors import StoreError
-from pipeline.store import keys
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.store import keys
 
 UNSAFE_KEYS = [
     "", "../x", "a/../b", "a/..", "..", "a/./b", ".", "/etc/passwd", "a//b", "a/", "a\\b",

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from pipeline.errors import StoreError
-from pipeline.store import commitlog, keys
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.store import commitlog, keys
 
 from .test_gc import present_keys
 

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import StoreError
-from pipeline.store import schemas
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.store import schemas
 
 
 def test_fingerprint_width_and_provenance_are_parameters():

@@ -8,8 +8,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import StoreError
-from pipeline.store import Store, commitlog, schemas
+from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.store import Store, commitlog, schemas
 
 
 def error_rows(run_id: str, sources: list[str]) -> pa.Table:

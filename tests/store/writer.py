@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.store import Store, schemas
+from imgdedup.pipeline.store import Store, schemas
 
 BLOB_CHUNK_BYTES = 64 * 1024
 

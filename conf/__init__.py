@@ -1,0 +1,1 @@
+"""The shipped defaults, ``default.toml``, read with :mod:`importlib.resources`."""

@@ -1,0 +1,1 @@
+"""imgdedup: secure near-duplicate image deduplication over large image sets."""
