@@ -1,8 +1,14 @@
 """The ``imgdedup`` command line.
 
-Each command lives in its own module under ``jobs/`` and exposes
+Each command lives in a module under ``jobs/`` that exposes
 ``register(subparsers)``, which adds its parser and sets ``run(args, config) -> int``
-as the parser's default. Global options (``--config``, ``--set``) are shared by all.
+as the parser's default. Global options (``--config``, ``--set``, ``-v``) are shared
+by all.
+
+Start-up imports only what the chosen command needs: :data:`COMMANDS` names each
+command's module and one-line help, ``imgdedup --help`` lists them without
+importing any, and ``imgdedup COMMAND ...`` imports that command's module alone
+(Dask, Numba and Matplotlib load only for the commands that use them).
 """
 from __future__ import annotations
 
@@ -14,38 +20,57 @@ import sys
 from imgdedup.pipeline.config import load_config
 from imgdedup.pipeline.errors import ImgdedupError
 
-# One line per command module, in the order `imgdedup --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "imgdedup.jobs.hash",
-    "imgdedup.jobs.demo",
-    "imgdedup.jobs.keys",
-    "imgdedup.jobs.storecmd",
-    "imgdedup.jobs.bulk",
-    "imgdedup.jobs.ingest",
-    "imgdedup.jobs.get",
-    "imgdedup.jobs.report",
-)
+#: Command name -> (module that registers it, one-line help), in the order ``--help`` lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "hash": ("imgdedup.jobs.hash", "fingerprint image files and print or save the hashes"),
+    "demo": ("imgdedup.jobs.demo", "build a labelled sample set and deduplicate it with the bulk job"),
+    "keygen": ("imgdedup.jobs.keys", "create a new group key file (mode 0600)"),
+    "rotate-key": ("imgdedup.jobs.keys", "re-wrap every blob's data key under a new group key"),
+    "gc": ("imgdedup.jobs.storecmd", "remove store files no commit refers to"),
+    "bulk": ("imgdedup.jobs.bulk", "deduplicate an image folder or bucket into the store (Dask job)"),
+    "ingest": ("imgdedup.jobs.ingest", "decide new images one micro-batch at a time (stored, duplicate or error)"),
+    "get": ("imgdedup.jobs.get", "decrypt a stored image by id or by a similar image"),
+    "report": ("imgdedup.jobs.report", "write the report tables and the HTML report of a run"),
+    "unmerge": ("imgdedup.jobs.report", "make a merged image its own canonical image again"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imgdedup",
-        description="Secure near-duplicate image deduplication.",
-    )
-    parser.add_argument("--config", metavar="FILE", help="TOML config (default: conf/default.toml)")
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config (default: the packaged conf/default.toml)")
     parser.add_argument(
         "--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
         help="override one config key, e.g. --set hash.bits=256 (repeatable)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at debug level")
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The command word in ``argv`` (the first argument after the global options), if any."""
+    pre = argparse.ArgumentParser(add_help=False)
+    _global_options(pre)
+    pre.add_argument("command", nargs="?")
+    known, _ = pre.parse_known_args(argv)
+    return known.command if known.command in COMMANDS else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, with ``command``'s module registered and every other command listed by name only."""
+    parser = argparse.ArgumentParser(prog="imgdedup", description="Secure near-duplicate image deduplication.")
+    _global_options(parser)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    module = COMMANDS[command][0] if command else None
+    if module:
+        importlib.import_module(module).register(subparsers)
+    registered = set(subparsers.choices)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in registered:
+            subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(chosen_command(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -9,7 +9,10 @@ tasks; only the summed statistics (``k * bits`` counts) and the batch rows'
 distances come back. The seeding sample and the few rows an empty centre is
 moved to are the only fingerprints that reach the client; consecutive small
 partitions are first joined on the workers into blocks of about
-:data:`_ROWS_PER_BLOCK` rows, which bounds what one task holds.
+:data:`_ROWS_PER_BLOCK` rows, which bounds what one task holds. When all rows
+fit in one block (at most 8 MiB of fingerprints), the block comes to the client
+and the steps run there: a step over one block is one task either way, and a
+few hundred scheduler round trips would cost seconds for nothing.
 
 Same seed, same data in the same order, same centres as the in-memory form,
 however the rows are split into partitions: the random draws are made over
@@ -24,7 +27,7 @@ import numpy as np
 from dask.delayed import Delayed, delayed
 
 from imgdedup.pipeline.cluster.assign import assign
-from imgdedup.pipeline.cluster.kmeans import ClusterStats, KMeansResult, assigned_stats, fit_centres
+from imgdedup.pipeline.cluster.kmeans import ArraySource, ClusterStats, KMeansResult, assigned_stats, fit_centres
 from imgdedup.pipeline.config import ClusterConfig
 
 _DEFAULTS = ClusterConfig()
@@ -133,7 +136,8 @@ def distributed_kmeans(partitions: Sequence[Delayed], k: int, *, seed: int = _DE
                        batch_size: int = _DEFAULTS.batch_size, max_batches: int = _DEFAULTS.max_batches,
                        tol: float = _DEFAULTS.tol, seed_sample_size: int = _DEFAULTS.seed_sample_size,
                        seeding: str = _DEFAULTS.seeding,
-                       reassign_ratio: float = _DEFAULTS.reassign_ratio) -> KMeansResult:
+                       reassign_ratio: float = _DEFAULTS.reassign_ratio,
+                       rows_per_block: int = _ROWS_PER_BLOCK) -> KMeansResult:
     """Hamming K-means over fingerprint partitions, computed where they live.
 
     Runs on the active Dask scheduler (a ``distributed.Client`` when one is
@@ -147,6 +151,8 @@ def distributed_kmeans(partitions: Sequence[Delayed], k: int, *, seed: int = _DE
     k : int
     seed, batch_size, max_batches, tol, seed_sample_size, seeding, reassign_ratio
         See :func:`imgdedup.pipeline.cluster.kmeans.fit_centres`.
+    rows_per_block : int
+        See :class:`DaskPartitions`; when every row fits in one block, the steps run on the client.
 
     Returns
     -------
@@ -156,8 +162,9 @@ def distributed_kmeans(partitions: Sequence[Delayed], k: int, *, seed: int = _DE
         ``labels[sum(n_0..n_{i-1}) : sum(n_0..n_i)]``; the final assignment pass
         runs per partition and only labels and distances come back.
     """
-    source = DaskPartitions(partitions)
-    centres, n_batches = fit_centres(source, k, seed=seed, batch_size=batch_size, max_batches=max_batches,
+    source = DaskPartitions(partitions, rows_per_block)
+    fitted = source if len(source.partitions) > 1 else ArraySource(_join(dask.compute(*source.partitions)))
+    centres, n_batches = fit_centres(fitted, k, seed=seed, batch_size=batch_size, max_batches=max_batches,
                                      tol=tol, seed_sample_size=seed_sample_size, seeding=seeding,
                                      reassign_ratio=reassign_ratio)
     assigned = dask.compute(*assign_partitions(source.partitions, centres))

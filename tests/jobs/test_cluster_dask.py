@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from imgdedup.jobs import cluster as cluster_job
 from imgdedup.jobs.cluster import DaskPartitions, assign_partitions, distributed_kmeans
 from imgdedup.pipeline.cluster.kmeans import hamming_kmeans, partial_stats
 from tests.cluster.planted import planted_clusters
@@ -31,13 +30,15 @@ def _assert_same(distributed, local):
 
 
 @pytest.mark.parametrize("seeding", ["k-means++", "k-means||"])
-def test_partitions_give_the_in_memory_result(client, seeding, monkeypatch):
-    monkeypatch.setattr(cluster_job, "_ROWS_PER_BLOCK", 300)  # blocks of several partitions, and one alone
+@pytest.mark.parametrize("rows_per_block", [300, 1 << 18])
+def test_partitions_give_the_in_memory_result(client, seeding, rows_per_block):
     fingerprints = np.random.default_rng(0).integers(0, 256, (1500, 32), dtype=np.uint8)
     # Uneven partitions and an empty one; batches and the seeding sample span several.
     settings = dict(seed=4, batch_size=200, max_batches=12, tol=-1.0, seed_sample_size=700, seeding=seeding)
     local = hamming_kmeans(fingerprints, 24, **settings)
-    distributed = distributed_kmeans(_partitions(fingerprints, [100, 100, 640, 1111]), 24, **settings)
+    # Blocks of several partitions and one alone (the steps run as Dask tasks), or one block (fitted on the client).
+    distributed = distributed_kmeans(_partitions(fingerprints, [100, 100, 640, 1111]), 24,
+                                     rows_per_block=rows_per_block, **settings)
     assert distributed.n_batches == 12
     _assert_same(distributed, local)
 
