@@ -53,8 +53,8 @@ def headline_value(dom: str, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, shared_data):
-    return build_report_store(str(tmp_path_factory.mktemp("store")), shared_data / "dev", GroupKey.generate(),
+def built(tmp_path_factory, test_data):
+    return build_report_store(str(tmp_path_factory.mktemp("store")), test_data / "dev", GroupKey.generate(),
                               load_config())
 
 
