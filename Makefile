@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv browser clean
+.PHONY: test demo venv browser wheel-smoke clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ browser:
 	test -x /usr/bin/chromium || { apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 	/usr/bin/chromium --version
+
+# Build the wheel, install it into a fresh venv outside the repository and run it there.
+wheel-smoke:
+	bash scripts/ci_wheel_smoke.sh
 
 clean:
 	rm -rf $(VENV) demo-out dedup-store
