@@ -100,13 +100,13 @@ def test_a_dozen_pairs_pin_down_most_of_a_256_bit_token_key():
     assert np.array_equal(permutation[pinned], token_parameters(KEY, 32)[0][pinned])
 
 
-def test_known_photographs_recover_the_token_key(shared_data):
+def test_known_photographs_recover_the_token_key(test_data):
     # The same attack on real photographs hashed the way ingestion hashes them:
     # whoever knows which public pictures were uploaded hashes them and lines
     # them up with their tokens. Whether a bit is pinned depends on the hashes
     # only (two hash bit columns equal or complementary over all the pictures
     # leave a choice), not on the key.
-    paths = sorted((shared_data / "dev").glob("*.jpg"))
+    paths = sorted((test_data / "dev").glob("*.jpg"))
     decoding = DecodeConfig()
     batch = fingerprint_batch(paths, get_algorithm("lbph"), dihedral=False,
                               max_pixels=decoding.max_pixels, formats=decoding.formats,

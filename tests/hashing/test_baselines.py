@@ -9,7 +9,7 @@ from imgdedup.pipeline.hashing.bits import hamming, to_hex
 
 REFERENCE = {"ahash": imagehash.average_hash, "phash": imagehash.phash, "dhash": imagehash.dhash}
 
-# Published by imagehash for its test image (data/vectors/README.md).
+# Published by imagehash for its test image (tests/data/README.md).
 VECTORS = {"ahash": "ffd7918181c9ffff", "phash": "ba8c84536bd3c366", "dhash": "0026273b2b19550e"}
 
 
@@ -18,22 +18,23 @@ def _rgb(path):
 
 
 @pytest.fixture(scope="module")
-def dev_images(shared_data):
-    paths = sorted((shared_data / "dev").glob("*.jpg"))
+def dev_images(test_data):
+    paths = sorted((test_data / "dev").glob("*.jpg"))
     assert len(paths) >= 10
     return [_rgb(p) for p in paths]
 
 
 @pytest.mark.parametrize("name", sorted(VECTORS))
-def test_published_imagehash_vectors(shared_data, name):
-    image = Image.open(shared_data / "vectors" / "imagehash" / "imagehash.png").convert("RGB")
+def test_published_imagehash_vectors(test_data, name):
+    image = Image.open(test_data / "imagehash" / "imagehash.png").convert("RGB")
     assert to_hex(get_algorithm(name).hash_image(image)) == VECTORS[name]
 
 
 @pytest.fixture(scope="module")
-def vector_images(shared_data):
+def vector_images(test_data):
     """Photos, tiny and low-detail images, one picture in every Pillow mode (as RGB)."""
-    paths = sorted(p for p in (shared_data / "vectors").rglob("*") if p.suffix in {".jpg", ".png", ".webp"})
+    paths = sorted(p for folder in ("imagehash", "pdq") for p in (test_data / folder).rglob("*")
+                   if p.suffix in {".jpg", ".png", ".webp"})
     return [_rgb(p) for p in paths]
 
 

@@ -18,8 +18,8 @@ OPTIONS = dataclasses.asdict(DecodeConfig())
 
 
 @pytest.fixture(scope="module")
-def dev_files(shared_data):
-    return sorted((shared_data / "dev").glob("*.jpg"))[:6]
+def dev_files(test_data):
+    return sorted((test_data / "dev").glob("*.jpg"))[:6]
 
 
 def test_batch_equals_hashing_each_file_alone(dev_files):

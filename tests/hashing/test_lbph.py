@@ -22,7 +22,7 @@ GOLDEN = {
                              "858117346326980f"),
     "dev/perception_image3.jpg": ("e67a9ca905ac810c4dd6d2c04b4c9e9b872dff3ce36672435a7364bda338a64c",
                                   "c634d2012e108e78"),
-    "vectors/pdq/bridge-mods/aaa-orig.jpg": ("d6be0e214ff87a1885f6e2c9744a03f23569cd686a4293cf22e041b66c5ddd5e",
+    "pdq/bridge.jpg": ("d6be0e214ff87a1885f6e2c9744a03f23569cd686a4293cf22e041b66c5ddd5e",
                                              "d6c522c4189c2c02"),
 }
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -43,21 +43,21 @@ def _bits_apart(algo, a, b):
 
 
 @pytest.fixture(scope="module")
-def dev_images(shared_data):
-    return [_rgb(p) for p in sorted((shared_data / "dev").glob("*.jpg"))]
+def dev_images(test_data):
+    return [_rgb(p) for p in sorted((test_data / "dev").glob("*.jpg"))]
 
 
 @pytest.mark.parametrize("relative", sorted(GOLDEN))
-def test_golden_hashes(shared_data, relative):
-    image = _rgb(shared_data / relative)
+def test_golden_hashes(test_data, relative):
+    image = _rgb(test_data / relative)
     for name, golden in zip(("lbph", "lbph-paper"), GOLDEN[relative]):
         ours = get_algorithm(name).hash_image(image)
         assert hamming(ours[None], np.frombuffer(bytes.fromhex(golden), np.uint8)[None])[0, 0] <= 2, \
             (name, to_hex(ours))
 
 
-def test_public_function_is_the_default_algorithm(shared_data):
-    image = _rgb(shared_data / "dev" / "ukbench00120.jpg")
+def test_public_function_is_the_default_algorithm(test_data):
+    image = _rgb(test_data / "dev" / "ukbench00120.jpg")
     np.testing.assert_array_equal(lbph(image), get_algorithm("lbph").hash_image(image))
     assert lbph(image, bits=128).shape == (16,)
 
@@ -107,9 +107,9 @@ def test_dihedral_forms_of_a_turned_photo_contain_the_original_hash(dev_images, 
 
 
 @pytest.mark.parametrize("name", ["lbph", "lbph-paper"])
-def test_the_eight_dihedral_files_of_one_photo_all_match(shared_data, name):
+def test_the_eight_dihedral_files_of_one_photo_all_match(test_data, name):
     algo = get_algorithm(name)
-    paths = sorted((shared_data / "vectors" / "pdq" / "reg-test-input" / "dih").glob("*.jpg"))
+    paths = sorted((test_data / "pdq" / "dih").glob("*.jpg"))
     assert len(paths) == 8
     thumbs = np.stack([algo.thumbnail(_rgb(p)) for p in paths])
     d = dihedral_hamming(algo.hash_batch(thumbs), algo.dihedral_batch(thumbs))

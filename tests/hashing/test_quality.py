@@ -29,8 +29,8 @@ def score_image(image: Image.Image) -> int:
 
 
 @pytest.fixture(scope="module")
-def photo_scores(shared_data) -> dict[str, int]:
-    return score_files(sorted((shared_data / "dev").glob("*.jpg")))
+def photo_scores(test_data) -> dict[str, int]:
+    return score_files(sorted((test_data / "dev").glob("*.jpg")))
 
 
 def test_flat_images_score_zero():
@@ -43,18 +43,17 @@ def test_photos_score_well_above_the_threshold(photo_scores):
     assert min(photo_scores.values()) >= 2 * MIN_QUALITY, photo_scores
 
 
-def test_dark_sky_and_tiny_images_score_below_every_photo(shared_data, photo_scores):
-    misc = shared_data / "vectors" / "pdq" / "misc-images"
-    skies = shared_data / "vectors" / "pdq" / "reg-test-input" / "labelme-subset"
-    scores = score_files([misc / "small.jpg", misc / "wee.jpg", skies / "q0003.jpg", skies / "q0004.jpg"])
+def test_dark_sky_and_tiny_images_score_below_every_photo(test_data, photo_scores):
+    low_detail = test_data / "pdq" / "low-detail"
+    scores = score_files([low_detail / name for name in ("small.jpg", "wee.jpg", "q0003.jpg", "q0004.jpg")])
     assert scores["small.jpg"] < MIN_QUALITY  # an almost black frame
     assert scores["q0003.jpg"] < MIN_QUALITY and scores["q0004.jpg"] < MIN_QUALITY  # clear sky, cloud
     assert scores["wee.jpg"] < 35  # 34 x 42 pixels: a third of the thumbnail
     assert max(scores.values()) < min(photo_scores.values())
 
 
-def test_shrinking_a_photo_below_the_thumbnail_lowers_its_score(shared_data):
-    photo = decode(shared_data / "dev" / "perception_image3.jpg", **OPTIONS).image
+def test_shrinking_a_photo_below_the_thumbnail_lowers_its_score(test_data):
+    photo = decode(test_data / "dev" / "perception_image3.jpg", **OPTIONS).image
     full = score_image(photo)
     assert full == 100
     assert score_image(photo.resize((32, 32))) <= 100 * 32 * 32 // QUALITY_SIDE**2
@@ -78,8 +77,8 @@ def test_score_is_bounded_and_invariant_to_dihedral_forms_and_inversion(thumbs):
     np.testing.assert_array_equal(scores, one_by_one)
 
 
-def test_contrast_raises_the_score_until_it_saturates(shared_data):
-    photo = decode(shared_data / "dev" / "ukbench08976.jpg", **OPTIONS).image
+def test_contrast_raises_the_score_until_it_saturates(test_data):
+    photo = decode(test_data / "dev" / "ukbench08976.jpg", **OPTIONS).image
     thumb = quality_thumbnail(photo)
     mean = thumb.mean()
     scores = [quality_batch((mean + k * (thumb - mean))[None], np.array([10**6]))[0] for k in (0.25, 0.5, 1.0)]

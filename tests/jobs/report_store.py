@@ -1,6 +1,6 @@
 """A small committed store for the report tests, written with the store's own API.
 
-Two runs over real photos from the shared data: real LBPH fingerprints keyed
+Two runs over real photos from the committed test data: real LBPH fingerprints keyed
 into tokens, real sealed blobs (pointer members' blobs kept, as the bulk job
 keeps them for the unmerge grace period), the dihedral distances of pointers to
 their canonical image, clusters, error rows and metric rows.

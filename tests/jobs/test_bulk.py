@@ -35,8 +35,8 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def labelled(shared_data):
-    return labelled_set(shared_data / "dev", 5)
+def labelled(test_data):
+    return labelled_set(test_data / "dev", 5)
 
 
 def _run(client, source, store_url, *overrides, **kwargs):

@@ -23,9 +23,9 @@ KEY = GroupKey(bytes(range(1, 33)))
 
 
 @pytest.fixture(scope="module")
-def source(shared_data, tmp_path_factory):
+def source(test_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("source")
-    files = {name: data for name, (data, _) in labelled_set(shared_data / "dev", 6).items()}
+    files = {name: data for name, (data, _) in labelled_set(test_data / "dev", 6).items()}
     write_files(str(folder), files)
     return folder, files
 

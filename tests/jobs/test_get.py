@@ -16,8 +16,8 @@ from tests.jobs.ingest_images import noise_png
 
 
 @pytest.fixture(scope="module")
-def photos(shared_data):
-    return sorted((shared_data / "dev").glob("*.jpg"))[:4]
+def photos(test_data):
+    return sorted((test_data / "dev").glob("*.jpg"))[:4]
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ def config():
 
 
 @pytest.fixture(scope="module")
-def labelled(shared_data):
-    return labelled_set(shared_data / "dev", 6)
+def labelled(test_data):
+    return labelled_set(test_data / "dev", 6)
 
 
 @pytest.fixture(scope="module")

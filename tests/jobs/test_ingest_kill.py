@@ -31,12 +31,12 @@ TRIALS = int(os.environ.get("IMGDEDUP_KILL_TRIALS", "20"))
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory, shared_data) -> Path:
+def images(tmp_path_factory, test_data) -> Path:
     """Nine distinct pictures, a turned copy of one of them, and a file that is not an image."""
     folder = tmp_path_factory.mktemp("incoming")
     for seed in range(6):
         (folder / f"noise{seed}.png").write_bytes(noise_png(seed))
-    for photo in sorted((shared_data / "dev").glob("*.jpg"))[:3]:
+    for photo in sorted((test_data / "dev").glob("*.jpg"))[:3]:
         small = Image.open(photo).convert("RGB")
         small.thumbnail((480, 480))
         small.save(folder / photo.name, quality=90)

@@ -28,8 +28,8 @@ def config():
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, shared_data, config):
-    return build_report_store(str(tmp_path_factory.mktemp("store")), shared_data / "dev", GroupKey.generate(), config)
+def built(tmp_path_factory, test_data, config):
+    return build_report_store(str(tmp_path_factory.mktemp("store")), test_data / "dev", GroupKey.generate(), config)
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ OVERRIDES = ["dask.partition_size=6", "dedup.clusters=2"]
 
 
 @pytest.fixture(scope="module")
-def bulk_store(tmp_path_factory, shared_data):
+def bulk_store(tmp_path_factory, test_data):
     root = tmp_path_factory.mktemp("bulk")
-    labelled = labelled_set(shared_data / "dev", 3)
+    labelled = labelled_set(test_data / "dev", 3)
     write_files(str(root / "src"), {name: data for name, (data, _) in labelled.items()})
     key = GroupKey.generate()
     config = load_config(overrides=OVERRIDES)
@@ -66,8 +66,8 @@ def test_unmerge_in_a_bulk_store_then_get_returns_the_member_itself(bulk_store, 
     assert out.read_bytes() == files[pointer["source"].split(source + "/", 1)[-1]]
 
 
-def test_sealed_store_nearest_distances_need_the_key_except_for_pointers(tmp_path, shared_data):
-    labelled = labelled_set(shared_data / "dev", 2)
+def test_sealed_store_nearest_distances_need_the_key_except_for_pointers(tmp_path, test_data):
+    labelled = labelled_set(test_data / "dev", 2)
     write_files(str(tmp_path / "src"), {name: data for name, (data, _) in labelled.items()})
     key = GroupKey.generate()
     config = load_config(overrides=[*OVERRIDES, "crypto.mode=sealed"])

@@ -16,8 +16,8 @@ from tests.jobs.report_store import build_report_store
 
 
 @pytest.fixture()
-def built(tmp_path, shared_data):
-    return build_report_store(str(tmp_path / "store"), shared_data / "dev", GroupKey.generate(), load_config())
+def built(tmp_path, test_data):
+    return build_report_store(str(tmp_path / "store"), test_data / "dev", GroupKey.generate(), load_config())
 
 
 def rows_by_id(store, version=None):

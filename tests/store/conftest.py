@@ -5,6 +5,9 @@ a loopback port it chooses itself, and s3fs talks to it over HTTP exactly as it
 talks to AWS. It serves one request at a time: moto checks ``If-None-Match`` and
 stores the object in two steps, and serialising requests makes that conditional
 PUT atomic, as it is on S3 itself.
+
+A server that cannot be imported or does not start fails the tests that need
+it: the S3 backend is part of what the suite proves, not an optional extra.
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ import pytest
 from imgdedup.pipeline.store import Store
 
 BUCKET = "imgdedup-test"
+# Importing moto and werkzeug alone takes several seconds, and far longer on a
+# busy two-core machine; a start is only declared failed past this.
+SERVER_START_TIMEOUT = 180.0
 
 # The server binds port 0 itself and then publishes the port it got (write and
 # rename, so the file appears whole): no other process can take the port between
@@ -75,7 +81,7 @@ def s3_options(tmp_path_factory):
         import moto.server  # noqa: F401  (only checks the server extra is installed)
         import s3fs  # noqa: F401
     except ImportError as exc:
-        pytest.skip(f"S3 test server unavailable: {exc} (install the dev extra: moto[server], s3fs)")
+        pytest.fail(f"S3 test server unavailable: {exc} (install the dev extra: moto[server], s3fs)")
     folder = tmp_path_factory.mktemp("s3")
     log_path, port_file = folder / "server.log", folder / "port"
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
@@ -83,9 +89,12 @@ def s3_options(tmp_path_factory):
         process = subprocess.Popen([sys.executable, "-c", _SERVER_CODE, str(port_file)],
                                    stdout=log, stderr=log, env=env)
     try:
-        port = _wait_for_port_file(port_file, process, timeout=20)
+        port = _wait_for_port_file(port_file, process, timeout=SERVER_START_TIMEOUT)
         if port is None:
-            pytest.skip(f"S3 test server (moto) did not start: {_tail(log_path) or 'no output'} (log: {log_path})")
+            state = f"exited with {process.returncode}" if process.poll() is not None else \
+                f"published no port within {SERVER_START_TIMEOUT:.0f} s"
+            pytest.fail(f"S3 test server (moto) did not start ({state}): {_tail(log_path) or 'no output'} "
+                        f"(log: {log_path})")
         endpoint = f"http://127.0.0.1:{port}"
         boto3.client(
             "s3", endpoint_url=endpoint, region_name="us-east-1",
