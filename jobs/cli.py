@@ -18,12 +18,13 @@ from imgdedup.pipeline.errors import ImgdedupError
 COMMAND_MODULES: tuple[str, ...] = (
     "imgdedup.jobs.hash",
     "imgdedup.jobs.demo",
-    "imgdedup.jobs.keys",
+    "imgdedup.jobs.keygen",
     "imgdedup.jobs.storecmd",
     "imgdedup.jobs.bulk",
     "imgdedup.jobs.ingest",
     "imgdedup.jobs.get",
     "imgdedup.jobs.report",
+    "imgdedup.jobs.unmerge",
 )
 
 
