@@ -4,7 +4,7 @@
 
 1. **list** the source through fsspec (:mod:`imgdedup.jobs.source`) and cut the listing
    into partitions of ``dask.partition_size`` files;
-2. **fingerprint** each partition on a worker (:mod:`imgdedup.jobs.partition`): read,
+2. **fingerprint** each partition on a worker (:mod:`imgdedup.jobs.bulk_task`): read,
    keyed digest, decode, hash, key, seal, write the blob; bad files become
    error rows;
 3. **cluster** the fingerprints with distributed mini-batch Hamming K-means
@@ -13,7 +13,7 @@
    exact byte-duplicates, duplicate groups, one canonical per group
    (:mod:`imgdedup.pipeline.dedup`), pointer rows for the rest;
 5. **commit** the run's fingerprints, clusters, errors and reports tables and
-   its blobs with one commit record, then print a summary.
+   its blobs with one commit record (:mod:`imgdedup.jobs.bulk_commit`), then print a summary.
 
 Re-running over a grown source fingerprints only new files (``bulk.incremental``)
 and dedups them against what the store holds; a run killed midway leaves nothing
@@ -35,15 +35,15 @@ import numpy as np
 from distributed import Client
 
 from imgdedup.jobs.bulk_dedup import StoredRows, cluster_and_dedup, read_stored_rows
-from imgdedup.jobs.bulk_report import BulkSummary, commit_run, print_summary
+from imgdedup.jobs.bulk_commit import BulkSummary, commit_run, print_summary
 from imgdedup.jobs.dask_runtime import dask_client, wait_for, workers_share_host
-from imgdedup.jobs.partition import PartitionResult, PartitionSpec, fingerprint_partition
+from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec, fingerprint_partition
 from imgdedup.jobs.source import SourceFile, image_extensions, list_source
 from imgdedup.pipeline.config import Config, as_dict
-from imgdedup.pipeline.crypto.keys import GroupKey, load_group_key
+from imgdedup.pipeline.crypto.group_key import GroupKey, load_group_key
 from imgdedup.pipeline.errors import ImgdedupError
 from imgdedup.pipeline.store import Store
-from imgdedup.pipeline.store.schemas import FINGERPRINTS, schema_metadata
+from imgdedup.pipeline.store.schemas import FINGERPRINTS, check_comparable
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,9 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
         ingested_at=np.datetime64(started.replace(tzinfo=None), "us"),
         deferred_sync=workers_share_host(client),
     )
-    _check_store_matches(store, spec)
+    present = store.read_table(FINGERPRINTS, columns=["image_id"])
+    if present.num_rows:
+        check_comparable(present.schema, spec.schema())
 
     clock = time.perf_counter()
     files = list_source(source, include=config.bulk.include, exclude=config.bulk.exclude,
@@ -162,20 +164,6 @@ def _new_files(files: list[SourceFile], stored: StoredRows,
     else:
         skipped = 0
     return files, {f.url: latest[f.url].image_id for f in files if f.url in latest}, skipped
-
-
-def _check_store_matches(store: Store, spec: PartitionSpec) -> None:
-    """Refuse to add fingerprints a store's existing ones cannot be compared with."""
-    present = store.read_table(FINGERPRINTS, columns=["image_id"])
-    if not present.num_rows:
-        return
-    held = schema_metadata(present.schema)
-    wanted = schema_metadata(spec.schema())
-    differ = [name for name in ("hash_algo", "hash_bits", "key_id", "fingerprint_mode") if held.get(name) != wanted[name]]
-    if differ:
-        raise BulkError("fingerprints", "the store's fingerprints were made with other settings ("
-                        + ", ".join(f"{n} {held.get(n)!r}, this run {wanted[n]!r}" for n in differ)
-                        + "); use the same key, hash.algo, hash.bits and crypto.mode, or another store")
 
 
 def _submit_partitions(client: Client, files: list[SourceFile], known: dict[str, str], spec: PartitionSpec,

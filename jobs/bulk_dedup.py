@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import operator
 import time
 from collections.abc import Sequence
@@ -21,15 +20,15 @@ import numpy as np
 import pyarrow as pa
 from distributed import Client
 
-from imgdedup.jobs.partition import PartitionResult, PartitionSpec
+from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec
 from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config
-from imgdedup.pipeline.crypto.fingerprint import open_hashes
-from imgdedup.pipeline.crypto.keys import GroupKey
-from imgdedup.pipeline.dedup import PointerPlan, choose_canonicals, exact_duplicate_pairs, plan_pointers
-from imgdedup.pipeline.index.join import connected_components, near_duplicate_components
+from imgdedup.pipeline.crypto.keyed_fingerprint import open_hashes
+from imgdedup.pipeline.crypto.group_key import GroupKey
+from imgdedup.pipeline.dedup import NONE, dedup_decisions
 from imgdedup.pipeline.store import Store
-from imgdedup.pipeline.store.schemas import CLUSTERS, FINGERPRINTS
+from imgdedup.pipeline.store.schemas import CLUSTERS, FINGERPRINTS, binary_matrix
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +84,9 @@ class StoredRows:
         return self.table.column("duplicate_of").is_null().to_numpy(zero_copy_only=False)
 
 
-def _search_space(key: GroupKey, mode: str, ids: Sequence[str], column: pa.Array, nbytes: int) -> np.ndarray:
+def _search_space(key: GroupKey, mode: str, ids: Sequence[str], column: pa.ChunkedArray) -> np.ndarray:
     """A fingerprint-like binary column as (n, nbytes) uint8 in the search space."""
-    width = column.type.byte_width
-    packed = np.frombuffer(b"".join(v.as_py() for v in column), np.uint8).reshape(len(column), width)
+    packed = binary_matrix(column)
     return packed if mode == "tokens" else open_hashes(key, list(ids), packed)
 
 
@@ -98,14 +96,14 @@ def read_stored_rows(store: Store, key: GroupKey, mode: str, nbytes: int) -> Sto
     table = store.read_table(FINGERPRINTS, schema=present.schema,
                              columns=[c for c in _STORED_COLUMNS if c in present.schema.names])
     ids = table.column("image_id").to_pylist()
-    vectors = (_search_space(key, mode, ids, table.column("fingerprint").combine_chunks(), nbytes)
+    vectors = (_search_space(key, mode, ids, table.column("fingerprint"))
                if table.num_rows else np.zeros((0, nbytes), np.uint8))
     clusters = store.read_table(CLUSTERS)
     centres = None
     if clusters.num_rows:
         clusters = clusters.sort_by("cluster_id")
         k = clusters.num_rows
-        centres = _search_space(key, mode, centre_ids(k), clusters.column("centroid").combine_chunks(), nbytes)
+        centres = _search_space(key, mode, centre_ids(k), clusters.column("centroid"))
     return StoredRows(table, vectors, centres)
 
 
@@ -137,17 +135,6 @@ class DedupOutcome:
     radii: np.ndarray
 
 
-def auto_clusters(n: int) -> int:
-    """k for ``dedup.clusters = "auto"``: round(sqrt(n)) classes, at least one."""
-    return max(1, round(math.sqrt(n)))
-
-
-def clusters_for(config: Config, n: int) -> int:
-    """k for ``n`` fingerprints: ``dedup.clusters``, or :func:`auto_clusters`; never more than ``n``."""
-    k = auto_clusters(n) if config.dedup.clusters == "auto" else config.dedup.clusters
-    return max(1, min(k, n))
-
-
 def _fit_centres(client: Client, futures: list, stored: StoredRows, n: int, config: Config) -> np.ndarray:
     """K-means centres over the stored canonical rows and the new partitions, never gathered in one place."""
     from imgdedup.jobs.cluster import distributed_kmeans
@@ -156,7 +143,8 @@ def _fit_centres(client: Client, futures: list, stored: StoredRows, n: int, conf
     held = stored.vectors[stored.canonical]
     if len(held):
         partitions.insert(0, client.scatter(held))
-    result = distributed_kmeans(partitions, clusters_for(config, n), **dataclasses.asdict(config.cluster))
+    result = distributed_kmeans(partitions, class_count(config.dedup.clusters, n),
+                                **dataclasses.asdict(config.cluster))
     return result.centres
 
 
@@ -184,63 +172,35 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
              "the store's" if stored.centres is not None else "new", seconds["cluster"])
 
     clock = time.perf_counter()
-    k = len(centres)
-    radii = np.zeros(k, np.int64)
-    np.maximum.at(radii, labels, to_centre)
     forms = None
     if spec.dihedral:
         new_forms = (np.concatenate([r.dihedral for r in results]) if results
                      else np.zeros((0, 8, nbytes), np.uint8))
         forms = np.concatenate([np.repeat(old[:, None, :], 8, axis=1), new_forms])
     table = stored.table.filter(pa.array(held))
+    new_tables = [r.rows for r in results]
     quality = np.concatenate([table.column("quality").fill_null(100).to_numpy(),
-                              *[r.rows.column("quality").to_numpy() for r in results]]).astype(np.int64)
-    eligible = np.flatnonzero(quality >= config.hash.min_quality)
-    near_groups = eligible[near_duplicate_components(everything[eligible], labels[eligible], centres, radii,
-                                                     config.dedup.threshold_t,
-                                                     None if forms is None else forms[eligible],
-                                                     batch=config.index.query_batch,
-                                                     threads=config.index.scan_threads)]
-    # Linking each image to its near-duplicate group's first image keeps those
-    # groups' components; the exact copies then join them.
-    grouped = near_groups != eligible
-    near_links = np.stack([eligible[grouped], near_groups[grouped]], axis=1)
-    digests = np.concatenate([_digests(table), *[r.digests for r in results]])
-    # Rows written before digests were recorded carry none and take no part in exact matching.
-    with_digest = np.flatnonzero(digests.any(axis=1))
-    exact_pairs = with_digest[exact_duplicate_pairs(digests[with_digest])]
-    groups = connected_components(len(everything), np.concatenate([near_links, exact_pairs]))
+                              *[t.column("quality").to_numpy() for t in new_tables]]).astype(np.int64)
+    digests = np.concatenate([binary_matrix(table.column("content_digest")), *[r.digests for r in results]])
     pixels = np.concatenate([(table.column("width").fill_null(0).to_numpy().astype(np.int64)
                               * table.column("height").fill_null(0).to_numpy()),
-                             *[r.rows.column("width").to_numpy().astype(np.int64) * r.rows.column("height").to_numpy()
-                               for r in results]])
-    fixed = np.arange(len(everything)) < len(old)
-    canonical = choose_canonicals(groups, pixels, np.arange(len(everything)), fixed)
-    plan: PointerPlan = plan_pointers(canonical, everything, forms)
+                             *[t.column("width").to_numpy().astype(np.int64) * t.column("height").to_numpy()
+                               for t in new_tables]])
+    decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, pixels,
+                              np.arange(len(everything)) < len(old), threshold_t=config.dedup.threshold_t,
+                              min_quality=config.hash.min_quality, batch=config.index.query_batch,
+                              threads=config.index.scan_threads)
 
-    ids = table.column("image_id").to_pylist() + [i for r in results for i in r.rows.column("image_id").to_pylist()]
-    is_canonical = ~plan.is_pointer
-    sizes = np.bincount(labels[is_canonical], minlength=k).astype(np.int64)
-    canonical_radii = np.zeros(k, np.int64)
-    np.maximum.at(canonical_radii, labels[is_canonical], to_centre[is_canonical])
+    ids = table.column("image_id").to_pylist() + [i for t in new_tables for i in t.column("image_id").to_pylist()]
     new_rows = slice(len(old), None)
-    pointer_of = plan.duplicate_of[new_rows]
-    exact = np.zeros(len(new), dtype=bool)
-    points = np.flatnonzero(pointer_of >= 0)
-    exact[points] = (digests[len(old) + points] == digests[pointer_of[points]]).all(axis=1)
+    pointer_of = decided.plan.duplicate_of[new_rows]
     seconds["dedup"] = time.perf_counter() - clock
     log.info("dedup: %d images joined to a near duplicate within %d bits, %d exact copies, %d pointers among %d "
-             "new images", len(near_links), config.dedup.threshold_t, len(exact_pairs), len(points), len(new))
+             "new images", decided.near_links, config.dedup.threshold_t, decided.exact_pairs,
+             int((pointer_of != NONE).sum()), len(new))
     return DedupOutcome(
         cluster_id=labels[new_rows].astype(np.int32),
-        duplicate_of=[ids[c] if c >= 0 else None for c in pointer_of],
-        distance=plan.distance[new_rows], exact=exact, centres=centres, sizes=sizes,
-        radii=canonical_radii,
+        duplicate_of=[ids[c] if c != NONE else None for c in pointer_of],
+        distance=decided.plan.distance[new_rows], exact=decided.exact[new_rows], centres=centres,
+        sizes=decided.sizes, radii=decided.radii,
     )
-
-
-def _digests(table: pa.Table) -> np.ndarray:
-    """The content digests of stored rows as (n, 32) uint8 (zeros where a row has none)."""
-    column = table.column("content_digest").to_pylist()
-    return np.frombuffer(b"".join(d if d is not None else bytes(32) for d in column),
-                         np.uint8).reshape(len(column), 32)

@@ -24,14 +24,14 @@ from imgdedup.pipeline.errors import ImgdedupError
 COMMANDS: dict[str, tuple[str, str]] = {
     "hash": ("imgdedup.jobs.hash", "fingerprint image files and print or save the hashes"),
     "demo": ("imgdedup.jobs.demo", "build a labelled sample set and deduplicate it with the bulk job"),
-    "keygen": ("imgdedup.jobs.keys", "create a new group key file (mode 0600)"),
-    "rotate-key": ("imgdedup.jobs.keys", "re-wrap every blob's data key under a new group key"),
+    "keygen": ("imgdedup.jobs.keygen", "create a new group key file (mode 0600)"),
+    "rotate-key": ("imgdedup.jobs.keygen", "re-wrap every blob's data key under a new group key"),
     "gc": ("imgdedup.jobs.storecmd", "remove store files no commit refers to"),
     "bulk": ("imgdedup.jobs.bulk", "deduplicate an image folder or bucket into the store (Dask job)"),
     "ingest": ("imgdedup.jobs.ingest", "decide new images one micro-batch at a time (stored, duplicate or error)"),
     "get": ("imgdedup.jobs.get", "decrypt a stored image by id or by a similar image"),
     "report": ("imgdedup.jobs.report", "write the report tables and the HTML report of a run"),
-    "unmerge": ("imgdedup.jobs.report", "make a merged image its own canonical image again"),
+    "unmerge": ("imgdedup.jobs.unmerge", "make a merged image its own canonical image again"),
 }
 
 

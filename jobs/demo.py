@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from imgdedup.jobs.bulk import run_bulk
-from imgdedup.jobs.bulk_report import print_summary
+from imgdedup.jobs.bulk_commit import print_summary
 from imgdedup.jobs.report import write_report
 from imgdedup.pipeline.config import Config
-from imgdedup.pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
+from imgdedup.pipeline.crypto.group_key import GroupKey, load_key_file, write_key_file
 from imgdedup.pipeline.store import Store
 
 

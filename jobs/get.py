@@ -19,12 +19,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from imgdedup.jobs.lookup import DecidedImages, lookup_like
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import open_stream
-from imgdedup.pipeline.crypto.keys import GroupKey, load_group_key
+from imgdedup.pipeline.crypto.group_key import GroupKey, load_group_key
 from imgdedup.pipeline.store import Store
-
-from imgdedup.jobs.ingest_state import DecidedImages, lookup_like
 
 MISS_MESSAGE = "The image does not exist"
 
@@ -48,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, config: Config) -> int:
     key = load_group_key(args.key, config.crypto.key_file)
     store = Store(args.store or config.store.url)
-    images = DecidedImages.load(store, key, config)
+    images = DecidedImages.load(store, key, config, searchable=args.like is not None)
     if args.like is not None:
         found = lookup_like(images, key, config, args.like)
         if found is None:

@@ -29,7 +29,7 @@ import fsspec
 from imgdedup.jobs.ingestor import Decision, Ingestor
 from imgdedup.jobs.source import SIGNATURE_BYTES, SourceError, SourceFile, image_extensions, list_source, looks_like_image
 from imgdedup.pipeline.config import Config
-from imgdedup.pipeline.crypto.keys import load_group_key
+from imgdedup.pipeline.crypto.group_key import load_group_key
 from imgdedup.pipeline.store import Store
 
 log = logging.getLogger(__name__)

@@ -45,16 +45,16 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.jobs.ingest_state import DecidedImages, Decision, fingerprint_images, nearest_within, query_tokens
-from imgdedup.jobs.partition import PartitionSpec, _rows, _seal_and_store
-from imgdedup.jobs.seal import SourceImage, read_source
+from imgdedup.jobs.lookup import DecidedImages, Decision, fingerprint_images, nearest_within, query_tokens
+from imgdedup.jobs.source import SourceImage, read_source
+from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store, with_decisions
 from imgdedup.pipeline.cluster import hamming_kmeans
+from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config, load_config
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.errors import StoreError
 from imgdedup.pipeline.index import ClusterIndex
 from imgdedup.pipeline.store import Store, schemas
-from imgdedup.pipeline.store.keys import blob_body_key
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class _DecidedElsewhere(Exception):
 class _Plan:
     """A micro-batch decided in memory, not yet committed."""
 
-    spec: PartitionSpec
+    spec: RowSettings
     rows: pa.Table
     errors: list[dict]
     to_store: list[SourceImage]
@@ -202,31 +202,20 @@ class Ingestor:
         self.images.point(image.image_id, image.image_id)
         return Decision(image.image_id, "stored", cluster_id, None, None, "", image.source)
 
-    def _spec(self) -> PartitionSpec:
-        """The bulk job's per-run settings, so ingest seals blobs and builds rows with the same code."""
-        return PartitionSpec(
-            store_url=self.store.url, storage_options={}, source_options={}, key=self.key,
-            algo=self.config.hash.algo, size=self.config.hash.size, bits=self.config.hash.bits,
-            dihedral=self.config.hash.dihedral, mode=self.config.crypto.mode,
-            segment_bytes=self.config.crypto.segment_bytes, decode=dataclasses.asdict(self.config.decode),
-            extensions=frozenset(), ingested_at=np.datetime64("now", "us"), deferred_sync=True)
+    def _spec(self) -> RowSettings:
+        """This batch's row settings: ingest seals blobs and builds rows as the bulk job does."""
+        return RowSettings(key=self.key, algo=self.config.hash.algo, bits=self.config.hash.bits,
+                           mode=self.config.crypto.mode, segment_bytes=self.config.crypto.segment_bytes,
+                           ingested_at=np.datetime64("now", "us"))
 
     @staticmethod
-    def _rows_table(spec: PartitionSpec, decided: list[SourceImage], batch, decisions: list[Decision]) -> pa.Table:
+    def _rows_table(spec: RowSettings, decided: list[SourceImage], batch, decisions: list[Decision]) -> pa.Table:
         """The batch's fingerprints rows: the bulk job's columns plus this batch's decisions."""
-        table = _rows(spec, [i.image_id for i in decided], [i.source for i in decided],
-                      [len(i.data) for i in decided], [i.digest for i in decided], batch.hashes,
-                      [batch.width], [batch.height], [batch.quality])
-        filled = {
-            "cluster_id": pa.array([d.cluster_id for d in decisions], pa.int32()),
-            "blob": pa.array([blob_body_key(d.image_id) if d.kind == "stored" else None for d in decisions],
-                             pa.string()),
-            "duplicate_of": pa.array([d.duplicate_of for d in decisions], pa.string()),
-            "distance": pa.array([d.distance for d in decisions], pa.int16()),
-        }
-        for name, column in filled.items():
-            table = table.set_column(table.schema.get_field_index(name), table.schema.field(name), column)
-        return table
+        table = fingerprint_rows(spec, [i.image_id for i in decided], [i.source for i in decided],
+                                 [len(i.data) for i in decided], [i.digest for i in decided], batch.hashes,
+                                 [batch.width], [batch.height], [batch.quality])
+        return with_decisions(table, [d.cluster_id for d in decisions], [d.duplicate_of for d in decisions],
+                              [d.distance for d in decisions])
 
     # -- publishing ---------------------------------------------------------
 
@@ -240,7 +229,7 @@ class Ingestor:
         # other's body.
         for image in plan.to_store:
             try:
-                _seal_and_store(self.store, plan.spec, image.image_id, image.data, image.digest)
+                seal_and_store(self.store, plan.spec, image.image_id, image.data, image.digest)
             except StoreError:
                 # Refused because another process committed this very image meanwhile?
                 digests, _, reclustered = self.images.catch_up()
@@ -294,9 +283,7 @@ class Ingestor:
             The store version that holds the new classes.
         """
         ids, fingerprints, _ = self.images.index.members()
-        k = self.config.dedup.clusters
-        k = max(1, round(np.sqrt(len(ids)))) if k == "auto" else int(k)
-        k = max(1, min(k, len(ids)))
+        k = class_count(self.config.dedup.clusters, len(ids))
         result = hamming_kmeans(fingerprints, k, **dataclasses.asdict(self.config.cluster))
         index = ClusterIndex.build(fingerprints, ids, result.centres, result.labels)
         columns = index.to_cluster_columns()

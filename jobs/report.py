@@ -1,7 +1,6 @@
-"""``imgdedup report`` and ``imgdedup unmerge``: what a run did, and undoing a wrong merge.
+"""``imgdedup report``: what a run did.
 
     imgdedup report --out DIR [--store URL] [--run RUN_ID] [--key FILE] [--review]
-    imgdedup unmerge GROUP_ID IMAGE_ID [--store URL]
 
 ``report`` reads the store's committed tables only, as they stood when the run
 (the latest one by default) was committed, and writes the report tables
@@ -9,13 +8,8 @@
 decrypted locally and only with ``--key``; without it the page holds no image
 pixels and says so. ``--review`` shows only the groups with a member within
 ``report.review_margin`` bits of t, for a person to confirm before pointer
-blobs are deleted.
-
-``unmerge`` makes a pointer image its own canonical image again, by a commit
-that replaces the fingerprints table with the image's row changed
-(``duplicate_of`` and ``distance`` null, ``blob`` its own blob). Possible only
-while the image's blob is kept (``dedup.pointer_blob_grace_days``). It needs no
-key.
+blobs are deleted (``imgdedup unmerge``, :mod:`imgdedup.jobs.unmerge`, undoes a
+wrong merge).
 """
 from __future__ import annotations
 
@@ -35,17 +29,13 @@ from imgdedup.jobs import report_tables as rt
 from imgdedup.jobs.report_html import ReportPage, write_html_report
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import open_stream
-from imgdedup.pipeline.crypto.fingerprint import open_hashes
-from imgdedup.pipeline.crypto.keys import GroupKey, load_key_file
-from imgdedup.pipeline.errors import DecodeError, MergeError, StoreError
+from imgdedup.pipeline.crypto.keyed_fingerprint import open_hashes
+from imgdedup.pipeline.crypto.group_key import GroupKey, load_key_file
+from imgdedup.pipeline.errors import DecodeError, StoreError
 from imgdedup.pipeline.hashing.decode import decode
-from imgdedup.pipeline.store import Store, keys, schemas
+from imgdedup.pipeline.store import Store, schemas
 
 log = logging.getLogger(__name__)
-
-#: Tries of unmerge's read-modify-commit when another commit lands in between.
-UNMERGE_ATTEMPTS = 3
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -61,17 +51,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--review", action="store_true",
                         help="show only the groups with a member within report.review_margin bits of t")
     parser.set_defaults(run=run)
-
-    unmerge_parser = subparsers.add_parser(
-        "unmerge", help="make a merged image its own canonical image again",
-        description="Undo a wrong merge: IMAGE_ID, a pointer in the duplicate group GROUP_ID (the id of "
-                    "the group's canonical image), becomes its own canonical image again. Possible only "
-                    "while its blob is kept (dedup.pointer_blob_grace_days).",
-    )
-    unmerge_parser.add_argument("group_id", metavar="GROUP_ID")
-    unmerge_parser.add_argument("image_id", metavar="IMAGE_ID")
-    unmerge_parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
-    unmerge_parser.set_defaults(run=run_unmerge)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -100,13 +79,6 @@ def print_review(groups: pa.Table, threshold_t: int, review_margin: int) -> None
         print(f"review group {member['group_id']} (spread {member['spread']} of t = {threshold_t}): "
               f"{member['image_id']} at {member['distance']} bits, {member['source']} -- if wrong: "
               f"imgdedup unmerge {member['group_id']} {member['image_id']}")
-
-
-def run_unmerge(args: argparse.Namespace, config: Config) -> int:
-    store = Store(args.store or config.store.url)
-    version = unmerge(store, args.group_id, args.image_id)
-    print(f"{args.image_id} is its own canonical image again (store version {version})")
-    return 0
 
 
 # -- reading the store -------------------------------------------------------
@@ -152,14 +124,6 @@ def run_summaries(store: Store, version: int, errors: pa.Table) -> list[dict]:
     return rows
 
 
-def fingerprint_matrix(column: pa.ChunkedArray) -> np.ndarray:
-    """A fixed_size_binary column as an ``(n, width)`` uint8 array."""
-    array = column.combine_chunks()
-    width = array.type.byte_width
-    return np.frombuffer(array.buffers()[1], dtype=np.uint8, count=len(array) * width,
-                         offset=array.offset * width).reshape(len(array), width)
-
-
 def comparable_hashes(fingerprints: pa.Table, key: GroupKey | None) -> np.ndarray | None:
     """The rows' hashes in a form whose Hamming distances are the hashes' own, if readable.
 
@@ -167,7 +131,7 @@ def comparable_hashes(fingerprints: pa.Table, key: GroupKey | None) -> np.ndarra
     sealed mode without a key there is none (None).
     """
     mode = schemas.schema_metadata(fingerprints.schema).get("fingerprint_mode", "tokens")
-    values = fingerprint_matrix(fingerprints.column("fingerprint"))
+    values = schemas.binary_matrix(fingerprints.column("fingerprint"))
     if mode == "tokens":
         return values
     if key is None:
@@ -257,90 +221,3 @@ def write_report(store: Store, out: Path, config: Config, *, run_id: str | None 
         review_margin=config.report.review_margin,
     ), out, thumbnails)
     return headline
-
-
-# -- unmerge -----------------------------------------------------------------
-
-def unmerged_table(fingerprints: pa.Table, group_id: str, image_id: str) -> pa.Table:
-    """``fingerprints`` with ``image_id`` made its own canonical image (row order kept).
-
-    Raises
-    ------
-    MergeError
-        ``image_id`` is not in the table, is a canonical image, or belongs to
-        another group than ``group_id``.
-    """
-    ids = fingerprints.column("image_id").to_pylist()
-    duplicate_of = fingerprints.column("duplicate_of").to_pylist()
-    if image_id not in ids:
-        raise MergeError(image_id, "no such image in the fingerprints table")
-    row = ids.index(image_id)
-    if duplicate_of[row] is None:
-        raise MergeError(image_id, "is a canonical image already; there is no merge to undo")
-    group = rt.canonical_of(ids, duplicate_of)[row]
-    if group != group_id:
-        raise MergeError(image_id, f"belongs to duplicate group {group}, not {group_id}")
-    is_row = pc.equal(fingerprints.column("image_id"), image_id)
-    changed = {
-        "duplicate_of": pc.if_else(is_row, pa.scalar(None, pa.string()), fingerprints.column("duplicate_of")),
-        "distance": pc.if_else(is_row, pa.scalar(None, pa.int16()), fingerprints.column("distance")),
-        "blob": pc.if_else(is_row, pa.scalar(keys.blob_body_key(image_id)), fingerprints.column("blob")),
-    }
-    for name, column in changed.items():
-        index = fingerprints.schema.get_field_index(name)
-        fingerprints = fingerprints.set_column(index, fingerprints.schema.field(name), column)
-    return fingerprints
-
-
-def unmerge(store: Store, group_id: str, image_id: str) -> int:
-    """Make pointer ``image_id`` of group ``group_id`` its own canonical image again; return the commit version.
-
-    The fingerprints table is read, changed in one row and committed whole
-    with ``replace``. If another commit lands between the read and the commit,
-    the read is redone (up to :data:`UNMERGE_ATTEMPTS` times); if one lands in
-    the instant between the last check and the commit (the commit then gets a
-    later version and its replacement hides that run's rows), a follow-up
-    commit lists that run's fingerprints parts again, so no run's rows are lost.
-
-    Raises
-    ------
-    MergeError
-        See :func:`unmerged_table`; or the image's blob is no longer kept.
-    StoreError
-        The store kept changing under every attempt, or a commit that replaced
-        the fingerprints table itself overtook the unmerge.
-    """
-    keys.check_blob_id(image_id)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    run_id = f"unmerge-{image_id}-{stamp}"
-    for _ in range(UNMERGE_ATTEMPTS):
-        version = store.latest_version()
-        table = unmerged_table(store.read_table(schemas.FINGERPRINTS, version), group_id, image_id)
-        if not store.blob_exists(image_id) or image_id in store.released_blob_ids():
-            raise MergeError(image_id, "its blob is no longer kept (the grace period for undoing merges, "
-                             "dedup.pointer_blob_grace_days, has passed); add the file again instead")
-        part = store.write_table_part(schemas.FINGERPRINTS, run_id, 0, table)
-        if store.latest_version() != version:
-            continue  # another run committed meanwhile: its rows must be in the replacement
-        committed = store.commit(run_id, {schemas.FINGERPRINTS: [part]}, blobs=[image_id],
-                                 meta={"unmerge": {"group_id": group_id, "image_id": image_id}},
-                                 replace=[schemas.FINGERPRINTS])
-        _restore_overtaken_rows(store, run_id, version, committed)
-        return committed
-    raise StoreError(store.url, f"the store changed during each of {UNMERGE_ATTEMPTS} attempts to unmerge "
-                     f"{image_id}; try again")
-
-
-def _restore_overtaken_rows(store: Store, run_id: str, read_version: int, committed: int) -> None:
-    """List again the fingerprints parts of commits that landed between the unmerge's read and its commit."""
-    overtaking = [store.commit_record(v) for v in range(read_version + 1, committed)]
-    if not overtaking:
-        return
-    replaced = [r["run_id"] for r in overtaking if schemas.FINGERPRINTS in r["replace"]]
-    if replaced:
-        raise StoreError(run_id, f"committed as version {committed}, but {replaced} replaced the fingerprints "
-                         f"table in between; its changes are hidden by the unmerge: re-run {replaced}")
-    parts = [part for r in overtaking for part in r["files"].get(schemas.FINGERPRINTS, [])]
-    if parts:
-        store.commit(f"{run_id}-restore", {schemas.FINGERPRINTS: parts},
-                     meta={"restores": [r["run_id"] for r in overtaking]})

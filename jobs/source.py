@@ -1,14 +1,18 @@
-"""Listing an image source through fsspec, and telling image files from the rest.
+"""Listing an image source through fsspec, telling image files from the rest, and reading one input image.
 
 A source is any fsspec URL or local path: a folder (walked recursively), one
 file, ``memory://...``, ``s3://bucket/prefix``. The listing holds names, sizes
 and modification times only; the files themselves are read later by the workers,
 straight from the source, so their bytes never pass through the scheduler.
+Ingest and ``get --like`` read one image at a time with :func:`read_source`,
+which also derives the keyed ids the store knows it by (client side).
 """
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import io
+import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +20,8 @@ from dataclasses import dataclass
 import fsspec
 from PIL import Image
 
+from imgdedup.pipeline.crypto.digest import content_digest, image_id
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.errors import ImgdedupError
 from imgdedup.pipeline.hashing.decode import known_formats
 
@@ -137,3 +143,55 @@ def looks_like_image(name: str, prefix: bytes, extensions: frozenset[str]) -> bo
         except Exception:  # noqa: BLE001 - a signature check may choke on odd bytes
             continue
     return False
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One input file read into memory, with the ids the store knows it by.
+
+    Attributes
+    ----------
+    source : str
+        Where it came from: the path or URL as given, or ``upload:<digest prefix>``
+        for bytes handed in without a name.
+    data : bytes
+        The file's bytes.
+    digest : bytes
+        Keyed content digest (32 bytes), the exact-duplicate and idempotency key.
+    image_id : str
+        32 hex characters: keyed HMAC of digest and source.
+    """
+
+    source: str
+    data: bytes
+    digest: bytes
+    image_id: str
+
+
+def read_source(key: GroupKey, image: bytes | str | os.PathLike, source: str | None = None) -> SourceImage:
+    """Read an image given as bytes, a local path or an fsspec URL, and derive its ids.
+
+    Parameters
+    ----------
+    key : GroupKey
+    image : bytes, str or path-like
+        The content itself, or where to read it from.
+    source : str, optional
+        Name recorded for the image; the path or URL by default, and for bytes
+        ``upload:`` and the first 32 hex digits of the keyed digest.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    if isinstance(image, bytes | bytearray | memoryview):
+        data = bytes(image)
+        digest = content_digest(key, io.BytesIO(data))
+        name = f"upload:{digest.hex()[:32]}" if source is None else source
+    else:
+        name = os.fspath(image) if source is None else source
+        with fsspec.open(os.fspath(image), "rb") as reader:
+            data = reader.read()
+        digest = content_digest(key, io.BytesIO(data))
+    return SourceImage(name, data, digest, image_id(key, digest, name))

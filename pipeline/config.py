@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "imgdedup.conf/default.toml"
@@ -26,13 +26,6 @@ DEFAULT_CONFIG_NAME = "imgdedup.conf/default.toml"
 def default_config_text() -> str:
     """The text of the packaged ``default.toml``."""
     return importlib.resources.files("imgdedup.conf").joinpath("default.toml").read_text(encoding="utf-8")
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the system reports it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 _CORES = usable_cores()

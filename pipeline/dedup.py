@@ -1,11 +1,16 @@
-"""Dedup decisions: from duplicate groups to one canonical image and pointer rows per group.
+"""Dedup decisions: which images are duplicates, their groups, one canonical per group, pointers.
 
-Pure functions over arrays, server side (no key): the inputs are group labels,
-image sizes, an order, packed fingerprints in one space (tokens, or raw hashes
-inside a key-holding job) and keyed content digests, all of which the store
-already holds. The bulk job (``jobs/bulk.py``) forms the groups with the index's
-near-duplicate join and calls these to decide, for every image, whether it keeps
-its blob (a canonical) or becomes a pointer to its group's canonical.
+Pure functions over arrays, server side (no key): the inputs are packed
+fingerprints in one space (tokens, or raw hashes inside a key-holding job),
+their classes, quality scores, image sizes and keyed content digests, all of
+which the store already holds. :func:`dedup_decisions` is the whole rule the
+bulk job (``jobs/bulk_dedup.py``) applies once its images are in classes:
+
+1. images of quality at least ``min_quality`` join a near-duplicate group when
+   within ``threshold_t`` bits of a member (the index's join, searching each
+   class and the neighbour classes its radius cannot rule out);
+2. byte-identical files (equal digests) join one group whatever their quality;
+3. each group keeps one canonical image and the others become pointers to it.
 
 Rule (per group): an image the store already holds as a canonical stays one —
 committed rows are never rewritten — and the group's new members point to the
@@ -17,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from imgdedup.pipeline.index.join import connected_components, near_duplicate_components
 
 #: Marks "no canonical" / "no distance" in :class:`PointerPlan` arrays.
 NONE = -1
@@ -141,3 +148,103 @@ def plan_pointers(canonical: np.ndarray, fingerprints: np.ndarray,
         duplicate_of[pointers] = canonical[pointers]
         distance[pointers] = bits
     return PointerPlan(duplicate_of, distance)
+
+
+def class_radii(labels: np.ndarray, to_centre: np.ndarray, k: int) -> np.ndarray:
+    """(k,) int64: each class's largest member distance to its centre (0 for an empty class).
+
+    ``labels`` (n,) are class numbers ``0..k-1``, ``to_centre`` (n,) distances in bits.
+    """
+    radii = np.zeros(k, np.int64)
+    np.maximum.at(radii, labels, to_centre)
+    return radii
+
+
+@dataclass(frozen=True)
+class DedupDecisions:
+    """What :func:`dedup_decisions` decided for every image, and the classes' canonical statistics.
+
+    Attributes
+    ----------
+    plan : PointerPlan
+        Each image's canonical (pointers) and distance to it.
+    exact : ndarray of bool, shape (n,)
+        Pointers whose content digest equals their canonical's (the same bytes).
+    sizes : ndarray of int64, shape (k,)
+        Canonical images per class.
+    radii : ndarray of int64, shape (k,)
+        Largest distance in bits from a class's canonical images to its centre.
+    near_links, exact_pairs : int
+        Images joined to a near-duplicate group, and byte-identical pairs found.
+    """
+
+    plan: PointerPlan
+    exact: np.ndarray
+    sizes: np.ndarray
+    radii: np.ndarray
+    near_links: int
+    exact_pairs: int
+
+
+def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, labels: np.ndarray,
+                    to_centre: np.ndarray, centres: np.ndarray, quality: np.ndarray, digests: np.ndarray,
+                    pixels: np.ndarray, fixed: np.ndarray, *, threshold_t: int, min_quality: int,
+                    batch: int, threads: int) -> DedupDecisions:
+    """The dedup rule over one set of images: groups, canonicals, pointers.
+
+    Parameters
+    ----------
+    fingerprints : ndarray of uint8, shape (n, nbytes)
+        Packed fingerprints in one space.
+    dihedral : ndarray of uint8, shape (n, 8, nbytes), or None
+        Each image's 8 dihedral forms (plain form first), or None to compare plain forms only.
+    labels : ndarray of int, shape (n,)
+        Class of each image, ``0..k-1``.
+    to_centre : ndarray of int, shape (n,)
+        Bits from each image to its class centre.
+    centres : ndarray of uint8, shape (k, nbytes)
+    quality : ndarray of int, shape (n,)
+        Quality scores 0-100; below ``min_quality`` an image takes part in exact matching only.
+    digests : ndarray of uint8, shape (n, 32)
+        Keyed content digests; an all-zero row (a row written before digests
+        were recorded) takes no part in exact matching.
+    pixels : ndarray of int, shape (n,)
+        Width x height; the larger image of a group becomes its canonical.
+    fixed : ndarray of bool, shape (n,)
+        Images already committed as canonicals (see :func:`choose_canonicals`);
+        the others are in time order.
+    threshold_t : int
+        Largest distance, in bits, of a near duplicate.
+    min_quality : int
+    batch, threads : int
+        Queries per scan and scan threads of the near-duplicate join.
+
+    Returns
+    -------
+    DedupDecisions
+    """
+    n, k = len(fingerprints), len(centres)
+    # Routing needs every member's distance; the class table's radii (below) count canonicals only.
+    routing_radii = class_radii(labels, to_centre, k)
+    eligible = np.flatnonzero(quality >= min_quality)
+    near_groups = eligible[near_duplicate_components(fingerprints[eligible], labels[eligible], centres,
+                                                     routing_radii, threshold_t,
+                                                     None if dihedral is None else dihedral[eligible],
+                                                     batch=batch, threads=threads)]
+    # Linking each image to its near-duplicate group's first image keeps those
+    # groups' components; the exact copies then join them.
+    grouped = near_groups != eligible
+    near_links = np.stack([eligible[grouped], near_groups[grouped]], axis=1)
+    with_digest = np.flatnonzero(digests.any(axis=1))
+    exact_pairs = with_digest[exact_duplicate_pairs(digests[with_digest])]
+    groups = connected_components(n, np.concatenate([near_links, exact_pairs]))
+    canonical = choose_canonicals(groups, pixels, np.arange(n), fixed)
+    plan = plan_pointers(canonical, fingerprints, dihedral)
+
+    is_canonical = ~plan.is_pointer
+    sizes = np.bincount(labels[is_canonical], minlength=k).astype(np.int64)
+    radii = class_radii(labels[is_canonical], to_centre[is_canonical], k)
+    exact = np.zeros(n, dtype=bool)
+    points = np.flatnonzero(plan.is_pointer)
+    exact[points] = (digests[points] == digests[plan.duplicate_of[points]]).all(axis=1)
+    return DedupDecisions(plan, exact, sizes, radii, len(near_links), len(exact_pairs))

@@ -35,6 +35,10 @@ class ConfigError(ImgdedupError):
     stage = "config"
 
 
+class IncompatibleStoreError(ConfigError):
+    """The store's fingerprints were made with another hash, length, key or mode than this run's."""
+
+
 class DecodeError(ImgdedupError):
     """A file is not an image we accept: corrupt, truncated, empty, too large, wrong format."""
 

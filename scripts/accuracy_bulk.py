@@ -28,7 +28,7 @@ from PIL import Image
 
 from imgdedup.jobs.bulk import run_bulk
 from imgdedup.pipeline.config import load_config
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.store import Store
 
 REPO = Path(__file__).resolve().parents[1]

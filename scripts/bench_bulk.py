@@ -41,7 +41,7 @@ from PIL import Image, ImageEnhance
 
 from imgdedup.jobs.bulk import run_bulk
 from imgdedup.pipeline.config import load_config
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "dev"

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from imgdedup.jobs.keys import rotate_store
+from imgdedup.jobs.keygen import rotate_store
 from imgdedup.pipeline.config import load_config
 from imgdedup.pipeline.crypto.blob import open_stream, seal_stream
-from imgdedup.pipeline.crypto.fingerprint import open_hashes, seal_hashes, tokens
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.keyed_fingerprint import open_hashes, seal_hashes, tokens
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.store import Store
 
 

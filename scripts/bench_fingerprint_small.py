@@ -7,7 +7,7 @@ Builds (or reuses, under ``--cache``) ``--count`` small JPEGs (160-320 pixels
 wide, ``scripts/bench_bulk.py``'s mosaics of the ``../shared/data/dev`` photos),
 then in this one process, best of ``--repeat`` passes over all of them:
 
-- the whole task, :func:`imgdedup.jobs.partition.fingerprint_partition` with the default
+- the whole task, :func:`imgdedup.jobs.bulk_task.fingerprint_partition` with the default
   configuration (read, keyed digest, decode, quality, LBPH with the 8 dihedral
   forms, tokens, sealed hashes, sealed blobs written to a fresh local store,
   Arrow rows), one partition of ``--partition-size`` files after another, with
@@ -53,12 +53,12 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bulk import generated_set  # noqa: E402 - a sibling script, not a package
 
-from imgdedup.jobs import partition  # noqa: E402
-from imgdedup.jobs.partition import PartitionSpec, fingerprint_partition  # noqa: E402
+from imgdedup.jobs import bulk_task  # noqa: E402
+from imgdedup.jobs.bulk_task import PartitionSpec, fingerprint_partition  # noqa: E402
 from imgdedup.jobs.source import SourceFile, image_extensions  # noqa: E402
 from imgdedup.pipeline.config import load_config  # noqa: E402
 from imgdedup.pipeline.crypto.blob import seal_stream  # noqa: E402
-from imgdedup.pipeline.crypto.keys import GroupKey  # noqa: E402
+from imgdedup.pipeline.crypto.group_key import GroupKey  # noqa: E402
 from imgdedup.pipeline.hashing.algorithms import get_algorithm  # noqa: E402
 from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch  # noqa: E402
 from imgdedup.pipeline.store import Store  # noqa: E402
@@ -87,7 +87,7 @@ def task_pass(paths: list[Path], partition_size: int, key: GroupKey, *,
     config = load_config()
     stages = {"read": 0.0, "decode_hash": 0.0, "encrypt_write": 0.0}
     files = [SourceFile(p.as_uri(), p.name, p.stat().st_size, 0.0) for p in paths]
-    unstored = nullcontext() if store_blobs else mock.patch.object(partition, "_seal_and_store", _seal_only)
+    unstored = nullcontext() if store_blobs else mock.patch.object(bulk_task, "seal_and_store", _seal_only)
     with tempfile.TemporaryDirectory() as folder, unstored:
         store_url = str(Path(folder) / "store")
         Store(store_url, {})  # created up front, as the job does before any task runs

@@ -3,7 +3,7 @@
     python scripts/bench_ingest.py [--n 1000000] [--queries 2000] [--k 1024] [--data clustered variants random]
 
 Measures what an upload costs once its fingerprint is computed: the decision
-step of ``imgdedup ingest`` (``jobs.ingest_state.nearest_within`` over the
+step of ``imgdedup ingest`` (``jobs.lookup.nearest_within`` over the
 class index, then ``ClusterIndex.add`` for a stored image), one image at a
 time, each query carrying its 8 dihedral forms as ingest sends them. The
 reference is a NumPy brute-force scan of every stored fingerprint (64-bit
@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 
-from imgdedup.jobs.ingest_state import nearest_within
+from imgdedup.jobs.lookup import nearest_within
 from imgdedup.pipeline.cluster import hamming_kmeans
 from imgdedup.pipeline.config import load_config
 from imgdedup.pipeline.hamming import as_words, word_columns

@@ -1,7 +1,10 @@
-import pytest
-
+import dataclasses
+import inspect
 from pathlib import Path
 
+import pytest
+
+from imgdedup.pipeline.cluster.kmeans import hamming_kmeans
 from imgdedup.pipeline.config import Config, default_config_text, load_config
 from imgdedup.pipeline.errors import ConfigError
 
@@ -9,6 +12,20 @@ from imgdedup.pipeline.errors import ConfigError
 def test_default_file_matches_dataclass_defaults():
     # conf/default.toml documents every knob; the dataclass defaults must agree with it.
     assert load_config() == Config()
+
+
+def test_kernel_defaults_match_the_default_file():
+    # Kernels take their settings as parameters (pipeline/ reads no config); the defaults
+    # in their signatures are the [cluster] knobs of conf/default.toml.
+    signature = inspect.signature(hamming_kmeans)
+    defaults = {name: p.default for name, p in signature.parameters.items() if p.default is not p.empty}
+    assert defaults == dataclasses.asdict(load_config().cluster)
+
+
+def test_no_pipeline_module_imports_the_config_module():
+    for path in sorted((Path(__file__).resolve().parents[1] / "pipeline").rglob("*.py")):
+        if path.name != "config.py":
+            assert "imgdedup.pipeline.config" not in path.read_text(), path
 
 
 def test_override_parses_toml_values_and_bare_strings():

@@ -5,7 +5,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgdedup.pipeline.dedup import NONE, choose_canonicals, exact_duplicate_pairs, plan_pointers
+from imgdedup.pipeline.dedup import (NONE, choose_canonicals, class_radii, dedup_decisions, exact_duplicate_pairs,
+                                     plan_pointers)
 from imgdedup.pipeline.index.join import connected_components
 
 
@@ -66,3 +67,43 @@ def test_exact_pairs_group_exactly_the_equal_digests(values):
     for i in range(len(values)):
         for j in range(len(values)):
             assert (labels[i] == labels[j]) == (values[i] == values[j])
+
+
+def _flip(row: np.ndarray, bits: int) -> np.ndarray:
+    flipped = np.unpackbits(row).copy()
+    flipped[:bits] ^= 1
+    return np.packbits(flipped)
+
+
+def test_dedup_decisions_apply_the_whole_rule():
+    rng = np.random.default_rng(3)
+    base, other, lowq = rng.integers(0, 256, size=(3, 32), dtype=np.uint8)
+    fingerprints = np.stack([
+        base,            # 0: stored canonical (fixed)
+        _flip(base, 5),  # 1: near duplicate of 0, new
+        other,           # 2: new, bigger than its copy
+        other,           # 3: byte-identical copy of 2, smaller
+        _flip(base, 3),  # 4: near 0 but quality too low: stays canonical
+        lowq,            # 5: unrelated
+    ])
+    digests = np.zeros((6, 32), np.uint8)
+    digests[[0, 1, 2, 3, 4, 5], 0] = [1, 2, 3, 3, 4, 5]
+    quality = np.array([90, 90, 90, 90, 5, 90])
+    pixels = np.array([100, 400, 900, 100, 100, 100])
+    fixed = np.array([True, False, False, False, False, False])
+    centres = fingerprints[[0, 2]]
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    to_centre = np.bitwise_count(fingerprints ^ centres[labels]).sum(axis=1)
+    decided = dedup_decisions(fingerprints, None, labels, to_centre, centres, quality, digests, pixels, fixed,
+                              threshold_t=16, min_quality=20, batch=64, threads=1)
+    assert decided.plan.duplicate_of.tolist() == [NONE, 0, NONE, 2, NONE, NONE]
+    assert decided.plan.distance.tolist() == [NONE, 5, NONE, 0, NONE, NONE]
+    assert decided.exact.tolist() == [False, False, False, True, False, False]
+    assert (decided.near_links, decided.exact_pairs) == (2, 1)  # 1 to 0, 3 to 2 (equal fingerprints too)
+    # Class sizes and radii count the canonicals only (row 4 is 3 bits out, row 5 far from centre 1).
+    assert decided.sizes.tolist() == [2, 2]
+    assert decided.radii.tolist() == [3, int(to_centre[5])]
+
+
+def test_class_radii_is_the_largest_member_distance():
+    assert class_radii(np.array([0, 0, 2]), np.array([4, 9, 1]), 4).tolist() == [9, 0, 1, 0]

@@ -21,6 +21,7 @@ D. Sculley, "Web-scale k-means clustering", WWW 2010.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,9 +29,7 @@ import numpy as np
 
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.cluster.seeding import seed_centres
-from imgdedup.pipeline.config import ClusterConfig
 
-_DEFAULTS = ClusterConfig()
 # Rows unpacked to bits at a time by member_stats; below 2**15 so a group's bit
 # counts fit the int16 sums, which reduce about twice as fast as int64 ones.
 _UNPACK_ROWS = 16384
@@ -289,11 +288,15 @@ def fit_centres(source: FingerprintSource, k: int, *, seed: int, batch_size: int
     return centres, n_batches
 
 
-def hamming_kmeans(fingerprints: np.ndarray, k: int, *, seed: int = _DEFAULTS.seed,
-                   batch_size: int = _DEFAULTS.batch_size, max_batches: int = _DEFAULTS.max_batches,
-                   tol: float = _DEFAULTS.tol, seed_sample_size: int = _DEFAULTS.seed_sample_size,
-                   seeding: str = _DEFAULTS.seeding,
-                   reassign_ratio: float = _DEFAULTS.reassign_ratio) -> KMeansResult:
+def class_count(clusters: int | str, n: int) -> int:
+    """k for ``n`` fingerprints: ``clusters``, or round(sqrt(n)) for ``"auto"``; at least 1, never more than ``n``."""
+    k = max(1, round(math.sqrt(n))) if clusters == "auto" else int(clusters)
+    return max(1, min(k, n))
+
+
+def hamming_kmeans(fingerprints: np.ndarray, k: int, *, seed: int = 0, batch_size: int = 8192,
+                   max_batches: int = 200, tol: float = 0.0, seed_sample_size: int = 65536,
+                   seeding: str = "k-means||", reassign_ratio: float = 0.1) -> KMeansResult:
     """Cluster packed-bit fingerprints into ``k`` classes by Hamming distance.
 
     Seeding on a sample, mini-batch majority updates (:func:`fit_centres`), then

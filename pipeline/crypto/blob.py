@@ -84,7 +84,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from imgdedup.pipeline.crypto.digest import DIGEST_BYTES, content_digester
-from imgdedup.pipeline.crypto.keys import KEY_ID_BYTES, GroupKey
+from imgdedup.pipeline.crypto.group_key import KEY_ID_BYTES, GroupKey
 from imgdedup.pipeline.errors import IntegrityError
 
 MAGIC = b"IMGDBLOB"

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from typing import BinaryIO
 
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
 
 DIGEST_BYTES = 32
 

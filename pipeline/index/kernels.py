@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from imgdedup.pipeline.config import usable_cores
+from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.hamming import BLOCK, FAR, candidate_ranges_into, scan_into
 
 #: Most matches the first output buffers of a scan hold (more take further calls).

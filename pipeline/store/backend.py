@@ -35,7 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractBufferedFile
 
-from imgdedup.pipeline.store import keys
+from imgdedup.pipeline.store import object_paths
 
 #: Multipart part size for object stores: the S3 minimum, so a streamed blob
 #: holds at most one part in memory.
@@ -105,7 +105,7 @@ def _write_local_temporary(path: str, chunks: Iterable[bytes], on_chunk: Callabl
                            durable: bool) -> str:
     """Write ``chunks`` to a temporary sibling of ``path`` (fsynced if ``durable``) and return its name."""
     _make_directories(os.path.dirname(path), durable)
-    temporary = path + keys.temporary_suffix()  # left behind only by a crash; gc removes it
+    temporary = path + object_paths.temporary_suffix()  # left behind only by a crash; gc removes it
     try:
         with open(temporary, "xb") as f:
             for chunk in chunks:
@@ -141,7 +141,7 @@ def write_atomic(
     ----------
     fs : fsspec.AbstractFileSystem
     path : str
-        Full path on ``fs`` (already checked by :mod:`imgdedup.pipeline.store.keys`).
+        Full path on ``fs`` (already checked by :mod:`imgdedup.pipeline.store.object_paths`).
     chunks : iterable of bytes
         Streamed: at most one chunk (one multipart part on object stores) is
         held, except on ``memory://``, where the object is assembled first.

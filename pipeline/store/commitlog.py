@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from fsspec import AbstractFileSystem
 
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.store import keys
+from imgdedup.pipeline.store import object_paths
 from imgdedup.pipeline.store.backend import list_keys, write_exclusive
 
 #: Version of the commit-record layout.
@@ -43,7 +43,7 @@ class CommitLog:
         self._records: dict[int, dict] = {}
 
     def _path(self, key: str) -> str:
-        return f"{self.root}/{keys.check_key(key)}"
+        return f"{self.root}/{object_paths.check_key(key)}"
 
     def latest_version(self) -> int:
         """The newest committed version; 0 for an empty log."""
@@ -79,12 +79,12 @@ class CommitLog:
         """
         referenced = set()
         for record in self.records_up_to():
-            referenced.add(keys.commit_key(record["version"]))
+            referenced.add(object_paths.commit_key(record["version"]))
             for table_keys in record["files"].values():
                 referenced.update(table_keys)
         for blob_id in self.live_blob_ids():
-            referenced.add(keys.blob_body_key(blob_id))
-            referenced.add(keys.blob_header_key(blob_id))
+            referenced.add(object_paths.blob_body_key(blob_id))
+            referenced.add(object_paths.blob_header_key(blob_id))
         return referenced
 
     def append(
@@ -119,7 +119,7 @@ class CommitLog:
                 raise StoreError(revived[0], f"blob released by an earlier commit; released blobs are gone "
                                  f"for good ({len(revived)} such)")
             if version < lost:
-                raise StoreError(keys.commit_key(lost), "record exists but is not listed by the store")
+                raise StoreError(object_paths.commit_key(lost), "record exists but is not listed by the store")
             record = {
                 "format": COMMIT_FORMAT,
                 "version": version + 1,
@@ -138,7 +138,7 @@ class CommitLog:
                 record["release"] = releasing
             data = json.dumps(record, sort_keys=True).encode()
             self._step("commit.begin")
-            key = keys.commit_key(version + 1)
+            key = object_paths.commit_key(version + 1)
             if write_exclusive(self.fs, self._path(key), data, lambda: self._step("commit.record.written")):
                 self._records[version + 1] = record
                 self._step("commit.done")
@@ -147,7 +147,7 @@ class CommitLog:
 
     def refresh(self) -> None:
         """Read the records not seen yet; check the log has no gaps."""
-        listed = sorted(v for v in map(keys.commit_version, list_keys(self.fs, self.root, COMMITS_DIR))
+        listed = sorted(v for v in map(object_paths.commit_version, list_keys(self.fs, self.root, COMMITS_DIR))
                         if v is not None)
         for version in listed:
             if version not in self._records:
@@ -158,7 +158,7 @@ class CommitLog:
 
     def _read(self, version: int) -> dict:
         """Read and check one record; every key it names must be safe."""
-        key = keys.commit_key(version)
+        key = object_paths.commit_key(version)
         try:
             record = json.loads(self.fs.cat_file(self._path(key)))
         except (FileNotFoundError, ValueError) as exc:
@@ -166,17 +166,17 @@ class CommitLog:
         try:
             if record["version"] != version or record["format"] != COMMIT_FORMAT:
                 raise StoreError(key, "commit record has the wrong version or format")
-            keys.check_run_id(record["run_id"])
+            object_paths.check_run_id(record["run_id"])
             for table, table_keys in record["files"].items():
-                keys.check_table(table)
+                object_paths.check_table(table)
                 for table_key in table_keys:
-                    keys.check_table_file(table, table_key)
+                    object_paths.check_table_file(table, table_key)
             for blob_id in record["blobs"]:
-                keys.check_blob_id(blob_id)
+                object_paths.check_blob_id(blob_id)
             for table in record["replace"]:
-                keys.check_table(table)
+                object_paths.check_table(table)
             for blob_id in record.get("release", []):
-                keys.check_blob_id(blob_id)
+                object_paths.check_blob_id(blob_id)
         except (KeyError, TypeError, AttributeError) as exc:
             raise StoreError(key, f"malformed commit record: {exc!r}") from None
         return record

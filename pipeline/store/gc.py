@@ -7,7 +7,7 @@ import time
 from fsspec import AbstractFileSystem
 
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.store import keys
+from imgdedup.pipeline.store import object_paths
 from imgdedup.pipeline.store.backend import list_keys
 from imgdedup.pipeline.store.commitlog import CommitLog
 
@@ -21,7 +21,7 @@ def collect_garbage(
 ) -> list[str]:
     """Remove files under ``root`` that ``log`` does not refer to and that are old enough.
 
-    Only names the store itself makes are candidates (:func:`keys.is_store_key`):
+    Only names the store itself makes are candidates (:func:`object_paths.is_store_key`):
     other files under ``root`` are left alone, whatever their age.
 
     Files are listed *before* the commit log is read, so a file committed
@@ -58,9 +58,9 @@ def collect_garbage(
     referenced = log.referenced_keys()
     removed = []
     for key in present:
-        if key in referenced or not keys.is_store_key(key):
+        if key in referenced or not object_paths.is_store_key(key):
             continue  # committed, or a name the store could not have made: not ours to delete
-        path = f"{root}/{keys.check_key(key)}"
+        path = f"{root}/{object_paths.check_key(key)}"
         try:
             if fs.modified(path).timestamp() <= now - grace_seconds:
                 fs.rm_file(path)

@@ -9,9 +9,10 @@ how it was made. Readers get the same schema back even from an empty table.
 """
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
-from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.errors import IncompatibleStoreError, StoreError
 
 #: Version of the table layouts below; bumped on any incompatible change.
 FORMAT_VERSION = 1
@@ -39,6 +40,53 @@ def schema_metadata(schema: pa.Schema) -> dict[str, str]:
         for k, v in (schema.metadata or {}).items()
         if k.decode().startswith(_PREFIX)
     }
+
+
+#: Schema metadata that must agree for two fingerprints to be comparable.
+COMPARABILITY = ("hash_algo", "hash_bits", "key_id", "fingerprint_mode")
+
+
+def check_comparable(held: pa.Schema, wanted: pa.Schema) -> None:
+    """Refuse to mix fingerprints made with other settings into a store's.
+
+    Parameters
+    ----------
+    held : pyarrow.Schema
+        Schema of the store's ``fingerprints`` table (with its metadata).
+    wanted : pyarrow.Schema
+        Schema of the rows a job would add or compare.
+
+    Raises
+    ------
+    IncompatibleStoreError
+        Hash algorithm, hash length, key id or fingerprint mode differ.
+    """
+    held_meta, wanted_meta = schema_metadata(held), schema_metadata(wanted)
+    differ = [name for name in COMPARABILITY if held_meta.get(name) != wanted_meta.get(name)]
+    if differ:
+        raise IncompatibleStoreError(FINGERPRINTS, "the store's fingerprints were made with other settings ("
+                                     + ", ".join(f"{n} {held_meta.get(n)!r}, this run {wanted_meta.get(n)!r}"
+                                                 for n in differ)
+                                     + "); use the same key, hash.algo, hash.bits and crypto.mode, "
+                                       "or another store")
+
+
+def binary_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A ``fixed_size_binary(w)`` column as an (n, w) uint8 array.
+
+    One copy from the column's data buffer (no Python object per row); null
+    rows come out as w zero bytes.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    width = array.type.byte_width
+    n = len(array)
+    if n == 0:
+        return np.zeros((0, width), np.uint8)
+    matrix = np.frombuffer(array.buffers()[1], np.uint8, count=n * width,
+                           offset=array.offset * width).reshape(n, width).copy()
+    if array.null_count:
+        matrix[~array.is_valid().to_numpy(zero_copy_only=False)] = 0
+    return matrix
 
 
 def fingerprints_schema(

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.store import keys, schemas
+from imgdedup.pipeline.store import object_paths, schemas
 from imgdedup.pipeline.store.backend import flush_filesystem, list_keys, open_flush_handle, write_atomic
 from imgdedup.pipeline.store.commitlog import CommitLog
 from imgdedup.pipeline.store.gc import collect_garbage
@@ -100,7 +100,7 @@ class Store:
 
     def _path(self, key: str) -> str:
         """Full filesystem path of a store-relative key; the key is checked first."""
-        return f"{self.root}/{keys.check_key(key)}"
+        return f"{self.root}/{object_paths.check_key(key)}"
 
     def _step(self, name: str) -> None:
         if self._on_step is not None:
@@ -119,7 +119,7 @@ class Store:
         Parameters
         ----------
         blob_id : str
-            Id the keys are built from (see :data:`keys.BLOB_ID_PATTERN`).
+            Id the keys are built from (see :data:`object_paths.BLOB_ID_PATTERN`).
         header : bytes
             The blob's header (key wrapping, nonces; format owned by the crypto side).
         body_chunks : iterable of bytes
@@ -132,8 +132,8 @@ class Store:
         str
             The store-relative key of the body, ``blobs/ab/cd/<blob_id>``.
         """
-        body_key = keys.blob_body_key(blob_id)
-        header_key = keys.blob_header_key(blob_id)
+        body_key = object_paths.blob_body_key(blob_id)
+        header_key = object_paths.blob_header_key(blob_id)
         body_path = self._path(body_key)
         if blob_id in self._log.released_blob_ids():
             raise StoreError(blob_id, "blob released by a commit; released blobs are gone for good")
@@ -151,7 +151,7 @@ class Store:
 
     def read_blob_header(self, blob_id: str) -> bytes:
         """The header bytes of a blob; StoreError if there is none."""
-        path = self._path(keys.blob_header_key(blob_id))
+        path = self._path(object_paths.blob_header_key(blob_id))
         try:
             return self.fs.cat_file(path)
         except FileNotFoundError:
@@ -163,14 +163,14 @@ class Store:
         Readers see the old header or the new one, never a mix (local: temporary
         file and ``os.replace``; object stores: one PUT).
         """
-        header_path = self._path(keys.blob_header_key(blob_id))
-        if not self.fs.exists(self._path(keys.blob_body_key(blob_id))):
+        header_path = self._path(object_paths.blob_header_key(blob_id))
+        if not self.fs.exists(self._path(object_paths.blob_body_key(blob_id))):
             raise StoreError(blob_id, "no such blob (body missing)")
         write_atomic(self.fs, header_path, [bytes(header)])
 
     def open_blob_body(self, blob_id: str) -> IO[bytes]:
         """Open a blob's ciphertext body for streaming reads (a binary file object)."""
-        path = self._path(keys.blob_body_key(blob_id))
+        path = self._path(object_paths.blob_body_key(blob_id))
         try:
             return self.fs.open(path, "rb")
         except FileNotFoundError:
@@ -180,7 +180,7 @@ class Store:
         """True if both the body and the header of ``blob_id`` are present (committed or not)."""
         return all(
             self.fs.exists(self._path(key))
-            for key in (keys.blob_body_key(blob_id), keys.blob_header_key(blob_id))
+            for key in (object_paths.blob_body_key(blob_id), object_paths.blob_header_key(blob_id))
         )
 
     def iter_blob_ids(self, committed_only: bool = True) -> Iterator[str]:
@@ -197,7 +197,7 @@ class Store:
         if committed_only:
             yield from sorted(self._committed_blob_ids())
             return
-        present = Counter(keys.blob_id_of(key) for key in list_keys(self.fs, self.root, "blobs"))
+        present = Counter(object_paths.blob_id_of(key) for key in list_keys(self.fs, self.root, "blobs"))
         yield from sorted(blob_id for blob_id, count in present.items() if blob_id is not None and count == 2)
 
     # -- tables --------------------------------------------------------------
@@ -222,7 +222,7 @@ class Store:
         str
             The store-relative key, to be passed to :meth:`commit`.
         """
-        key = keys.table_part_key(table, run_id, str(part), uuid.uuid4().hex)
+        key = object_paths.table_part_key(table, run_id, str(part), uuid.uuid4().hex)
         if not isinstance(data, pa.Table):
             raise StoreError(key, f"expected a pyarrow.Table, got {type(data).__name__}")
         sink = pa.BufferOutputStream()
@@ -242,13 +242,13 @@ class Store:
         ``table``; :meth:`open_committed_file` reads it back. Returns its key,
         ``<table>/<run_id>/<unique>-<name>``.
         """
-        key = keys.run_file_key(table, run_id, name, uuid.uuid4().hex)
+        key = object_paths.run_file_key(table, run_id, name, uuid.uuid4().hex)
         write_atomic(self.fs, self._path(key), [bytes(data)], durable=not self._deferred_sync)
         return key
 
     def open_committed_file(self, key: str) -> IO[bytes]:
         """Open a file that a commit lists (a part or a run file) for binary reading."""
-        keys.check_key(key)
+        object_paths.check_key(key)
         if not any(key in table_keys for record in self._log.records_up_to() for table_keys in record["files"].values()):
             raise StoreError(key, "no commit lists this file")
         try:
@@ -287,7 +287,7 @@ class Store:
             commit that replaced the table), in commit order; empty but with the
             explicit schema when nothing is committed.
         """
-        keys.check_table(table)
+        object_paths.check_table(table)
         parts = [key for key in self._committed_files(table, version) if key.endswith(".parquet")]
         tables = [self._read_part(key, columns) for key in parts]
         if schema is None:
@@ -312,7 +312,7 @@ class Store:
 
     def committed_files(self, table: str, version: int | None = None) -> list[str]:
         """Store-relative keys of the files of ``table`` visible at ``version`` (latest by default)."""
-        keys.check_table(table)
+        object_paths.check_table(table)
         return self._committed_files(table, version)
 
     def _committed_files(self, table: str, version: int | None) -> list[str]:
@@ -379,13 +379,13 @@ class Store:
             not JSON, a commit log that is not contiguous, a listed blob that
             is released (here or earlier), or a released one no commit lists.
         """
-        keys.check_run_id(run_id)
+        object_paths.check_run_id(run_id)
         file_lists = {
-            keys.check_table(table): sorted({keys.check_table_file(table, k) for k in ks}) for table, ks in files.items()
+            object_paths.check_table(table): sorted({object_paths.check_table_file(table, k) for k in ks}) for table, ks in files.items()
         }
-        blob_ids = sorted({keys.check_blob_id(b) for b in blobs})
-        replaced = sorted({keys.check_table(t) for t in replace})
-        released = sorted({keys.check_blob_id(b) for b in release_blobs})
+        blob_ids = sorted({object_paths.check_blob_id(b) for b in blobs})
+        replaced = sorted({object_paths.check_table(t) for t in replace})
+        released = sorted({object_paths.check_blob_id(b) for b in release_blobs})
         try:
             meta_json = json.loads(json.dumps(dict(meta or {})))
         except (TypeError, ValueError) as exc:
@@ -443,7 +443,7 @@ class Store:
 
     def is_committed(self, run_id: str) -> bool:
         """True if a commit record for ``run_id`` exists."""
-        keys.check_run_id(run_id)
+        object_paths.check_run_id(run_id)
         return run_id in self.committed_runs()
 
     def released_blob_ids(self) -> set[str]:

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from imgdedup.pipeline.cluster.kmeans import (ArraySource, ClusterStats, _reseed_idle, hamming_kmeans, majority,
-                                     member_stats, partial_stats)
+from imgdedup.pipeline.cluster.kmeans import (ArraySource, ClusterStats, _reseed_idle, class_count, hamming_kmeans,
+                                              majority, member_stats, partial_stats)
 from imgdedup.pipeline.hashing.bits import hamming
 from tests.cluster.planted import planted_clusters
 
@@ -190,3 +190,10 @@ def test_nothing_to_cluster_is_refused():
         hamming_kmeans(np.zeros((0, 32), np.uint8), 4)
     with pytest.raises(ValueError, match="at least 1"):
         hamming_kmeans(np.zeros((3, 32), np.uint8), 0)
+
+
+def test_class_count_is_the_setting_or_the_square_root_and_never_more_than_n():
+    assert class_count("auto", 10_000) == 100
+    assert class_count("auto", 0) == 1
+    assert class_count(16, 1000) == 16
+    assert class_count(16, 5) == 5

@@ -16,7 +16,7 @@ from imgdedup.pipeline.crypto import blob
 from imgdedup.pipeline.crypto.blob import (TAG_BYTES, open_bytes, open_stream, parse_header,
                                   rewrap_header, seal_bytes, seal_stream)
 from imgdedup.pipeline.crypto.digest import content_digest
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.errors import IntegrityError
 
 SEGMENT = 64

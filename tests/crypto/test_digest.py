@@ -9,7 +9,7 @@ import os
 import pytest
 
 from imgdedup.pipeline.crypto.digest import DIGEST_BYTES, content_digest
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
 
 KEY = GroupKey(bytes(range(32)))
 

@@ -19,8 +19,8 @@ from PIL import Image, ImageOps
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import seal_bytes
 from imgdedup.pipeline.crypto.digest import content_digest, image_id
-from imgdedup.pipeline.crypto.fingerprint import tokens
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.keyed_fingerprint import tokens
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.bits import dihedral_hamming
 from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch

@@ -10,15 +10,15 @@ from distributed import Client, LocalCluster
 from PIL import Image
 
 from imgdedup.jobs.bulk import BulkError, run_bulk
-from imgdedup.jobs.bulk_report import print_summary
+from imgdedup.jobs.bulk_commit import print_summary
 from imgdedup.jobs.cli import main as cli_main
-from imgdedup.jobs.report import unmerge
+from imgdedup.jobs.unmerge import unmerge
 from imgdedup.pipeline.config import load_config
 from imgdedup.pipeline.crypto.blob import open_stream
-from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
-from imgdedup.pipeline.errors import MergeError
+from imgdedup.pipeline.crypto.group_key import GroupKey, write_key_file
+from imgdedup.pipeline.errors import IncompatibleStoreError, MergeError
 from imgdedup.pipeline.store import Store
-from imgdedup.pipeline.store.keys import blob_body_key, blob_header_key
+from imgdedup.pipeline.store.object_paths import blob_body_key, blob_header_key
 from tests.jobs.bulk_sets import encode, groups_by_name, labelled_set, pair_precision_recall, write_files
 from tests.store.conftest import BUCKET, s3_options  # noqa: F401  (the loopback S3 server fixture)
 
@@ -194,9 +194,9 @@ def test_a_store_made_with_other_settings_is_refused(client, labelled, tmp_path)
     url = _memory_url()
     _run(client, str(tmp_path / "src"), url)
     write_files(str(tmp_path / "more"), {name: data for name, (data, _) in list(labelled.items())[2:4]})
-    with pytest.raises(BulkError, match="hash_bits '256', this run '64'"):
+    with pytest.raises(IncompatibleStoreError, match="hash_bits '256', this run '64'"):
         _run(client, str(tmp_path / "more"), url, "hash.algo=phash", "hash.bits=64", "dedup.threshold_t=10")
-    with pytest.raises(BulkError, match="key_id"):
+    with pytest.raises(IncompatibleStoreError, match="key_id"):
         run_bulk(str(tmp_path / "more"), url, GroupKey.generate(), load_config(overrides=SMALL), client=client)
     assert Store(url).latest_version() == 1
 

@@ -14,7 +14,7 @@ from distributed import Client, LocalCluster
 
 from imgdedup.jobs.bulk import run_bulk
 from imgdedup.pipeline.config import load_config
-from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.crypto.group_key import GroupKey, write_key_file
 from imgdedup.pipeline.store import Store
 from tests.jobs.bulk_sets import labelled_set, write_files
 

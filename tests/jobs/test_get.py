@@ -9,9 +9,9 @@ from PIL import Image, ImageOps
 from imgdedup.jobs.cli import main
 from imgdedup.jobs.ingest import Ingestor
 from imgdedup.pipeline.config import load_config
-from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.crypto.group_key import GroupKey, write_key_file
 from imgdedup.pipeline.store import Store
-from imgdedup.pipeline.store.keys import blob_body_key
+from imgdedup.pipeline.store.object_paths import blob_body_key
 from tests.jobs.ingest_images import noise_png
 
 

@@ -16,7 +16,7 @@ from imgdedup.jobs.ingest import Ingestor, stable_files
 from imgdedup.jobs.cli import main
 from imgdedup.pipeline.config import load_config
 from imgdedup.pipeline.crypto.blob import open_bytes
-from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.crypto.group_key import GroupKey, write_key_file
 from imgdedup.pipeline.store import Store, schemas
 from tests.jobs.bulk_sets import groups_by_name, labelled_set, write_files
 from tests.jobs.ingest_images import ingest_finished, noise_png, rows_per_digest

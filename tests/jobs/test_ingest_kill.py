@@ -23,7 +23,7 @@ from PIL import Image
 
 from imgdedup.jobs.cli import main
 from imgdedup.pipeline.crypto.blob import open_bytes
-from imgdedup.pipeline.crypto.keys import GroupKey, load_key_file, write_key_file
+from imgdedup.pipeline.crypto.group_key import GroupKey, load_key_file, write_key_file
 from imgdedup.pipeline.store import Store, schemas
 from tests.jobs.ingest_images import ingest_finished, noise_png, rows_per_digest
 

@@ -17,7 +17,7 @@ from imgdedup.jobs.cli import main
 from imgdedup.jobs.report import write_report
 from imgdedup.jobs.report_html import ReportPage, write_html_report
 from imgdedup.pipeline.config import load_config
-from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.crypto.group_key import GroupKey, write_key_file
 from imgdedup.pipeline.store import schemas
 from tests.jobs.report_store import build_report_store
 

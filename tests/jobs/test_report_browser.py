@@ -16,7 +16,7 @@ import pytest
 
 from imgdedup.jobs.report import write_report
 from imgdedup.pipeline.config import load_config
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from tests.jobs.report_store import build_report_store
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,9 +10,10 @@ from distributed import Client, LocalCluster
 from imgdedup.jobs import report_tables as rt
 from imgdedup.jobs.bulk import run_bulk
 from imgdedup.jobs.cli import main
-from imgdedup.jobs.report import unmerge, write_report
+from imgdedup.jobs.report import write_report
+from imgdedup.jobs.unmerge import unmerge
 from imgdedup.pipeline.config import load_config
-from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.crypto.group_key import GroupKey, write_key_file
 from imgdedup.pipeline.store import Store, schemas
 from tests.jobs.bulk_sets import groups_by_name, labelled_set, write_files
 

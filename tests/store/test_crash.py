@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from imgdedup.pipeline.store import keys
+from imgdedup.pipeline.store import object_paths
 
 from .conftest import new_location
 from .writer import assert_holds_exactly, run_in_processes, write_run
@@ -41,8 +41,8 @@ def assert_store_holds(store, runs: list[dict]) -> None:
 
 def referenced_keys(store) -> list[str]:
     latest = store.latest_version()
-    blob_keys = [k for b in store.iter_blob_ids() for k in (keys.blob_body_key(b), keys.blob_header_key(b))]
-    return sorted([keys.commit_key(v) for v in range(1, latest + 1)] + store.committed_files("errors") + blob_keys)
+    blob_keys = [k for b in store.iter_blob_ids() for k in (object_paths.blob_body_key(b), object_paths.blob_header_key(b))]
+    return sorted([object_paths.commit_key(v) for v in range(1, latest + 1)] + store.committed_files("errors") + blob_keys)
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from imgdedup.jobs.cli import main as cli_main
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.store import Store, keys
+from imgdedup.pipeline.store import Store, object_paths
 from imgdedup.pipeline.store.backend import write_atomic
 
 from .test_store import error_rows
@@ -52,8 +52,8 @@ def test_gc_removes_only_names_the_store_makes(store):
         store.write_run_file("reports", "r1", "report.html", b"<html>"),
         store.write_blob("abcd0002", b"h", [b"body"]),
         "blobs/ab/cd/abcd0002.hdr",
-        "blobs/ab/cd/abcd0003" + keys.temporary_suffix(),
-        "_commits/00000000000000000001.json" + keys.temporary_suffix(),
+        "blobs/ab/cd/abcd0003" + object_paths.temporary_suffix(),
+        "_commits/00000000000000000001.json" + object_paths.temporary_suffix(),
     ]
     for key in leftovers[-2:]:
         write_atomic(store.fs, store._path(key), [b"interrupted"])
@@ -90,8 +90,8 @@ def test_gc_keeps_exactly_what_commits_refer_to(runs):
     expected_rows = store.read_table("errors").num_rows
     store.gc(grace_seconds=0, now=time.time() + 1)
     latest = store.latest_version()
-    blob_keys = {k for b in store.iter_blob_ids() for k in (keys.blob_body_key(b), keys.blob_header_key(b))}
-    expected = {keys.commit_key(v) for v in range(1, latest + 1)} | set(store.committed_files("errors")) | blob_keys
+    blob_keys = {k for b in store.iter_blob_ids() for k in (object_paths.blob_body_key(b), object_paths.blob_header_key(b))}
+    expected = {object_paths.commit_key(v) for v in range(1, latest + 1)} | set(store.committed_files("errors")) | blob_keys
     assert present_keys(store) == expected
     assert store.read_table("errors").num_rows == expected_rows
     for blob_id in store.iter_blob_ids():

@@ -6,13 +6,13 @@ import time
 import pytest
 
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.store import commitlog, keys
+from imgdedup.pipeline.store import commitlog, object_paths
 
 from .test_gc import present_keys
 
 
 def blob_keys(blob_id: str) -> set[str]:
-    return {keys.blob_body_key(blob_id), keys.blob_header_key(blob_id)}
+    return {object_paths.blob_body_key(blob_id), object_paths.blob_header_key(blob_id)}
 
 
 @pytest.fixture

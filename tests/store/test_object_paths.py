@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.store import keys
+from imgdedup.pipeline.store import object_paths
 
 UNSAFE_KEYS = [
     "", "../x", "a/../b", "a/..", "..", "a/./b", ".", "/etc/passwd", "a//b", "a/", "a\\b",
@@ -22,13 +22,13 @@ UNSAFE_IDS = ["", "ab", "../abcd", "abcd/../../x", "/abcdef", "ab\\cdef", "abcd\
 @pytest.mark.parametrize("key", UNSAFE_KEYS)
 def test_unsafe_keys_are_refused(key):
     with pytest.raises(StoreError):
-        keys.check_key(key)
+        object_paths.check_key(key)
 
 
 @given(st.text(alphabet="ab./\\\x00:", max_size=12))
 def test_every_accepted_key_stays_under_the_root(key):
     try:
-        keys.check_key(key)
+        object_paths.check_key(key)
     except StoreError:
         return
     joined = posixpath.normpath(f"/root/{key}")
@@ -113,26 +113,26 @@ def test_a_tampered_commit_record_naming_an_unsafe_key_is_refused(store, key):
 
 @given(
     st.sampled_from(["errors", "fingerprints", "reports"]),
-    st.from_regex(keys.RUN_ID_PATTERN, fullmatch=True).filter(lambda r: ".." not in r),
-    st.from_regex(keys.BLOB_ID_PATTERN, fullmatch=True),
+    st.from_regex(object_paths.RUN_ID_PATTERN, fullmatch=True).filter(lambda r: ".." not in r),
+    st.from_regex(object_paths.BLOB_ID_PATTERN, fullmatch=True),
     st.booleans(),
 )
 def test_every_key_the_store_makes_is_recognised_as_its_own(table, name, blob_id, interrupted):
     made = [
-        keys.commit_key(len(name)),
-        keys.blob_body_key(blob_id), keys.blob_header_key(blob_id),
-        keys.table_part_key(table, name, name, "0123456789abcdef0123456789abcdef"),
+        object_paths.commit_key(len(name)),
+        object_paths.blob_body_key(blob_id), object_paths.blob_header_key(blob_id),
+        object_paths.table_part_key(table, name, name, "0123456789abcdef0123456789abcdef"),
     ]
     if not name.endswith(".parquet"):
-        made.append(keys.run_file_key(table, name, name, "0123456789abcdef0123456789abcdef"))
+        made.append(object_paths.run_file_key(table, name, name, "0123456789abcdef0123456789abcdef"))
     for key in made:
-        key += keys.temporary_suffix() if interrupted else ""
-        assert keys.is_store_key(key), key
-        keys.check_key(key)
-    assert keys.blob_id_of(keys.blob_header_key(blob_id)) == blob_id
+        key += object_paths.temporary_suffix() if interrupted else ""
+        assert object_paths.is_store_key(key), key
+        object_paths.check_key(key)
+    assert object_paths.blob_id_of(object_paths.blob_header_key(blob_id)) == blob_id
 
 
 @pytest.mark.parametrize("key", ["notes.txt", "blobs/ab/cd/abcd.bak", "blobs/xy/cd/abcd", "errors/r1/part-0.parquet",
                                  "blobs/ab/cd/abcd.tmp-x", "_commits/1.json", "errors/r1/0123-report.html"])
 def test_other_keys_are_not_the_store_own(key):
-    assert not keys.is_store_key(key)
+    assert not object_paths.is_store_key(key)

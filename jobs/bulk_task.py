@@ -25,15 +25,13 @@ import numpy as np
 import pyarrow as pa
 
 from imgdedup.jobs.source import SIGNATURE_BYTES, SourceFile, looks_like_image
-from imgdedup.pipeline.crypto.blob import seal_stream
+from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store
 from imgdedup.pipeline.crypto.digest import content_digest, image_id
-from imgdedup.pipeline.crypto.fingerprint import fingerprint_width, fingerprints, seal_hashes, tokens
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.keyed_fingerprint import dihedral_tokens, tokens
 from imgdedup.pipeline.errors import ImgdedupError
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch
 from imgdedup.pipeline.store import Store
-from imgdedup.pipeline.store.schemas import fingerprints_schema
 
 #: Files a task holds in memory at once; bounds a worker's memory by file size, not partition size.
 READ_BATCH = 16
@@ -45,35 +43,25 @@ ERROR_COLUMNS = ("source", "stage", "error_type", "message")
 
 
 @dataclass(frozen=True)
-class PartitionSpec:
+class PartitionSpec(RowSettings):
     """Everything a partition task needs besides its files; one per run, sent to each task.
 
-    ``storage_options`` open the store, ``source_options`` the source files.
-    ``ingested_at`` is the run's start time, the same in every task and retry.
-    ``deferred_sync``: the workers share the client's host, so the commit's
-    filesystem flush covers their writes (see :class:`imgdedup.pipeline.store.Store`).
+    The run's row settings, plus: ``storage_options`` open the store,
+    ``source_options`` the source files; ``size``, ``dihedral`` and ``decode``
+    configure the hash and the decoder; ``extensions`` are the file name
+    extensions taken for images. ``deferred_sync``: the workers share the
+    client's host, so the commit's filesystem flush covers their writes (see
+    :class:`imgdedup.pipeline.store.Store`).
     """
 
     store_url: str
     storage_options: Mapping[str, object]
     source_options: Mapping[str, object]
-    key: GroupKey
-    algo: str
     size: int
-    bits: int
     dihedral: bool
-    mode: str
-    segment_bytes: int
     decode: Mapping[str, object]
     extensions: frozenset[str]
-    ingested_at: np.datetime64
     deferred_sync: bool
-
-    def schema(self) -> pa.Schema:
-        """Schema of the ``fingerprints`` rows this run writes."""
-        width = fingerprint_width(self.mode, self.bits // 8)
-        return fingerprints_schema(width, algo=self.algo, bits=self.bits, key_id=self.key.key_id_hex,
-                                   mode=self.mode)
 
 
 @dataclass
@@ -167,7 +155,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
             batch = []  # (file, bytes, digest, image id) of files to fingerprint
             for file in files[start:start + READ_BATCH]:
                 try:
-                    data = source_fs.cat_file(source_fs._strip_protocol(file.url))
+                    data = source_fs.cat_file(fsspec.core.strip_protocol(file.url))
                 except OSError as exc:
                     errors.append(_error_row(file.url, exc, "read"))
                     continue
@@ -197,7 +185,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
                 file, data, digest, new_id = batch[position]
                 first_copy = digest not in stored_digests
                 if first_copy:  # a byte-for-byte copy earlier in this partition already stored these bytes
-                    writes.append(writers.submit(_seal_and_store, store, spec, new_id, data, digest))
+                    writes.append(writers.submit(seal_and_store, store, spec, new_id, data, digest))
                     stored_digests.add(digest)
                 written.append(first_copy)
                 ids.append(new_id)
@@ -222,10 +210,10 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
     started = time.perf_counter()
     if spec.mode == "tokens":
         vectors = tokens(spec.key, raw)
-        forms = None if forms is None else tokens(spec.key, forms.reshape(-1, nbytes)).reshape(forms.shape)
+        forms = None if forms is None else dihedral_tokens(spec.key, forms)
     else:
         vectors = raw
-    rows = _rows(spec, ids, sources, sizes, digests, raw, widths, heights, quality)
+    rows = fingerprint_rows(spec, ids, sources, sizes, digests, raw, widths, heights, quality)
     seconds["encrypt_write"] += time.perf_counter() - started
     digest_array = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32)
     return PartitionResult(index, rows, vectors, forms, digest_array, np.array(written, dtype=bool), errors,
@@ -250,48 +238,3 @@ def _source_filesystem(files: Sequence[SourceFile], options: Mapping[str, object
     if len(protocols) > 1:
         raise ValueError(f"a partition mixes source protocols {sorted(protocols)}")
     return fs
-
-
-def _seal_and_store(store: Store, spec: PartitionSpec, blob_id: str, data: bytes, digest: bytes) -> None:
-    # Sealed convergently (from the keyed content digest): writers racing on one blob id,
-    # a retried task or two ingest processes, write the same bytes, so any mix of theirs opens.
-    header, body = seal_stream(spec.key, blob_id, io.BytesIO(data), spec.segment_bytes, content_digest=digest)
-    store.write_blob(blob_id, header, body)
-
-
-def _rows(spec: PartitionSpec, ids: list[str], sources: list[str], sizes: list[int], digests: list[bytes],
-          raw: np.ndarray, widths: list[np.ndarray], heights: list[np.ndarray],
-          quality: list[np.ndarray]) -> pa.Table:
-    """The partition's ``fingerprints`` rows, keyed (token or sealed column, sealed raw hash)."""
-    schema = spec.schema()
-    n = len(ids)
-    width = schema.field("fingerprint").type.byte_width
-
-    def binary(array: np.ndarray, type_: pa.DataType) -> pa.Array:
-        # straight from the (n, width) bytes: no Python object per row
-        array = np.ascontiguousarray(array, dtype=np.uint8)
-        if pa.types.is_fixed_size_binary(type_):
-            return pa.FixedSizeBinaryArray.from_buffers(type_, n, [None, pa.py_buffer(array)])
-        offsets = np.arange(n + 1, dtype=np.int32) * array.shape[1]
-        return pa.Array.from_buffers(type_, n, [None, pa.py_buffer(offsets), pa.py_buffer(array)])
-
-    def joined(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-    keyed = fingerprints(spec.key, spec.mode, ids, raw) if n else np.zeros((0, width), np.uint8)
-    sealed = seal_hashes(spec.key, ids, raw) if n else np.zeros((0, 1), np.uint8)
-    columns = {
-        "image_id": pa.array(ids, pa.string()),
-        "fingerprint": binary(keyed, schema.field("fingerprint").type),
-        "algo": pa.array([spec.algo] * n, pa.string()),
-        "key_id": pa.array([spec.key.key_id_hex] * n, pa.string()),
-        "width": pa.array(joined(widths), pa.int32()),
-        "height": pa.array(joined(heights), pa.int32()),
-        "bytes": pa.array(sizes, pa.int64()),
-        "source": pa.array(sources, pa.string()),
-        "ingested_at": pa.array(np.full(n, spec.ingested_at), pa.timestamp("us", tz="UTC")),
-        "hash_sealed": binary(sealed, pa.binary()),
-        "content_digest": pa.array(digests, schema.field("content_digest").type),
-        "quality": pa.array(joined(quality), pa.uint8()),
-    }
-    return pa.table([columns.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)

@@ -10,7 +10,7 @@ Two trust modes (``crypto.mode``):
     **not encryption**: it shows equality, every pairwise distance and which
     permuted bit positions differ; and since it is linear, a few dozen known
     (hash, token) pairs give away the permutation and the mask
-    (``tests/crypto/test_fingerprint.py`` performs that recovery).
+    (``tests/crypto/test_keyed_fingerprint.py`` performs that recovery).
 
 ``sealed``
     The hash inside AES-256-GCM under the ``fingerprint-seal`` sub-key, with a
@@ -38,7 +38,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.errors import IntegrityError
 
 MODES = ("tokens", "sealed")
@@ -133,6 +133,12 @@ def tokens(key: GroupKey, hashes: np.ndarray) -> np.ndarray:
     permutation, mask = token_parameters(key, hashes.shape[1])
     permuted = np.packbits(np.unpackbits(hashes, axis=1)[:, permutation], axis=1)
     return permuted ^ mask
+
+
+def dihedral_tokens(key: GroupKey, dihedral: np.ndarray) -> np.ndarray:
+    """Keyed tokens of each image's 8 dihedral hashes: (B, 8, nbytes) uint8 -> the same shape."""
+    b, forms, nbytes = dihedral.shape
+    return tokens(key, dihedral.reshape(b * forms, nbytes)).reshape(b, forms, nbytes)
 
 
 def _seal_aad(key_id: bytes, image_id: str, nbytes: int) -> bytes:

@@ -22,11 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from imgdedup.jobs.bulk_dedup import DedupOutcome, centre_ids
-from imgdedup.jobs.partition import ERROR_COLUMNS, PartitionResult, PartitionSpec
+from imgdedup.jobs.bulk_task import ERROR_COLUMNS, PartitionResult, PartitionSpec
+from imgdedup.jobs.upload import with_decisions
 from imgdedup.pipeline.config import Config
-from imgdedup.pipeline.crypto.fingerprint import fingerprint_width, seal_hashes
+from imgdedup.pipeline.crypto.keyed_fingerprint import fingerprint_width, seal_hashes
 from imgdedup.pipeline.store import Store
-from imgdedup.pipeline.store.keys import blob_body_key
 from imgdedup.pipeline.store.schemas import CLUSTERS, ERRORS, FINGERPRINTS, REPORTS, clusters_schema, errors_schema, \
     reports_schema
 
@@ -64,22 +64,10 @@ def _new_rows(results: list[PartitionResult], outcome: DedupOutcome) -> list[pa.
     """Each partition's rows with the cluster, blob and pointer columns filled in."""
     tables, start = [], 0
     for result in results:
-        n = result.rows.num_rows
-        stop = start + n
+        stop = start + result.rows.num_rows
         pointer_of = outcome.duplicate_of[start:stop]
-        ids = result.rows.column("image_id").to_pylist()
-        rows = result.rows
-        fills = {
-            "cluster_id": pa.array(outcome.cluster_id[start:stop], pa.int32()),
-            "blob": pa.array([None if p is not None else blob_body_key(i) for i, p in zip(ids, pointer_of)],
-                             pa.string()),
-            "duplicate_of": pa.array(pointer_of, pa.string()),
-            "distance": pa.array([int(d) if p is not None else None
-                                  for d, p in zip(outcome.distance[start:stop], pointer_of)], pa.int16()),
-        }
-        for name, column in fills.items():
-            rows = rows.set_column(rows.schema.get_field_index(name), rows.schema.field(name), column)
-        tables.append(rows)
+        distance = [int(d) if p is not None else None for d, p in zip(outcome.distance[start:stop], pointer_of)]
+        tables.append(with_decisions(result.rows, outcome.cluster_id[start:stop], pointer_of, distance))
         start = stop
     return tables
 

@@ -7,11 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from imgdedup.pipeline.crypto.fingerprint import (SEAL_OVERHEAD, fingerprint_width, fingerprints,
+from imgdedup.pipeline.crypto.keyed_fingerprint import (SEAL_OVERHEAD, fingerprint_width, fingerprints,
                                          open_hashes, rekey, seal_hashes, token_parameters,
                                          tokens)
 from imgdedup.pipeline.config import DecodeConfig
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.errors import IntegrityError
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch

@@ -13,10 +13,10 @@ import pytest
 
 from imgdedup.jobs.cli import main
 from imgdedup.pipeline.crypto.blob import open_stream, parse_header, seal_stream
-from imgdedup.pipeline.crypto.keys import PURPOSES, GroupKey, load_key_file, write_key_file
+from imgdedup.pipeline.crypto.group_key import PURPOSES, GroupKey, load_key_file, write_key_file
 from imgdedup.pipeline.errors import IntegrityError
 from imgdedup.pipeline.store import Store
-from imgdedup.pipeline.store.keys import blob_body_key
+from imgdedup.pipeline.store.object_paths import blob_body_key
 
 SEGMENT = 64
 BLOB_IDS = [f"img{i:04d}" for i in range(6)]

@@ -7,11 +7,12 @@ import pytest
 
 from imgdedup.jobs import report_tables as rt
 from imgdedup.jobs.cli import main
-from imgdedup.jobs.report import unmerge, write_report
+from imgdedup.jobs.report import write_report
+from imgdedup.jobs.unmerge import unmerge
 from imgdedup.pipeline.config import load_config
-from imgdedup.pipeline.crypto.keys import GroupKey, write_key_file
+from imgdedup.pipeline.crypto.group_key import GroupKey, write_key_file
 from imgdedup.pipeline.errors import MergeError
-from imgdedup.pipeline.store import Store, keys, schemas
+from imgdedup.pipeline.store import Store, object_paths, schemas
 from tests.jobs.report_store import build_report_store
 
 
@@ -44,7 +45,7 @@ def test_unmerged_image_is_its_own_canonical_and_get_returns_its_own_picture(bui
 
     after = rows_by_id(built.store)
     assert after[image_id]["duplicate_of"] is None and after[image_id]["distance"] is None
-    assert after[image_id]["blob"] == keys.blob_body_key(image_id)
+    assert after[image_id]["blob"] == object_paths.blob_body_key(image_id)
     changed = {"duplicate_of", "distance", "blob"}
     assert {k: v for k, v in after[image_id].items() if k not in changed} == \
         {k: v for k, v in before[image_id].items() if k not in changed}
@@ -82,7 +83,7 @@ def test_unmerge_refuses_a_canonical_image_a_wrong_group_and_an_unknown_image(bu
 def test_unmerge_refuses_once_the_blob_is_gone(built, capsys):
     group_id, pointers = next(iter(built.groups.items()))
     store = built.store
-    for key in (keys.blob_body_key(pointers[0]), keys.blob_header_key(pointers[0])):
+    for key in (object_paths.blob_body_key(pointers[0]), object_paths.blob_header_key(pointers[0])):
         store.fs.rm_file(f"{store.root}/{key}")
     version = store.latest_version()
     with pytest.raises(MergeError, match="no longer kept"):

@@ -1,4 +1,4 @@
-"""Object-key safety: every key the store touches is built here from checked ids.
+"""Object paths: every key (path) the store touches is built here from checked ids.
 
 The store never turns a user path into an object key. Ids (blob ids, run ids,
 table names, part names) are matched against a closed alphabet, and every

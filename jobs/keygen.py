@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import parse_header, rewrap_header, verify_header
-from imgdedup.pipeline.crypto.keys import GroupKey, load_key_file, resolve_key_path, write_key_file
+from imgdedup.pipeline.crypto.group_key import GroupKey, load_key_file, resolve_key_path, write_key_file
 from imgdedup.pipeline.errors import ImgdedupError
 from imgdedup.pipeline.store import Store
 

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from imgdedup.pipeline.crypto.keys import (KEY_FILE_ENV, PURPOSES, GroupKey, load_key_file,
+from imgdedup.pipeline.crypto.group_key import (KEY_FILE_ENV, PURPOSES, GroupKey, load_key_file,
                                   resolve_key_path, write_key_file)
 from imgdedup.pipeline.errors import KeyFileError
 

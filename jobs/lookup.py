@@ -1,6 +1,8 @@
-"""What the store has decided so far, kept in memory by an ingest process: index, digests, pointers.
+"""Lookups in what the store has decided: by image id, by content digest, by fingerprint.
 
-:class:`DecidedImages` is loaded once from the latest committed ``clusters`` and
+``get`` asks it which blob holds an image (by id, or by a query image's
+digest or nearest fingerprint); ingest asks it the same questions before each
+decision and keeps it current. :class:`DecidedImages` is loaded once from the latest committed ``clusters`` and
 ``fingerprints`` tables (an empty store gives an empty index) and then follows
 the commit log: :meth:`DecidedImages.catch_up` reads only the commits that
 landed since, so an ingest process sees the decisions of another one before it
@@ -11,24 +13,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from imgdedup.pipeline.cluster import assign
+from imgdedup.jobs.source import read_source
 from imgdedup.pipeline.config import Config
-from imgdedup.pipeline.crypto.fingerprint import tokens
-from imgdedup.pipeline.crypto.keys import GroupKey
+from imgdedup.pipeline.crypto.group_key import GroupKey
+from imgdedup.pipeline.crypto.keyed_fingerprint import dihedral_tokens, tokens
 from imgdedup.pipeline.errors import ConfigError
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
-from imgdedup.pipeline.index import ClusterIndex
 from imgdedup.pipeline.store import Store, schemas
 
-from imgdedup.jobs.seal import dihedral_tokens, read_source
+if TYPE_CHECKING:
+    from imgdedup.pipeline.index import ClusterIndex
 
-#: Columns of the fingerprints table an ingest process keeps in memory.
+#: Columns of the fingerprints table kept in memory for lookups.
 DECISION_COLUMNS = ["image_id", "fingerprint", "cluster_id", "duplicate_of", "distance",
                     "content_digest", "quality", "source"]
 
@@ -64,37 +67,19 @@ class Decision:
     source: str = ""
 
 
-def packed_column(column: pa.ChunkedArray, nbytes: int) -> np.ndarray:
-    """A fixed_size_binary(nbytes) column as an (n, nbytes) uint8 array (one copy)."""
-    array = column.combine_chunks()
-    if len(array) == 0:
-        return np.zeros((0, nbytes), np.uint8)
-    data = np.frombuffer(array.buffers()[1], np.uint8)
-    return data[array.offset * nbytes:(array.offset + len(array)) * nbytes].reshape(len(array), nbytes).copy()
-
-
-def _check_compatible(schema: pa.Schema, config: Config, key: GroupKey) -> None:
-    """Refuse a store whose fingerprints were made with another hash, length, key or mode."""
-    meta = schemas.schema_metadata(schema)
-    expected = {"hash_algo": config.hash.algo, "hash_bits": str(config.hash.bits),
-                "key_id": key.key_id_hex, "fingerprint_mode": config.crypto.mode}
-    for name, value in expected.items():
-        if meta.get(name, value) != value:
-            raise ConfigError(name, f"the store's fingerprints have {name}={meta[name]!r}, "
-                              f"this configuration {value!r}; they cannot be compared")
-
-
 class DecidedImages:
     """The committed decisions of a store as of :attr:`version`, with a class index over them.
 
     Build it with :meth:`load`. Attributes are read by the ingest job and ``get``.
+    The index (and with it the compiled scans) is built only for lookups by
+    fingerprint: ``get IMAGE_ID`` needs the pointers alone.
 
     Attributes
     ----------
     version : int
         The store version everything here reflects.
-    index : ClusterIndex
-        Every fingerprint of a stored or duplicate image whose quality allows
+    index : ClusterIndex or None
+        None unless loaded ``searchable``; every fingerprint of a stored or duplicate image whose quality allows
         automatic dedup, in token space.
     by_digest : dict of bytes to Decision
         First committed decision per keyed content digest.
@@ -102,7 +87,7 @@ class DecidedImages:
         Error decision per source (the errors table has no digest).
     """
 
-    def __init__(self, store: Store, config: Config, key: GroupKey):
+    def __init__(self, store: Store, config: Config, key: GroupKey, *, searchable: bool = True):
         self.store = store
         self.config = config
         self.key = key
@@ -111,23 +96,29 @@ class DecidedImages:
         self.by_digest: dict[bytes, Decision] = {}
         self.errors: dict[str, Decision] = {}
         self._canonical: dict[str, str] = {}
-        self.index = ClusterIndex.empty(self.nbytes)
+        self.index: ClusterIndex | None = None
+        if searchable:
+            from imgdedup.pipeline.index import ClusterIndex  # loads the compiled scans (Numba)
+            self.index = ClusterIndex.empty(self.nbytes)
 
     @classmethod
-    def load(cls, store: Store, key: GroupKey, config: Config) -> DecidedImages:
-        """Read the latest committed decisions and build the index from the latest clusters."""
+    def load(cls, store: Store, key: GroupKey, config: Config, *, searchable: bool = True) -> DecidedImages:
+        """Read the latest committed decisions and, when ``searchable``, build the index from the latest clusters."""
         if config.crypto.mode != "tokens":
             raise ConfigError("crypto.mode", "ingest and get search keyed tokens; sealed mode is not supported")
-        images = cls(store, config, key)
+        images = cls(store, config, key, searchable=searchable)
         version = store.latest_version()
         if version == 0:
             return images
         fingerprints = store.read_table(schemas.FINGERPRINTS, version, columns=DECISION_COLUMNS)
         if fingerprints.num_rows:
-            _check_compatible(fingerprints.schema, config, key)
+            schemas.check_comparable(fingerprints.schema, schemas.fingerprints_schema(
+                images.nbytes, algo=config.hash.algo, bits=config.hash.bits, key_id=key.key_id_hex,
+                mode=config.crypto.mode))
         images._record_rows(fingerprints)
         images._record_errors(store.read_table(schemas.ERRORS, version, columns=["source", "message"]))
-        images._build_index(fingerprints, store.read_table(schemas.CLUSTERS, version))
+        if searchable:
+            images._build_index(fingerprints, store.read_table(schemas.CLUSTERS, version))
         images.version = version
         return images
 
@@ -156,7 +147,7 @@ class DecidedImages:
         quality = rows.column("quality").to_numpy(zero_copy_only=False)
         keep = ~(np.nan_to_num(quality.astype(float), nan=100.0) < self.config.hash.min_quality)
         ids = np.array(rows.column("image_id").to_pylist(), dtype=object)[keep]
-        return ids, packed_column(rows.column("fingerprint"), self.nbytes)[keep]
+        return ids, schemas.binary_matrix(rows.column("fingerprint"))[keep]
 
     def _build_index(self, rows: pa.Table, clusters: pa.Table) -> None:
         """Index the searchable rows under the committed classes.
@@ -166,12 +157,15 @@ class DecidedImages:
         (joining, or opening, a class), so classes opened since the last
         clustering come back after a restart.
         """
+        from imgdedup.pipeline.cluster import assign
+        from imgdedup.pipeline.index import ClusterIndex
+
         ids, fps = self._searchable(rows)
         N = self.config.dedup.centre_threshold
         near = np.zeros(len(ids), bool)
         if clusters.num_rows:
             order = np.argsort(clusters.column("cluster_id").to_numpy())
-            centres = packed_column(clusters.column("centroid"), self.nbytes)[order]
+            centres = schemas.binary_matrix(clusters.column("centroid"))[order]
             labels, distances = assign(fps, centres)
             near = distances <= N
             self.index = ClusterIndex.build(fps[near], ids[near], centres, labels[near])
