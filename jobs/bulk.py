@@ -56,7 +56,7 @@ class BulkError(ImgdedupError):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "bulk", help="deduplicate an image folder or bucket into the store (Dask job)",
+        "bulk",
         description="List SOURCE (a folder or any fsspec URL), fingerprint, encrypt and store every image on "
                     "Dask workers, cluster the fingerprints, keep one canonical image per duplicate group and "
                     "commit the run atomically. Re-runs only process new files.",

@@ -152,7 +152,7 @@ def group_pairs(groups: list[list[str]], names: list[str]) -> np.ndarray:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="build a labelled sample set and deduplicate it with the bulk job",
+        "demo",
         description="Build a labelled sample set from scikit-image's bundled photos, run the bulk job on it "
                     "into a store under the output folder and print the summary, the duplicate groups found "
                     "with precision and recall, and where the report is.",

@@ -30,7 +30,7 @@ MISS_MESSAGE = "The image does not exist"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "get", help="decrypt a stored image by id or by a similar image",
+        "get",
         description="Write the stored image IMAGE_ID (a pointer resolves to its canonical image), "
                     "or the stored image nearest to FILE, decrypted, to --out.",
     )

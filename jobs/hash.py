@@ -37,7 +37,7 @@ OUTPUT_SUFFIXES = (".parquet", ".csv")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "hash", help="fingerprint image files and print or save the hashes",
+        "hash",
         description="Fingerprint image files (directories are walked) and print or save one row per image.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image file or directory")

@@ -39,7 +39,7 @@ __all__ = ["Decision", "Ingestor", "register", "run", "stable_files"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "ingest", help="decide new images one micro-batch at a time (stored, duplicate or error)",
+        "ingest",
         description="Fingerprint each new image, search its class, and store its sealed blob or "
                     "record a pointer to the stored duplicate; one commit per micro-batch.",
     )

@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     keygen = subparsers.add_parser(
         "keygen",
-        help="create a new group key file (mode 0600)",
         description="Write a fresh 256-bit group key with its key id to a file only its owner "
                     "can read. Share it with the group over a channel you trust; anyone holding "
                     "it can decrypt every blob.",
@@ -29,7 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rotate = subparsers.add_parser(
         "rotate-key",
-        help="re-wrap every blob's data key under a new group key",
         description="Re-wrap each blob's data key under NEW by rewriting only the small header "
                     "object; image ciphertext is never re-encrypted or rewritten. Resumable: "
                     "blobs already under NEW are skipped, so re-running after an interruption "

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "report", help="write the report tables and the HTML report of a run",
+        "report",
         description="Write Parquet report tables (summary, timings, errors_by_type, groups, classes, "
                     "nearest; docs/reports.md) and report.html for a committed run into --out.",
     )

@@ -13,7 +13,6 @@ log = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "gc",
-        help="remove store files no commit refers to",
         description=(
             "Remove files (Parquet parts, blobs, leftovers of crashed writes) that no commit "
             "record refers to and that are older than the grace period. Committed files are "

@@ -26,7 +26,7 @@ UNMERGE_ATTEMPTS = 3
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "unmerge", help="make a merged image its own canonical image again",
+        "unmerge",
         description="Undo a wrong merge: IMAGE_ID, a pointer in the duplicate group GROUP_ID (the id of "
                     "the group's canonical image), becomes its own canonical image again. Possible only "
                     "while its blob is kept (dedup.pointer_blob_grace_days).",
