@@ -39,7 +39,7 @@ from imgdedup.jobs.bulk_commit import BulkSummary, commit_run, print_summary
 from imgdedup.jobs.dask_runtime import dask_client, wait_for, workers_share_host
 from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec, fingerprint_partition
 from imgdedup.jobs.source import SourceFile, image_extensions, list_source
-from imgdedup.pipeline.config import Config, as_dict
+from imgdedup.pipeline.config import Config, as_dict, load_config
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_group_key
 from imgdedup.pipeline.errors import ImgdedupError
 from imgdedup.pipeline.store import Store
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     return 1 if summary.errors else 0
 
 
-def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, scheduler: str = "",
+def run_bulk(source: str, store_url: str, key: GroupKey, config: Config | None = None, *, scheduler: str = "",
              client: Client | None = None, storage_options: Mapping[str, object] | None = None,
              source_options: Mapping[str, object] | None = None) -> BulkSummary:
     """Run the bulk job once and return its summary.
@@ -90,7 +90,8 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
     store_url : str
         The store.
     key : GroupKey
-    config : Config
+    config : Config, optional
+        The packaged defaults (:func:`~imgdedup.pipeline.config.load_config`) when omitted.
     scheduler : str
         Dask scheduler address; empty for a local cluster sized by ``dask.workers``.
     client : distributed.Client, optional
@@ -106,7 +107,18 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
     ------
     BulkError
         A partition task kept failing; nothing was committed.
+
+    Examples
+    --------
+    >>> import tempfile, imgdedup
+    >>> folder = tempfile.mkdtemp()
+    >>> samples = imgdedup.build_sample_set(folder, originals=("coffee", "rocket"))
+    >>> config = imgdedup.load_config(overrides=["dask.workers=1", "bulk.progress=log"])
+    >>> summary = imgdedup.run_bulk(folder + "/images", folder + "/store", imgdedup.GroupKey.generate(), config)
+    >>> summary["images"], summary["stored"], summary["duplicates"]
+    (16.0, 2.0, 14.0)
     """
+    config = config or load_config()
     if client is None:
         in_process = any(url.startswith("memory://") for url in (source, store_url))
         with dask_client(scheduler, config.dask.workers, processes=not in_process) as own:

@@ -88,6 +88,19 @@ class Ingestor:
         The group key (ingest is client side: it reads plaintext and seals blobs).
     config : Config, optional
         ``conf/default.toml`` when omitted.
+
+    Examples
+    --------
+    >>> import tempfile, imgdedup
+    >>> folder = tempfile.mkdtemp()
+    >>> samples = imgdedup.build_sample_set(folder, originals=("coffee",))
+    >>> ingestor = imgdedup.Ingestor(imgdedup.Store(folder + "/store"), imgdedup.GroupKey.generate())
+    >>> first = ingestor.submit(folder + "/images/coffee.jpg")
+    >>> first.kind
+    'stored'
+    >>> copy = ingestor.submit(folder + "/images/coffee-half.png")
+    >>> copy.kind, copy.duplicate_of == first.image_id
+    ('duplicate', True)
     """
 
     def __init__(self, store: Store, key: GroupKey, config: Config | None = None):

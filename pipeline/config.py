@@ -213,6 +213,13 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     ------
     ConfigError
         Unreadable file, unknown section or key, wrong type, value out of range.
+
+    Examples
+    --------
+    >>> import imgdedup
+    >>> config = imgdedup.load_config(overrides=["dedup.threshold_t=48", "store.url=s3://bucket/dedup"])
+    >>> config.dedup.threshold_t, config.store.url, config.hash.algo
+    (48, 's3://bucket/dedup', 'lbph')
     """
     where = str(path) if path is not None else DEFAULT_CONFIG_NAME
     try:

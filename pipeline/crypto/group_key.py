@@ -183,6 +183,14 @@ def load_key_file(path: str | Path) -> GroupKey:
         Missing or unreadable, open to group or others (any permission bit),
         not a key file, an unknown format version, a key that is not base64 or
         of the wrong length, or a key id that does not match the key.
+
+    Examples
+    --------
+    >>> import tempfile, imgdedup
+    >>> path = imgdedup.write_key(tempfile.mkdtemp() + "/group.key", imgdedup.GroupKey.generate())
+    >>> key = imgdedup.load_key(path)
+    >>> len(key.key_id_hex), oct(path.stat().st_mode & 0o777)
+    (32, '0o600')
     """
     path = Path(path)
     subject = str(path)

@@ -72,6 +72,18 @@ class Store:
         its record (``syncfs``, which covers every process of this host). Set it
         False in a process whose writes another host will commit (Dask workers
         on other machines sharing the folder): each write is then fsynced.
+
+    Examples
+    --------
+    >>> import tempfile, imgdedup
+    >>> store = imgdedup.Store(tempfile.mkdtemp() + "/dedup-store")
+    >>> store.latest_version()
+    0
+    >>> blob = store.write_blob("abcd0001", b"header", [b"ciphertext"])
+    >>> store.commit("run-1", {}, ["abcd0001"])
+    1
+    >>> store.read_blob_header("abcd0001"), store.committed_runs()
+    (b'header', {'run-1': 1})
     """
 
     def __init__(

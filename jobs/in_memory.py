@@ -1,0 +1,175 @@
+"""Fingerprints and duplicate groups of files in memory: no store, no key, no Dask.
+
+The quick path of the Python API (:func:`imgdedup.find_duplicates`,
+:func:`imgdedup.hash_files`): the same decoding, fingerprints and dedup rule as
+the bulk job, run in this process over files a caller names, for collections
+that fit in memory (about 300 bytes per image with the dihedral forms).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from imgdedup.jobs.hash import list_image_files
+from imgdedup.pipeline.cluster.assign import assign
+from imgdedup.pipeline.cluster.kmeans import class_count, hamming_kmeans
+from imgdedup.pipeline.config import Config, load_config
+from imgdedup.pipeline.dedup import dedup_decisions
+from imgdedup.pipeline.hashing.algorithms import get_algorithm
+from imgdedup.pipeline.hashing.decode import known_formats
+from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+
+def _files(paths_or_dir: PathLike | Iterable[PathLike], config: Config) -> list[str]:
+    """The image files named, and those under each folder named (walked in a deterministic order)."""
+    paths = [paths_or_dir] if isinstance(paths_or_dir, str | os.PathLike) else list(paths_or_dir)
+    return list_image_files([os.fspath(p) for p in paths], known_formats(config.decode.formats))
+
+
+def hash_files(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | None = None,
+               dihedral: bool | None = None, config: Config | None = None) -> FingerprintBatch:
+    """Fingerprint image files (folders are walked), as ``imgdedup hash`` does.
+
+    Parameters
+    ----------
+    paths_or_dir : path or iterable of paths
+        Image files and folders of images.
+    algo : {"lbph", "lbph-paper", "phash", "ahash", "dhash"}, optional
+        Hash algorithm; ``hash.algo`` of the configuration by default.
+    dihedral : bool, optional
+        Also compute the hashes of the 8 rotations by 90 degrees and mirror
+        images; ``hash.dihedral`` of the configuration by default.
+    config : Config, optional
+        Decoding limits, hash length and thumbnail size; the packaged defaults
+        (:func:`imgdedup.load_config`) by default.
+
+    Returns
+    -------
+    FingerprintBatch
+        ``names`` (the paths that decoded, in walk order), ``hashes`` ``(n, bits // 8)``
+        packed uint8, ``dihedral`` ``(n, 8, bits // 8)`` or None, ``quality``,
+        ``width``, ``height``; a file that did not decode is an entry of ``errors``
+        (a :class:`~imgdedup.pipeline.errors.DecodeError` naming it) and the rest go on.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, imgdedup
+    >>> folder = tempfile.mkdtemp()
+    >>> samples = imgdedup.build_sample_set(folder, originals=("coffee",))
+    >>> batch = imgdedup.hash_files([folder + "/images/coffee.jpg", folder + "/images/coffee-half.png"])
+    >>> batch.hashes.shape, batch.dihedral.shape, batch.errors
+    ((2, 32), (2, 8, 32), [])
+    >>> int(np.bitwise_count(batch.hashes[0] ^ batch.hashes[1]).sum()) <= 64   # within t: near duplicates
+    True
+    """
+    config = config or load_config()
+    algorithm = get_algorithm(algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits)
+    dihedral = config.hash.dihedral if dihedral is None else dihedral
+    files = _files(paths_or_dir, config)
+    # Thumbnails are held one partition at a time; only the hashes of all files are kept.
+    size = config.dask.partition_size
+    batches = [fingerprint_batch(files[start:start + size], algorithm, dihedral=dihedral,
+                                 **dataclasses.asdict(config.decode))
+               for start in range(0, len(files), size)]
+    return _joined(batches, size, algorithm.nbytes, dihedral)
+
+
+def _joined(batches: list[FingerprintBatch], size: int, nbytes: int, dihedral: bool) -> FingerprintBatch:
+    """One batch holding ``batches`` in order (batch ``b`` fingerprinted files ``b * size`` onwards)."""
+    if not batches:
+        return FingerprintBatch([], np.zeros(0, np.int64), np.zeros((0, nbytes), np.uint8),
+                                np.zeros((0, 8, nbytes), np.uint8) if dihedral else None,
+                                np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+    return FingerprintBatch(
+        names=[name for b in batches for name in b.names],
+        indices=np.concatenate([b.indices + i * size for i, b in enumerate(batches)]),
+        hashes=np.concatenate([b.hashes for b in batches]),
+        dihedral=np.concatenate([b.dihedral for b in batches]) if dihedral else None,
+        quality=np.concatenate([b.quality for b in batches]),
+        width=np.concatenate([b.width for b in batches]),
+        height=np.concatenate([b.height for b in batches]),
+        errors=[error for b in batches for error in b.errors],
+    )
+
+
+def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | None = None,
+                    t: int | None = None, config: Config | None = None) -> list[list[str]]:
+    """Groups of near-duplicate image files, each with the copy to keep first.
+
+    The bulk job's dedup rule (:func:`imgdedup.pipeline.dedup.dedup_decisions`)
+    in this process: fingerprints with their 8 dihedral forms, Hamming K-means
+    classes, every pair within ``t`` bits joined, byte-identical files joined
+    whatever their quality, the image with the most pixels (then the first in walk
+    order) kept as each group's canonical. Files that do not decode are logged
+    and left out.
+
+    Parameters
+    ----------
+    paths_or_dir : path or iterable of paths
+        Image files and folders of images.
+    algo : str, optional
+        Hash algorithm (see :func:`hash_files`); ``hash.algo`` by default.
+    t : int, optional
+        Largest Hamming distance, in bits, between near duplicates;
+        ``dedup.threshold_t`` by default (64 of lbph's 256 bits).
+    config : Config, optional
+        The packaged defaults (:func:`imgdedup.load_config`) by default.
+
+    Returns
+    -------
+    list of list of str
+        One list per group of two or more files: its canonical's path first, then
+        the duplicates' paths in walk order. Groups are ordered by their first
+        file in walk order; a file in no group is in no list.
+
+    Examples
+    --------
+    >>> import tempfile, imgdedup
+    >>> folder = tempfile.mkdtemp()
+    >>> samples = imgdedup.build_sample_set(folder, originals=("astronaut", "coffee"))
+    >>> groups = imgdedup.find_duplicates(folder)
+    >>> [len(group) for group in groups]
+    [8, 8]
+    >>> [{path.rsplit("/", 1)[-1].split("-")[0].split(".")[0] for path in group} for group in groups]
+    [{'astronaut'}, {'coffee'}]
+    """
+    config = config or load_config()
+    threshold_t = config.dedup.threshold_t if t is None else int(t)
+    batch = hash_files(paths_or_dir, algo=algo, dihedral=config.hash.dihedral, config=config)
+    for error in batch.errors:
+        log.warning("find_duplicates: %s", error)
+    n = len(batch)
+    if n == 0:
+        return []
+    clusters = hamming_kmeans(batch.hashes, class_count(config.dedup.clusters, n),
+                              **dataclasses.asdict(config.cluster))
+    labels, to_centre = assign(batch.hashes, clusters.centres)
+    digests = np.stack([np.frombuffer(_file_digest(name), np.uint8) for name in batch.names])
+    decided = dedup_decisions(batch.hashes, batch.dihedral, labels, to_centre, clusters.centres,
+                              batch.quality.astype(np.int64), digests, batch.width * batch.height,
+                              np.zeros(n, dtype=bool), threshold_t=threshold_t,
+                              min_quality=config.hash.min_quality, batch=config.index.query_batch,
+                              threads=config.index.scan_threads)
+    canonical = np.where(decided.plan.is_pointer, decided.plan.duplicate_of, np.arange(n))
+    members: dict[int, list[int]] = {}
+    for image, owner in enumerate(canonical):
+        members.setdefault(int(owner), []).append(image)
+    groups = [[owner, *(m for m in group if m != owner)] for owner, group in members.items() if len(group) > 1]
+    groups.sort(key=min)
+    return [[batch.names[i] for i in group] for group in groups]
+
+
+def _file_digest(path: str) -> bytes:
+    """SHA-256 of a file's bytes (32 bytes): byte-identical files are one image's copies."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").digest()
