@@ -40,6 +40,7 @@ from imgdedup.jobs.dask_runtime import dask_client, wait_for, workers_share_host
 from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec, fingerprint_partition
 from imgdedup.jobs.source import SourceFile, image_extensions, list_source
 from imgdedup.pipeline.config import Config, as_dict, load_config
+from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_group_key
 from imgdedup.pipeline.errors import ImgdedupError
 from imgdedup.pipeline.store import Store
@@ -119,11 +120,40 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config | None =
     (16.0, 2.0, 14.0)
     """
     config = config or load_config()
-    if client is None:
-        in_process = any(url.startswith("memory://") for url in (source, store_url))
-        with dask_client(scheduler, config.dask.workers, processes=not in_process) as own:
-            return run_bulk(source, store_url, key, config, client=own, storage_options=storage_options,
-                            source_options=source_options)
+    clock = time.perf_counter()
+    listed = list_source(source, include=config.bulk.include, exclude=config.bulk.exclude,
+                         storage_options=source_options)
+    listing_seconds = time.perf_counter() - clock
+    if client is not None:
+        return _run(client, source, listed, listing_seconds, store_url, key, config, storage_options,
+                    source_options)
+    in_process = any(url.startswith("memory://") for url in (source, store_url))
+    processes = local_processes(config.dask.local_workers, len(listed), config, in_process)
+    with dask_client(scheduler, config.dask.workers, processes=processes) as own:
+        return _run(own, source, listed, listing_seconds, store_url, key, config, storage_options, source_options)
+
+
+def local_processes(kind: str, files: int, config: Config, in_process: bool) -> bool:
+    """Whether a local cluster's workers are processes (else threads of this process).
+
+    ``kind`` is ``dask.local_workers``: ``"processes"``, ``"threads"``, or
+    ``"auto"``: threads when the source lists at most one partition per worker
+    (starting worker processes and importing the kernels in each costs more than
+    the GIL takes from so little work), processes otherwise. A ``memory://``
+    source or store exists in this process only, so its workers are threads.
+    """
+    if in_process or kind == "threads":
+        return False
+    if kind == "processes":
+        return True
+    workers = config.dask.workers or usable_cores()
+    return files > workers * config.dask.partition_size
+
+
+def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds: float, store_url: str,
+         key: GroupKey, config: Config, storage_options: Mapping[str, object] | None,
+         source_options: Mapping[str, object] | None) -> BulkSummary:
+    """The bulk job's stages on ``client`` over the files ``listed`` from ``source``."""
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"bulk-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     store = Store(store_url, storage_options)
@@ -142,11 +172,9 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config | None =
         check_comparable(present.schema, spec.schema())
 
     clock = time.perf_counter()
-    files = list_source(source, include=config.bulk.include, exclude=config.bulk.exclude,
-                        storage_options=source_options)
     stored = read_stored_rows(store, key, config.crypto.mode, config.hash.bits // 8)
-    files, known, unchanged_by_stat = _new_files(files, stored, config.bulk.incremental)
-    seconds["list"] = time.perf_counter() - clock
+    files, known, unchanged_by_stat = _new_files(listed, stored, config.bulk.incremental)
+    seconds["list"] = listing_seconds + time.perf_counter() - clock
     log.info("%s: %d files to read from %s (%d unchanged by path, size and time)", run_id, len(files), source,
              unchanged_by_stat)
 

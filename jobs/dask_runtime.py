@@ -3,13 +3,15 @@
 The embedded default is a local cluster of worker processes, one per core (or
 ``dask.workers``), one thread each: the kernels are NumPy and Pillow code that
 holds the GIL part of the time, so processes scale where threads would not.
+A source of at most one partition per worker runs on threads of the client's
+process instead (``dask.local_workers``): no worker process to start, no
+kernels to import and compile again in each.
 ``--scheduler ADDRESS`` (or ``dask.scheduler``) runs the same job on an existing
 cluster instead.
 """
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
 import time
@@ -18,6 +20,8 @@ from contextlib import contextmanager
 
 from distributed import Client, Future, LocalCluster, as_completed
 from distributed.diagnostics.progressbar import progress
+
+from imgdedup.pipeline.cores import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ def dask_client(scheduler: str = "", workers: int = 0, *, processes: bool = True
         with Client(scheduler) as client:
             yield client
         return
-    n_workers = workers or os.cpu_count() or 1
+    n_workers = workers or usable_cores()
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
                       dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
             Client(cluster) as client:

@@ -84,6 +84,7 @@ class DaskConfig:
     scheduler: str = ""
     partition_size: int = 256
     workers: int = 0
+    local_workers: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ _CHOICES = {
     ("cluster", "seeding"): {"k-means++", "k-means||"},
     ("bulk", "incremental"): {"digest", "stat"},
     ("bulk", "progress"): {"auto", "bar", "log"},
+    ("dask", "local_workers"): {"auto", "processes", "threads"},
     ("index", "mode"): {"exact", "paper"},
 }
 
