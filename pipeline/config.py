@@ -45,6 +45,7 @@ class HashConfig:
     bits: int = 256
     dihedral: bool = True
     min_quality: int = 20
+    trim_borders: bool = True
 
 
 @dataclass(frozen=True)
