@@ -207,7 +207,7 @@ class Ingestor:
         return PartitionSpec(
             store_url=self.store.url, storage_options={}, source_options={}, key=self.key,
             algo=self.config.hash.algo, size=self.config.hash.size, bits=self.config.hash.bits,
-            dihedral=self.config.hash.dihedral, mode=self.config.crypto.mode,
+            trim_borders=self.config.hash.trim_borders, dihedral=self.config.hash.dihedral, mode=self.config.crypto.mode,
             segment_bytes=self.config.crypto.segment_bytes, decode=dataclasses.asdict(self.config.decode),
             extensions=frozenset(), ingested_at=np.datetime64("now", "us"), deferred_sync=True)
 

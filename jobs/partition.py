@@ -61,6 +61,7 @@ class PartitionSpec:
     algo: str
     size: int
     bits: int
+    trim_borders: bool
     dihedral: bool
     mode: str
     segment_bytes: int
@@ -150,7 +151,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
     -------
     PartitionResult
     """
-    algorithm = get_algorithm(spec.algo, size=spec.size, bits=spec.bits)
+    algorithm = get_algorithm(spec.algo, size=spec.size, bits=spec.bits, trim_borders=spec.trim_borders)
     store = Store(spec.store_url, spec.storage_options, deferred_sync=spec.deferred_sync)
     seconds = {"read": 0.0, "decode_hash": 0.0, "encrypt_write": 0.0}
     ids, sources, sizes, digests, hashes, variants = [], [], [], [], [], []

@@ -94,7 +94,8 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     config = load_config()
-    algorithm = get_algorithm(args.algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits)
+    algorithm = get_algorithm(args.algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+                              trim_borders=config.hash.trim_borders)
     decode_options = dict(max_pixels=config.decode.max_pixels, formats=config.decode.formats,
                           draft_min_side=config.decode.draft_min_side)
 
