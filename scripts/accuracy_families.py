@@ -1,0 +1,131 @@
+"""Per-family recall of LBPH on held-out photos, with and without each accuracy lever, and each lever's cost.
+
+    python scripts/accuracy_families.py [--set bench-out/families] [--half held-out|tune] [--limit N]
+
+Builds (or reuses) a labelled set with ``scripts/edits.py``: the bench's
+families plus padding, letterbox, caption bars, perspective, chained edits,
+more small rotations, crops and overlays, from the held-out half of
+``../shared/data/distinct`` + ``../shared/data/dev`` (odd positions in file-name
+order; the tune half is the even positions). Every file is decoded as the jobs
+do (``decode_image`` with the configured limits and JPEG draft scale) and hashed
+by each lever's LBPH with dihedral forms; the bench's own ``score.py`` scores
+them (``evaluate``: ROC AUC over same- vs different-original pairs, the
+threshold ``t@fpr`` that keeps the false-positive rate at or under 1e-4, recall
+there overall and per family for original-variant pairs), and recall at the
+configured ``dedup.threshold_t`` is printed beside it.
+
+Levers:
+- ``lbph``: the thumbnail of the whole decoded picture (the fingerprint before
+  border trimming);
+- ``lbph+trim``: uniform borders and letterbox bars left out of the thumbnail
+  (``hash.trim_borders``, ``pipeline/hashing/borders.py``).
+
+Cost: each lever's thumbnail step timed on the same decoded pictures, in µs per
+image (the batch kernels are the same for every lever). The last line is one
+JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from edits import REPO, bench_module, build_set, split_originals  # noqa: E402
+
+from imgdedup.pipeline.config import load_config  # noqa: E402
+from imgdedup.pipeline.hashing.algorithms import get_algorithm  # noqa: E402
+from imgdedup.pipeline.hashing.decode import decode_image  # noqa: E402
+
+LEVERS = {"lbph": dict(trim_borders=False), "lbph+trim": dict(trim_borders=True)}
+
+
+def hash_levers(folder: Path, files: list[str], config) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Dihedral hashes ``(n, 8, nbytes)`` of every file under each lever, and each lever's thumbnail µs/image."""
+    decode_options = dict(max_pixels=config.decode.max_pixels, formats=config.decode.formats,
+                          draft_min_side=config.decode.draft_min_side)
+    algorithms = {name: get_algorithm("lbph", size=config.hash.size, bits=config.hash.bits, **options)
+                  for name, options in LEVERS.items()}
+    thumbs = {name: [] for name in LEVERS}
+    seconds = dict.fromkeys(LEVERS, 0.0)
+    for name in files:
+        picture = decode_image(folder / name, **decode_options)
+        for lever, algorithm in algorithms.items():
+            start = time.perf_counter()
+            thumbs[lever].append(algorithm.thumbnail(picture))
+            seconds[lever] += time.perf_counter() - start
+    hashes = {lever: algorithms[lever].dihedral_batch(np.stack(t)) for lever, t in thumbs.items()}
+    return hashes, {lever: 1e6 * s / len(files) for lever, s in seconds.items()}
+
+
+def recall_at(distances: np.ndarray, groups: np.ndarray, t: int) -> float:
+    """Share of same-original pairs within ``t``."""
+    iu = np.triu_indices(len(groups), 1)
+    same = groups[iu[0]] == groups[iu[1]]
+    return float((distances[iu][same] <= t).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", type=Path, default=REPO / "bench-out" / "families")
+    parser.add_argument("--half", choices=("held-out", "tune"), default="held-out")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N originals of the half")
+    parser.add_argument("--fpr", type=float, default=1e-4)
+    args = parser.parse_args()
+
+    config = load_config()
+    tune, held_out = split_originals()
+    originals = held_out if args.half == "held-out" else tune
+    if args.limit:
+        originals = originals[:args.limit]
+    folder = args.set / args.half
+    if not (folder / "truth.csv").exists():
+        build_set(originals, folder)
+    with open(folder / "truth.csv") as f:
+        rows = list(csv.DictReader(f))
+    files = [r["file"] for r in rows]
+    groups = np.array([r["group"] for r in rows])
+    families = np.array([r["family"] for r in rows])
+
+    score = bench_module("score")
+    hashes, cost = hash_levers(folder, files, config)
+    t = config.dedup.threshold_t
+    results = {}
+    for lever, forms in hashes.items():
+        distances = score.pair_distances(forms)
+        result = score.evaluate(distances, groups, families, args.fpr, forms.shape[-1] * 8)
+        result["recall_at_t"] = recall_at(distances, groups, t)
+        result["us_per_image"] = cost[lever]
+        results[lever] = result
+
+    names = sorted(next(iter(results.values()))["fam"])
+    print(f"# {len(files)} files, {len(set(groups))} {args.half} originals, FPR target {args.fpr}, "
+          f"t = {t} for recall@t")
+    header = ["lever", "AUC", "t@fpr", "recall@fpr", f"recall@t{t}", "thumb µs/img"] + names
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for lever, r in results.items():
+        cells = [lever, f"{r['auc']:.4f}", str(r["t_at_fpr"]), f"{r['recall_at_fpr']:.3f}",
+                 f"{r['recall_at_t']:.3f}", f"{r['us_per_image']:.0f}"] + [f"{r['fam'][n]:.2f}" for n in names]
+        print("| " + " | ".join(cells) + " |")
+    base = results["lbph"]["us_per_image"]
+    print(json.dumps({
+        "half": args.half, "files": len(files), "originals": int(len(set(groups))), "fpr": args.fpr, "t": t,
+        "levers": {lever: {"auc": round(float(r["auc"]), 4), "t_at_fpr": int(r["t_at_fpr"]),
+                           "recall_at_fpr": round(float(r["recall_at_fpr"]), 4),
+                           "recall_at_t": round(r["recall_at_t"], 4),
+                           "us_per_image": round(r["us_per_image"], 1),
+                           "extra_us_per_image": round(r["us_per_image"] - base, 1),
+                           "families": {n: round(v, 3) for n, v in r["fam"].items()}}
+                   for lever, r in results.items()},
+    }))
+
+
+if __name__ == "__main__":
+    main()
