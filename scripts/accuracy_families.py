@@ -21,8 +21,13 @@ Levers:
   (``hash.trim_borders``, ``pipeline/hashing/borders.py``).
 
 Cost: each lever's thumbnail step timed on the same decoded pictures, in µs per
-image (the batch kernels are the same for every lever). The last line is one
-JSON object.
+image (the batch kernels are the same for every lever).
+
+Groups: for each lever, the pairs within t grouped as the bulk job groups them
+today (connected components, one canonical each by the component rule) and as
+star groups (``pipeline/groups.py``), scored by pairwise precision and recall
+against the truth (two files in one group form a predicted pair). The last line
+is one JSON object.
 """
 from __future__ import annotations
 
@@ -40,28 +45,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edits import REPO, bench_module, build_set, split_originals  # noqa: E402
 
 from imgdedup.pipeline.config import load_config  # noqa: E402
+from imgdedup.pipeline.dedup import choose_canonicals  # noqa: E402
+from imgdedup.pipeline.groups import star_groups  # noqa: E402
 from imgdedup.pipeline.hashing.algorithms import get_algorithm  # noqa: E402
 from imgdedup.pipeline.hashing.decode import decode_image  # noqa: E402
+from imgdedup.pipeline.index.join import connected_components  # noqa: E402
 
 LEVERS = {"lbph": dict(trim_borders=False), "lbph+trim": dict(trim_borders=True)}
 
 
-def hash_levers(folder: Path, files: list[str], config) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Dihedral hashes ``(n, 8, nbytes)`` of every file under each lever, and each lever's thumbnail µs/image."""
+def hash_levers(folder: Path, files: list[str], config) -> tuple[dict[str, np.ndarray], dict[str, float], np.ndarray]:
+    """Dihedral hashes ``(n, 8, nbytes)`` of every file under each lever, each lever's thumbnail µs/image,
+    and each decoded picture's pixel count ``(n,)``."""
     decode_options = dict(max_pixels=config.decode.max_pixels, formats=config.decode.formats,
                           draft_min_side=config.decode.draft_min_side)
     algorithms = {name: get_algorithm("lbph", size=config.hash.size, bits=config.hash.bits, **options)
                   for name, options in LEVERS.items()}
     thumbs = {name: [] for name in LEVERS}
     seconds = dict.fromkeys(LEVERS, 0.0)
+    pixels = []
     for name in files:
         picture = decode_image(folder / name, **decode_options)
+        pixels.append(picture.width * picture.height)
         for lever, algorithm in algorithms.items():
             start = time.perf_counter()
             thumbs[lever].append(algorithm.thumbnail(picture))
             seconds[lever] += time.perf_counter() - start
     hashes = {lever: algorithms[lever].dihedral_batch(np.stack(t)) for lever, t in thumbs.items()}
-    return hashes, {lever: 1e6 * s / len(files) for lever, s in seconds.items()}
+    return hashes, {lever: 1e6 * s / len(files) for lever, s in seconds.items()}, np.array(pixels)
 
 
 def recall_at(distances: np.ndarray, groups: np.ndarray, t: int) -> float:
@@ -69,6 +80,28 @@ def recall_at(distances: np.ndarray, groups: np.ndarray, t: int) -> float:
     iu = np.triu_indices(len(groups), 1)
     same = groups[iu[0]] == groups[iu[1]]
     return float((distances[iu][same] <= t).mean())
+
+
+def group_scores(distances: np.ndarray, groups: np.ndarray, pixels: np.ndarray, t: int) -> dict[str, dict]:
+    """Pairwise precision and recall of connected components and of star groups over the pairs within ``t``."""
+    n = len(groups)
+    first, second = np.triu_indices(n, 1)
+    near = distances[first, second] <= t
+    pairs = np.stack([first[near], second[near]], axis=1)
+    component = connected_components(n, pairs)
+    order = np.arange(n)
+    canonical = choose_canonicals(component, pixels, order, np.zeros(n, dtype=bool))
+    rank = np.argsort(np.lexsort((order, -pixels)))
+    stars = star_groups(canonical, rank, pairs, distances[first[near], second[near]], t)
+    truth = groups[first] == groups[second]
+    out = {}
+    for name, labels in (("components", canonical), ("stars", stars.canonical)):
+        predicted = labels[first] == labels[second]
+        hits = int((predicted & truth).sum())
+        out[name] = {"precision": hits / max(1, int(predicted.sum())), "recall": hits / int(truth.sum()),
+                     "false_pairs": int((predicted & ~truth).sum())}
+    out["stars"]["split"] = int(stars.split.sum())
+    return out
 
 
 def main() -> None:
@@ -94,7 +127,7 @@ def main() -> None:
     families = np.array([r["family"] for r in rows])
 
     score = bench_module("score")
-    hashes, cost = hash_levers(folder, files, config)
+    hashes, cost, pixels = hash_levers(folder, files, config)
     t = config.dedup.threshold_t
     results = {}
     for lever, forms in hashes.items():
@@ -102,6 +135,7 @@ def main() -> None:
         result = score.evaluate(distances, groups, families, args.fpr, forms.shape[-1] * 8)
         result["recall_at_t"] = recall_at(distances, groups, t)
         result["us_per_image"] = cost[lever]
+        result["groups"] = group_scores(distances, groups, pixels, t)
         results[lever] = result
 
     names = sorted(next(iter(results.values()))["fam"])
@@ -114,6 +148,13 @@ def main() -> None:
         cells = [lever, f"{r['auc']:.4f}", str(r["t_at_fpr"]), f"{r['recall_at_fpr']:.3f}",
                  f"{r['recall_at_t']:.3f}", f"{r['us_per_image']:.0f}"] + [f"{r['fam'][n]:.2f}" for n in names]
         print("| " + " | ".join(cells) + " |")
+    print(f"\nGroups of the pairs within t = {t}, pairwise against the truth:")
+    print("| lever | grouping | precision | recall | false pairs | split for review |")
+    print("|---|---|---|---|---|---|")
+    for lever, r in results.items():
+        for grouping, g in r["groups"].items():
+            print(f"| {lever} | {grouping} | {g['precision']:.4f} | {g['recall']:.3f} | {g['false_pairs']} | "
+                  f"{g.get('split', '')} |")
     base = results["lbph"]["us_per_image"]
     print(json.dumps({
         "half": args.half, "files": len(files), "originals": int(len(set(groups))), "fpr": args.fpr, "t": t,
@@ -122,7 +163,8 @@ def main() -> None:
                            "recall_at_t": round(r["recall_at_t"], 4),
                            "us_per_image": round(r["us_per_image"], 1),
                            "extra_us_per_image": round(r["us_per_image"] - base, 1),
-                           "families": {n: round(v, 3) for n, v in r["fam"].items()}}
+                           "families": {n: round(v, 3) for n, v in r["fam"].items()},
+                           "groups": r["groups"]}
                    for lever, r in results.items()},
     }))
 
