@@ -302,7 +302,7 @@ def lbph_dihedral_batch(thumbs: np.ndarray, params: LbphParams = DEFAULT) -> np.
 
 
 def lbph(image: Image.Image, *, size: int = 32, radius: float = 1.0, points: int = 8,
-         bits: int = 256) -> np.ndarray:
+         bits: int = 256, trim_borders: bool = True) -> np.ndarray:
     """LBPH of one picture with the default variant (paper §4.1, eqs. 2-4).
 
     Parameters
@@ -313,6 +313,8 @@ def lbph(image: Image.Image, *, size: int = 32, radius: float = 1.0, points: int
         N, R and P.
     bits : {64, 128, 256}
         Hash length; the coefficients per plane scale with it.
+    trim_borders : bool
+        Leave uniform borders and letterbox bars out (see :func:`lbph_thumbnail`).
 
     Returns
     -------
@@ -325,7 +327,7 @@ def lbph(image: Image.Image, *, size: int = 32, radius: float = 1.0, points: int
     (32,)
     """
     params = default_params(size=size, bits=bits, radius=radius, points=points)
-    return lbph_batch(lbph_thumbnail(image, size)[None], params)[0]
+    return lbph_batch(lbph_thumbnail(image, size, trim_borders)[None], params)[0]
 
 
 def default_params(*, size: int = 32, bits: int = 256, **overrides) -> LbphParams:
