@@ -20,6 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from skimage.feature import ORB, match_descriptors
+from skimage.measure import ransac
+from skimage.transform import AffineTransform
 
 # Long side, in pixels, of the grey picture features are taken from: enough
 # detail for 500 keypoints, small enough to keep extraction near 30-60 ms.
@@ -57,8 +60,6 @@ def orb_features(picture: Image.Image, *, keypoints: int = 500) -> Features:
     Features
         No keypoints (``k = 0``) for a picture too flat or too small to have any.
     """
-    from skimage.feature import ORB
-
     grey = picture.convert("L")
     scale = SIDE / max(grey.size)
     grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
@@ -96,10 +97,6 @@ def verify_pair(a: Features, b: Features, *, residual: float = 3.0, max_ratio: f
     int
         Inlier matches of the best transform; 0 with fewer than 3 matches.
     """
-    from skimage.feature import match_descriptors
-    from skimage.measure import ransac
-    from skimage.transform import AffineTransform
-
     if len(a.keypoints) < 3 or len(b.keypoints) < 3:
         return 0
     matches = match_descriptors(a.descriptors, b.descriptors, metric="hamming", cross_check=True,
