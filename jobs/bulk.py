@@ -162,7 +162,8 @@ def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds:
     spec = PartitionSpec(
         store_url=store_url, storage_options=dict(storage_options or {}), source_options=dict(source_options or {}),
         key=key, algo=config.hash.algo, size=config.hash.size, bits=config.hash.bits,
-        dihedral=config.hash.dihedral, mode=config.crypto.mode, segment_bytes=config.crypto.segment_bytes,
+        trim_borders=config.hash.trim_borders, dihedral=config.hash.dihedral, mode=config.crypto.mode,
+        segment_bytes=config.crypto.segment_bytes,
         decode=dataclasses.asdict(config.decode), extensions=image_extensions(config.decode.formats),
         ingested_at=np.datetime64(started.replace(tzinfo=None), "us"),
         deferred_sync=workers_share_host(client),

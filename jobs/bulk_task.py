@@ -58,6 +58,7 @@ class PartitionSpec(RowSettings):
     storage_options: Mapping[str, object]
     source_options: Mapping[str, object]
     size: int
+    trim_borders: bool
     dihedral: bool
     decode: Mapping[str, object]
     extensions: frozenset[str]
@@ -138,7 +139,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
     -------
     PartitionResult
     """
-    algorithm = get_algorithm(spec.algo, size=spec.size, bits=spec.bits)
+    algorithm = get_algorithm(spec.algo, size=spec.size, bits=spec.bits, trim_borders=spec.trim_borders)
     store = Store(spec.store_url, spec.storage_options, deferred_sync=spec.deferred_sync)
     seconds = {"read": 0.0, "decode_hash": 0.0, "encrypt_write": 0.0}
     ids, sources, sizes, digests, hashes, variants = [], [], [], [], [], []

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    algorithm = get_algorithm(args.algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits)
+    algorithm = get_algorithm(args.algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+                              trim_borders=config.hash.trim_borders)
     dihedral = config.hash.dihedral if args.dihedral is None else args.dihedral
     files = list_image_files(args.paths, known_formats(config.decode.formats))
     log.info("hashing %d files with %s (dihedral variants: %s)", len(files), algorithm.name, dihedral)

@@ -73,7 +73,8 @@ def hash_files(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | None 
     True
     """
     config = config or load_config()
-    algorithm = get_algorithm(algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits)
+    algorithm = get_algorithm(algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+                              trim_borders=config.hash.trim_borders)
     dihedral = config.hash.dihedral if dihedral is None else dihedral
     files = _files(paths_or_dir, config)
     # Thumbnails are held one partition at a time; only the hashes of all files are kept.

@@ -280,6 +280,7 @@ def query_tokens(key: GroupKey, batch: FingerprintBatch) -> np.ndarray:
 
 def fingerprint_images(data: list[bytes], names: list[str], config: Config) -> FingerprintBatch:
     """Decode and fingerprint images held in memory with the configured hash and decoding limits."""
-    algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits)
+    algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+                              trim_borders=config.hash.trim_borders)
     return fingerprint_batch(data, algorithm, names=names, dihedral=config.hash.dihedral,
                              **dataclasses.asdict(config.decode))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.errors import ConfigError
+from imgdedup.pipeline.threshold import FalsePairTail
 
 DEFAULT_CONFIG_NAME = "imgdedup.conf/default.toml"
 
@@ -38,6 +39,7 @@ class HashConfig:
     bits: int = 256
     dihedral: bool = True
     min_quality: int = 20
+    trim_borders: bool = True
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,20 @@ class DedupConfig:
     centre_threshold: int = 96
     clusters: int | str = 16
     pointer_blob_grace_days: int = 30
+    max_false_merge_rate: float = 1e-5
+    false_pair_tail_intercept: float = -13.978
+    false_pair_tail_slope: float = 0.1108
+
+    def __post_init__(self):
+        if not self.max_false_merge_rate > 0:
+            raise ConfigError("dedup.max_false_merge_rate", f"must be > 0, got {self.max_false_merge_rate}")
+        if not self.false_pair_tail_slope > 0:
+            raise ConfigError("dedup.false_pair_tail_slope", f"must be > 0, got {self.false_pair_tail_slope}")
+
+    @property
+    def false_pair_tail(self) -> FalsePairTail:
+        """The fingerprint's false-pair tail, for the t rule (:func:`imgdedup.pipeline.threshold.threshold_for`)."""
+        return FalsePairTail(self.false_pair_tail_intercept, self.false_pair_tail_slope)
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,8 @@ def task_pass(paths: list[Path], partition_size: int, key: GroupKey, *,
 def hash_pass(contents: list[bytes], partition_size: int) -> float:
     """Seconds for :func:`fingerprint_batch` over files already read, partition by partition."""
     config = load_config()
-    algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits)
+    algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+                              trim_borders=config.hash.trim_borders)
     started = time.perf_counter()
     for start in range(0, len(contents), partition_size):
         fingerprint_batch(contents[start:start + partition_size], algorithm, dihedral=config.hash.dihedral,

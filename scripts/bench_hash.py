@@ -1,6 +1,6 @@
 """Throughput of decode + LBPH against ``imagehash.phash``, on one core, same files, same run.
 
-    python scripts/bench_hash.py [--files 24] [--rounds 5] [--algo lbph]
+    python scripts/bench_hash.py [--files 24] [--rounds 5] [--algo lbph] [--set hash.trim_borders=false]
 
 Writes ~2-megapixel JPEGs (1600 x 1200, quality 90) made from scikit-image's
 bundled photos into a temporary folder, then times, interleaved round by round:
@@ -89,12 +89,15 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--algo", default=None, help="imgdedup algorithm (default: config hash.algo)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. hash.trim_borders=false (repeatable)")
     args = parser.parse_args()
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    config = load_config()
-    algorithm = get_algorithm(args.algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits)
+    config = load_config(overrides=args.set)
+    algorithm = get_algorithm(args.algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+                              trim_borders=config.hash.trim_borders)
     decode_options = dict(max_pixels=config.decode.max_pixels, formats=config.decode.formats,
                           draft_min_side=config.decode.draft_min_side)
 
@@ -125,6 +128,7 @@ def main() -> None:
         "algo": algorithm.name,
         "bits": algorithm.bits,
         "draft_min_side": config.decode.draft_min_side,
+        "trim_borders": config.hash.trim_borders,
         "ours_images_per_s": round(ours_rate, 2),
         "fingerprint_batch_images_per_s": round(full_rate, 2),
         "full_vs_imagehash_ratio": round(full_rate / reference_rate, 3),

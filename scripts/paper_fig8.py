@@ -101,7 +101,8 @@ def main() -> None:
     t, centre_threshold = config.dedup.threshold_t, config.dedup.centre_threshold
 
     files, groups = variant_set(args.set)
-    algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits)
+    algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+                              trim_borders=config.hash.trim_borders)
     batches = list(fingerprint_in_batches(files, algorithm, config, dihedral=True))
     fingerprints = np.concatenate([b.hashes for b in batches])
     # Files that fail to decode are left out (their error is printed on stderr).

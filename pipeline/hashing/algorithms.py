@@ -96,14 +96,18 @@ def _baseline(name: str) -> HashAlgorithm:
                          baselines.dhash_batch, baselines.dhash_dihedral_batch)
 
 
-def lbph_algorithm(name: str, params: LbphParams) -> HashAlgorithm:
-    """An LBPH variant behind the common interface (the ablation builds its grid with it)."""
+def lbph_algorithm(name: str, params: LbphParams, *, trim_borders: bool = False) -> HashAlgorithm:
+    """An LBPH variant behind the common interface (the ablation builds its grid with it).
+
+    ``trim_borders``: the thumbnail step leaves out uniform borders and letterbox
+    bars (:mod:`imgdedup.pipeline.hashing.borders`).
+    """
     return HashAlgorithm(name, params.bits, (params.size, params.size),
-                         partial(lbph_thumbnail, size=params.size),
+                         partial(lbph_thumbnail, size=params.size, trim_borders=trim_borders),
                          partial(lbph_batch, params=params), partial(lbph_dihedral_batch, params=params))
 
 
-def get_algorithm(name: str, *, size: int = 32, bits: int = 256) -> HashAlgorithm:
+def get_algorithm(name: str, *, size: int = 32, bits: int = 256, trim_borders: bool = True) -> HashAlgorithm:
     """The hash algorithm called ``name``.
 
     Parameters
@@ -116,6 +120,10 @@ def get_algorithm(name: str, *, size: int = 32, bits: int = 256) -> HashAlgorith
         Hash length of ``lbph``: 64, 128 or 256. ``lbph-paper`` and the baselines
         have a fixed length of 64 bits by definition and ignore it, as
         ``conf/default.toml`` documents, so switching ``hash.algo`` alone works.
+    trim_borders : bool
+        ``lbph`` and ``lbph-paper`` hash only the picture inside uniform borders
+        and letterbox bars (``hash.trim_borders``). The baselines reproduce
+        ``imagehash`` and ignore it.
 
     Raises
     ------
@@ -132,5 +140,5 @@ def get_algorithm(name: str, *, size: int = 32, bits: int = 256) -> HashAlgorith
             params = replace(PAPER, size=size) if name == "lbph-paper" else default_params(size=size, bits=bits)
         except ValueError as exc:  # e.g. a thumbnail too small for the DCT corner the hash reads
             raise ConfigError(f"hash.size={size}", str(exc)) from None
-        return lbph_algorithm(name, params)
+        return lbph_algorithm(name, params, trim_borders=trim_borders)
     raise ConfigError(f"hash.algo={name}", f"unknown hash algorithm; known: {', '.join(ALGORITHMS)}")

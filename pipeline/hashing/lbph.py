@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from imgdedup.pipeline.hashing.bits import pack_bits
+from imgdedup.pipeline.hashing.borders import border_box
 from imgdedup.pipeline.hashing.dct import dct2_lowfreq
 from imgdedup.pipeline.hashing.dihedral import dct_stack, dct_turn_each
 from imgdedup.pipeline.hashing.lbp import LBP_METHODS, dihedral_code_tables, method_table, ring_bits
@@ -158,7 +159,7 @@ def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
     return g
 
 
-def lbph_thumbnail(image: Image.Image, size: int = 32) -> np.ndarray:
+def lbph_thumbnail(image: Image.Image, size: int = 32, trim_borders: bool = False) -> np.ndarray:
     """Bilinear ``size × size`` grey thumbnail of an RGB picture (paper §4.1 step 1).
 
     The grey conversion (BT.601 luma, in floating point) comes first and the
@@ -173,13 +174,23 @@ def lbph_thumbnail(image: Image.Image, size: int = 32) -> np.ndarray:
         Mode ``"RGB"``, orientation already applied.
     size : int
         N.
+    trim_borders : bool
+        Resize only the picture inside uniform borders and letterbox bars
+        (:func:`imgdedup.pipeline.hashing.borders.border_box`), so a padded copy
+        gives the thumbnail of its original.
 
     Returns
     -------
     ndarray of float32, shape (size, size)
         Grey levels in [0, 255].
     """
-    return np.asarray(image.convert("F").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    grey = image.convert("F")
+    if trim_borders:
+        box = border_box(grey)
+        if box != (0, 0, grey.width, grey.height):
+            # crop, not resize(box=...): Pillow's filter would still read the border beyond the box
+            grey = grey.crop(box)
+    return np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _blur(thumbs: np.ndarray, sigma: float) -> np.ndarray:
@@ -291,7 +302,7 @@ def lbph_dihedral_batch(thumbs: np.ndarray, params: LbphParams = DEFAULT) -> np.
 
 
 def lbph(image: Image.Image, *, size: int = 32, radius: float = 1.0, points: int = 8,
-         bits: int = 256) -> np.ndarray:
+         bits: int = 256, trim_borders: bool = True) -> np.ndarray:
     """LBPH of one picture with the default variant (paper §4.1, eqs. 2-4).
 
     Parameters
@@ -302,6 +313,8 @@ def lbph(image: Image.Image, *, size: int = 32, radius: float = 1.0, points: int
         N, R and P.
     bits : {64, 128, 256}
         Hash length; the coefficients per plane scale with it.
+    trim_borders : bool
+        Leave uniform borders and letterbox bars out (see :func:`lbph_thumbnail`).
 
     Returns
     -------
@@ -314,7 +327,7 @@ def lbph(image: Image.Image, *, size: int = 32, radius: float = 1.0, points: int
     (32,)
     """
     params = default_params(size=size, bits=bits, radius=radius, points=points)
-    return lbph_batch(lbph_thumbnail(image, size)[None], params)[0]
+    return lbph_batch(lbph_thumbnail(image, size, trim_borders)[None], params)[0]
 
 
 def default_params(*, size: int = 32, bits: int = 256, **overrides) -> LbphParams:

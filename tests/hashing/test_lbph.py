@@ -84,7 +84,9 @@ def test_jpeg_recompression_moves_few_bits(dev_images, index, quality):
 def test_downscaling_moves_few_bits(dev_images, index, scale):
     image = dev_images[index % len(dev_images)]
     smaller = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
-    assert _bits_apart(get_algorithm("lbph"), image, smaller) <= 16
+    # 16 bits without border trimming; a photo whose edge is a flat background (ukbench01380's
+    # right side) has it trimmed by a slightly different share at another scale: up to 18 bits
+    assert _bits_apart(get_algorithm("lbph"), image, smaller) <= 20
 
 
 def test_different_photos_land_far_apart(dev_images):
