@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from skimage import data as skdata
 
 from imgdedup.jobs.cli import main
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
@@ -29,11 +30,13 @@ def _pad_square(picture: Image.Image, colour) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def photos(shared_data) -> list[Image.Image]:
-    """24 distinct photos, landscape and portrait, at most 320 pixels on the long side."""
+def photos(test_data) -> list[Image.Image]:
+    """24 distinct photos (the 20 committed dev photos and 4 of scikit-image's), at most 320 pixels on the long side."""
+    pictures = [ImageOps.exif_transpose(Image.open(path)) for path in sorted((test_data / "dev").glob("*.jpg"))]
+    pictures += [Image.fromarray(getattr(skdata, name)()) for name in ("astronaut", "coffee", "chelsea", "rocket")]
     out = []
-    for path in sorted((shared_data / "distinct").glob("*.jpg"))[:24]:
-        picture = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    for picture in pictures:
+        picture = picture.convert("RGB")
         picture.thumbnail((320, 320))
         out.append(picture)
     return out

@@ -10,9 +10,9 @@ MIN_INLIERS = 12  # scripts/bench_verify.py's default
 
 
 @pytest.fixture(scope="module")
-def photos(shared_data) -> list[Image.Image]:
+def photos(test_data) -> list[Image.Image]:
     out = []
-    for path in sorted((shared_data / "distinct").glob("*.jpg"))[:6]:
+    for path in sorted((test_data / "dev").glob("*.jpg"))[:6]:
         picture = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
         picture.thumbnail((512, 512))
         out.append(picture)
