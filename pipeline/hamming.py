@@ -262,3 +262,85 @@ def candidate_ranges_into(queries, centre_columns, radii, keys, offsets, stride,
                 query[count], lo[count], hi[count] = q, first, last
                 count += 1
     return count
+
+
+# Multi-index hashing (pipeline.index.substrings drives these): rows bucketed by b-bit substrings.
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _substring(row, offset, mask):
+    """Bits ``offset .. offset + b`` of one row of words (``mask`` has the low b bits set, b <= 32)."""
+    word, shift = offset >> 6, offset & 63
+    value = row[word] >> np.uint64(shift)
+    if shift and word + 1 < len(row):
+        value |= row[word + 1] << np.uint64(64 - shift)
+    return np.int64(value & mask)
+
+
+@njit(nogil=True, cache=True)
+def substrings_into(words, offsets, bits, out):
+    """``out[s, i]``: the ``bits``-bit substring of row ``i`` that starts at bit ``offsets[s]``."""
+    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    for i in range(words.shape[0]):
+        for s in range(len(offsets)):
+            out[s, i] = _substring(words[i], offsets[s], mask)
+
+
+@njit(nogil=True, cache=True)
+def probe_into(queries, rows, starts, order, offsets, bits, radius, t, all_forms, first, stamp, seen,
+               found_q, found_r, found_d):
+    """Matches within ``t`` among the rows sharing a substring with queries ``first..``.
+
+    The plain form (form 0) probes every substring's bucket and those of the
+    substrings within ``radius`` bits of it; the other forms probe their own
+    buckets only. Each candidate is verified once per query (``seen[row]`` holds
+    the stamp ``stamp + q`` of the last query that verified it) against all the
+    query's forms. Returns ``(count, q)``: the matches written and the first
+    query not done (``len(queries)`` when all are); a query whose matches do not
+    fit is left whole for the next call, which must use stamps above
+    ``stamp + len(queries)``.
+    """
+    n_forms, words = queries.shape[1], queries.shape[2]
+    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    probes = np.empty(1 + bits + bits * (bits - 1) // 2, np.int64)
+    track = len(seen) > 0
+    count = 0
+    for q in range(first, queries.shape[0]):
+        mark = stamp + q
+        begun = count
+        for f in range(n_forms):
+            for s in range(len(offsets)):
+                value = _substring(queries[q, f], offsets[s], mask)
+                probes[0] = value
+                n_probes = 1
+                if f == 0 and radius >= 1:
+                    for j in range(bits):
+                        near = value ^ (np.int64(1) << j)
+                        probes[n_probes] = near
+                        n_probes += 1
+                        if radius >= 2:
+                            for k in range(j + 1, bits):
+                                probes[n_probes] = near ^ (np.int64(1) << k)
+                                n_probes += 1
+                for p in range(n_probes):
+                    for slot in range(starts[s, probes[p]], starts[s, probes[p] + 1]):
+                        row = order[s, slot]
+                        if track:
+                            if seen[row] == mark:
+                                continue
+                            seen[row] = mark
+                        nearest = np.int64(1) << 62
+                        for g in range(n_forms if all_forms else 1):
+                            g = g if all_forms else f
+                            distance = np.int64(0)
+                            for w in range(words):
+                                distance += _popcount(queries[q, g, w] ^ rows[row, w])
+                            nearest = min(nearest, distance)
+                        if nearest <= t:
+                            if count == len(found_q):
+                                return begun, q
+                            found_q[count] = q
+                            found_r[count] = row
+                            found_d[count] = nearest
+                            count += 1
+    return count, queries.shape[0]
