@@ -21,13 +21,14 @@ import numpy as np
 import pyarrow as pa
 from distributed import Client
 
+from imgdedup.jobs.bulk_join import join_rows
 from imgdedup.jobs.partition import PartitionResult, PartitionSpec
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.fingerprint import open_hashes
 from imgdedup.pipeline.crypto.keys import GroupKey
 from imgdedup.pipeline.dedup import PointerPlan, choose_canonicals, exact_duplicate_pairs, plan_pointers
-from imgdedup.pipeline.index.join import connected_components, near_duplicate_components
+from imgdedup.pipeline.index.join import connected_components
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import CLUSTERS, FINGERPRINTS
 
@@ -185,8 +186,6 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
 
     clock = time.perf_counter()
     k = len(centres)
-    radii = np.zeros(k, np.int64)
-    np.maximum.at(radii, labels, to_centre)
     forms = None
     if spec.dihedral:
         new_forms = (np.concatenate([r.dihedral for r in results]) if results
@@ -196,11 +195,8 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
     quality = np.concatenate([table.column("quality").fill_null(100).to_numpy(),
                               *[r.rows.column("quality").to_numpy() for r in results]]).astype(np.int64)
     eligible = np.flatnonzero(quality >= config.hash.min_quality)
-    near_groups = eligible[near_duplicate_components(everything[eligible], labels[eligible], centres, radii,
-                                                     config.dedup.threshold_t,
-                                                     None if forms is None else forms[eligible],
-                                                     batch=config.index.query_batch,
-                                                     threads=config.index.scan_threads)]
+    near_groups = eligible[join_rows(client, everything[eligible], None if forms is None else forms[eligible],
+                                     centres, config.dedup.threshold_t, config.index)]
     # Linking each image to its near-duplicate group's first image keeps those
     # groups' components; the exact copies then join them.
     grouped = near_groups != eligible
