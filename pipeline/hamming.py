@@ -287,7 +287,7 @@ def substrings_into(words, offsets, bits, out):
 
 
 @njit(nogil=True, cache=True)
-def probe_into(queries, rows, starts, order, offsets, bits, radius, t, all_forms, first, stamp, seen,
+def probe_into(queries, rows, starts, order, offsets, bits, radius, t, first, stamp, seen,
                found_q, found_r, found_d):
     """Matches within ``t`` among the rows sharing a substring with queries ``first..``.
 
@@ -303,7 +303,6 @@ def probe_into(queries, rows, starts, order, offsets, bits, radius, t, all_forms
     n_forms, words = queries.shape[1], queries.shape[2]
     mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
     probes = np.empty(1 + bits + bits * (bits - 1) // 2, np.int64)
-    track = len(seen) > 0
     count = 0
     for q in range(first, queries.shape[0]):
         mark = stamp + q
@@ -325,13 +324,11 @@ def probe_into(queries, rows, starts, order, offsets, bits, radius, t, all_forms
                 for p in range(n_probes):
                     for slot in range(starts[s, probes[p]], starts[s, probes[p] + 1]):
                         row = order[s, slot]
-                        if track:
-                            if seen[row] == mark:
-                                continue
-                            seen[row] = mark
+                        if seen[row] == mark:
+                            continue
+                        seen[row] = mark
                         nearest = np.int64(1) << 62
-                        for g in range(n_forms if all_forms else 1):
-                            g = g if all_forms else f
+                        for g in range(n_forms):
                             distance = np.int64(0)
                             for w in range(words):
                                 distance += _popcount(queries[q, g, w] ^ rows[row, w])
@@ -344,3 +341,28 @@ def probe_into(queries, rows, starts, order, offsets, bits, radius, t, all_forms
                             found_d[count] = nearest
                             count += 1
     return count, queries.shape[0]
+
+
+@njit(nogil=True, cache=True)
+def bucket_pairs_into(entries, values, rows, starts, t, first, found_entry, found_row):
+    """Rows within ``t`` of each entry among the rows of the bucket it probes (the join's inner loop).
+
+    ``entries`` (E, w) are query forms as words and ``values`` (E,) the bucket
+    each probes (the bucket's rows are ``rows[starts[v]:starts[v+1]]``); with
+    values (nearly) ascending the rows are read in one pass. Returns ``(count, e)``: the pairs
+    written and the first entry not done (``len(entries)`` when all are); an
+    entry is started only when its whole bucket fits in what is left.
+    """
+    count = 0
+    for e in range(first, len(entries)):
+        lo, hi = starts[values[e]], starts[values[e] + 1]
+        if count + hi - lo > len(found_entry):
+            return count, e
+        for slot in range(lo, hi):
+            distance = np.int64(0)
+            for w in range(entries.shape[1]):
+                distance += _popcount(entries[e, w] ^ rows[slot, w])
+            found_entry[count] = e
+            found_row[count] = slot
+            count += distance <= t
+    return count, len(entries)

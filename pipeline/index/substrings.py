@@ -26,7 +26,7 @@ import threading
 
 import numpy as np
 
-from imgdedup.pipeline.hamming import as_words, probe_into, substrings_into
+from imgdedup.pipeline.hamming import as_words, bucket_pairs_into, probe_into, substrings_into
 
 #: Widths of a substring the table supports (its bucket starts take ``2^b + 1`` entries per position).
 SUBSTRING_BITS = range(8, 23)
@@ -120,7 +120,7 @@ class SubstringTable:
         while first < len(queries):
             buffers = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int32)
             count, done = probe_into(queries, self._rows, self._starts, self._order, self.offsets, self.bits,
-                                     radius, t, True, first, marks[1], seen, *buffers)
+                                     radius, t, first, marks[1], seen, *buffers)
             # Stamps of this call are marks[1] + q: the next call starts above all of them.
             marks[1] += len(queries)
             if done == first:  # one query's matches did not fit
@@ -150,11 +150,16 @@ def substring_pairs(fingerprints: np.ndarray, forms: np.ndarray, position: int, 
                     t: int) -> np.ndarray:
     """The near-duplicate pairs one substring position finds: a task of the distributed join.
 
-    Every row's forms probe the buckets of the rows' substring at ``position``,
-    as :meth:`SubstringTable.search` does at every position; the rows are copied
-    in bucket order, so a probe reads one bucket's rows in a run instead of
-    each from a random place. The union over positions ``0..m-1`` is the pair
-    set of the whole table's self-search.
+    Every row's plain form probes the bucket of its substring at ``position``
+    and those within ``radius`` bits of it, and each other form its own bucket,
+    as :meth:`SubstringTable.search` does at every position; a pair is kept
+    when the probing form lies within ``t`` of the row (any form within ``t``
+    makes a pair, so the others are not compared). The union over positions
+    ``0..m-1`` is the pair set of the join.
+
+    The probes run one form at a time, sorted by the bucket they probe, with the
+    rows copied in bucket order: the buckets' rows and the probing forms are
+    then both read in one pass, not each from a random place.
 
     Parameters
     ----------
@@ -169,31 +174,46 @@ def substring_pairs(fingerprints: np.ndarray, forms: np.ndarray, position: int, 
     Returns
     -------
     ndarray of int64, shape (E, 2)
-        Pairs ``(i, j)``, ``i < j``, within ``t`` (smallest over either side's
-        forms that found it), sorted and unique.
+        Pairs ``(i, j)``, ``i < j``, within ``t`` by the form of one side that
+        found it, sorted and unique.
     """
     words = np.ascontiguousarray(as_words(fingerprints))
     queries = np.ascontiguousarray(as_words(forms))
+    n, n_forms = queries.shape[:2]
     nbits = np.asarray(fingerprints).shape[1] * 8
     if bits not in SUBSTRING_BITS or not 0 <= position < nbits // bits or radius not in RADII:
         raise ValueError(f"no substring {position} of {bits} bits (probe radius {radius}) in {nbits}-bit rows")
     offsets = np.array([position * bits], np.int64)
     order, starts = _buckets(words, offsets, bits)
-    in_bucket_order = np.ascontiguousarray(words[order[0]])
-    identity = np.arange(len(words), dtype=order.dtype)[None]
-    parts, first, size = [], 0, _FIRST_BUFFER
-    while first < len(queries):
-        buffers = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int32)
-        count, done = probe_into(queries, in_bucket_order, starts, identity, offsets, bits, radius, int(t), False,
-                                 first, 0, np.zeros(0, np.int64), *buffers)
-        if done == first:
-            size *= 2
-            continue
-        parts.append((buffers[0][:count], order[0][buffers[1][:count]].astype(np.int64)))
-        first = done
-    if not parts:
-        return np.zeros((0, 2), np.int64)
-    i, j = (np.concatenate(part) for part in zip(*parts))
+    order, starts = order[0], starts[0]
+    in_bucket_order = np.ascontiguousarray(words[order])
+    values = np.empty((1, n * n_forms), np.int64)
+    substrings_into(queries.reshape(n * n_forms, queries.shape[2]), offsets, bits, values)
+    values = values.reshape(n, n_forms)
+    pairs = [np.zeros((0, 2), np.int64)]
+    room = max(_FIRST_BUFFER, int(np.diff(starts).max(initial=0)))
+    for form in range(n_forms):
+        sequence = np.argsort(values[:, form].astype(np.uint16) if bits <= 16 else values[:, form], kind="stable")
+        entries, probed = np.ascontiguousarray(queries[sequence, form]), values[sequence, form]
+        # Flipping bit j of ascending values swaps neighbouring runs of 2^j buckets:
+        # the flipped probes still read the buckets nearly in order, so they need no sort of their own.
+        for flip in _flips(bits, radius if form == 0 else 0):
+            first = 0
+            while first < n:
+                found_entry, found_row = np.empty(room, np.int64), np.empty(room, np.int64)
+                count, first = bucket_pairs_into(entries, probed ^ flip, in_bucket_order, starts, int(t), first,
+                                                 found_entry, found_row)
+                pairs.append(np.stack([sequence[found_entry[:count]], order[found_row[:count]]], axis=1))
+    i, j = np.concatenate(pairs).T
     keep = i != j
-    pairs = np.stack([np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])], axis=1)
-    return np.unique(pairs, axis=0)
+    return np.unique(np.stack([np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])], axis=1), axis=0)
+
+
+def _flips(bits: int, radius: int) -> np.ndarray:
+    """(k,) int64 masks of ``bits`` bits with at most ``radius`` bits set, 0 first."""
+    masks = [0]
+    if radius >= 1:
+        masks += [1 << j for j in range(bits)]
+    if radius >= 2:
+        masks += [(1 << j) | (1 << k) for j in range(bits) for k in range(j + 1, bits)]
+    return np.array(masks, np.int64)
