@@ -7,10 +7,10 @@ tasks, by mode:
 ``mih``
     One task per substring position
     (:func:`imgdedup.pipeline.index.substrings.substring_pairs`): every row's
-    forms probe the rows bucketed by that substring. The partitions are
-    stacked once on a worker and Dask copies the stack once to each worker that
-    runs a position, so the join's work divides among the workers while the
-    stack is fetched once per worker.
+    forms probe the rows bucketed by that substring. A task reads every
+    partition; Dask fetches each partition once to each worker that runs a
+    position, so the join's work divides among the workers while the data
+    moves once per worker.
 ``exact``
     One task per partition: its rows' forms searched, in exact mode, in the
     :class:`imgdedup.pipeline.index.ClusterIndex` of all rows (built once, on a
@@ -42,9 +42,8 @@ def _stack(*partitions: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.n
     return (np.concatenate([p[0] for p in partitions]), np.concatenate([p[1] for p in partitions]))
 
 
-def _position_links(stacked: tuple[np.ndarray, np.ndarray], position: int, bits: int, radius: int,
-                    t: int) -> np.ndarray:
-    return spanning_links(substring_pairs(*stacked, position, bits, radius, t))
+def _position_links(position: int, bits: int, radius: int, t: int, *partitions) -> np.ndarray:
+    return spanning_links(substring_pairs(*_stack(*partitions), position, bits, radius, t))
 
 
 def _exact_index(centres: np.ndarray, stacked: tuple[np.ndarray, np.ndarray]) -> ClusterIndex:
@@ -90,22 +89,22 @@ def join_partitions(client: Client, partitions: list[Future], sizes: list[int], 
     parent = np.arange(n, dtype=np.int64)
     if n == 0:
         return parent
-    stacked = client.submit(_stack, *partitions, pure=False)
     if mode == "mih":
-        tasks = [client.submit(_position_links, stacked, position, index.substring_bits, index.probe_radius, t,
+        tasks = [client.submit(_position_links, position, index.substring_bits, index.probe_radius, t, *partitions,
                                pure=False)
                  for position in range(8 * nbytes // index.substring_bits)]
     elif mode == "exact":
         if centres is None or len(centres) == 0:
             raise ValueError("the exact join needs the class centres")
+        stacked = client.submit(_stack, *partitions, pure=False)
         built = client.submit(_exact_index, np.asarray(centres, np.uint8), stacked, pure=False)
+        del stacked
         firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
         tasks = [client.submit(_exact_links, built, partition, int(first), t, index.query_batch, index.scan_threads,
                                pure=False)
                  for partition, first in zip(partitions, firsts)]
     else:
         raise ValueError(f"the join's mode must be 'exact' or 'mih', got {mode!r}")
-    del stacked
     for done in as_completed(tasks):
         links = done.result()
         merge_edges(parent, links[:, 0], links[:, 1])
