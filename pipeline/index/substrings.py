@@ -134,7 +134,7 @@ class SubstringTable:
 def _buckets(words: np.ndarray, offsets: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows by bucket at each position: ``order (m, n)`` rows in bucket order, ``starts (m, 2^b + 1)``."""
     n = len(words)
-    values = np.empty((len(offsets), n), np.int64)
+    values = np.empty((len(offsets), n), np.uint32)
     substrings_into(words, offsets, bits, values)
     index = np.int32 if n < 2**31 else np.int64
     # Values of 16 bits or fewer sort by radix, several times faster than a comparison sort.
