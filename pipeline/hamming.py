@@ -15,7 +15,9 @@ which leaves distances unchanged and lets every width use the 4-word loop.
 Distances are uint16: fingerprints up to 65 534 bits. K-means assignment
 (:mod:`imgdedup.pipeline.cluster.assign`) uses :func:`nearest_centres`; the cluster
 index's compiled loops are here too (:func:`scan_into`,
-:func:`candidate_ranges_into`, driven by :mod:`imgdedup.pipeline.index.kernels`).
+:func:`candidate_ranges_into`, driven by :mod:`imgdedup.pipeline.index.kernels`;
+:func:`substrings_into`, :func:`probe_into` and :func:`bucket_pairs_into`, mih
+mode's, driven by :mod:`imgdedup.pipeline.index.substrings`).
 """
 from __future__ import annotations
 
