@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 from distributed import Client
 
+from imgdedup.jobs.bulk_join import join_rows
 from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.cluster.kmeans import class_count
@@ -188,8 +189,9 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
                                for t in new_tables]])
     decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, pixels,
                               np.arange(len(everything)) < len(old), threshold_t=config.dedup.threshold_t,
-                              min_quality=config.hash.min_quality, batch=config.index.query_batch,
-                              threads=config.index.scan_threads)
+                              min_quality=config.hash.min_quality,
+                              join=lambda rows, forms: join_rows(client, rows, forms, centres,
+                                                                 config.dedup.threshold_t, config.index))
 
     ids = table.column("image_id").to_pylist() + [i for t in new_tables for i in t.column("image_id").to_pylist()]
     new_rows = slice(len(old), None)

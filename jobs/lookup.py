@@ -246,9 +246,10 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config) -> 
     config : Config
         ``dedup.threshold_t``, ``dedup.centre_threshold`` and ``[index]``.
     """
-    results = index.search(queries, config.dedup.threshold_t, mode=config.index.mode,
+    results = index.search(queries, config.dedup.threshold_t, mode=config.index.search_mode(len(index)),
                            centre_threshold=config.dedup.centre_threshold, batch=config.index.query_batch,
-                           threads=config.index.scan_threads)
+                           threads=config.index.scan_threads, substring_bits=config.index.substring_bits,
+                           probe_radius=config.index.probe_radius)
     return [(m.ids[0], int(m.distances[0])) if len(m.ids) else None for m in results]
 
 

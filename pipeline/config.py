@@ -136,9 +136,19 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    mode: str = "exact"
+    mode: str = "auto"
+    approximate_from: int = 100_000
+    substring_bits: int = 16
+    probe_radius: int = 1
     query_batch: int = 1024
     threads: int = 0
+
+    def search_mode(self, rows: int) -> str:
+        """The mode for an index (or join) of ``rows`` fingerprints: ``mode``, or for ``"auto"``
+        ``"exact"`` below ``approximate_from`` rows and ``"mih"`` from it."""
+        if self.mode != "auto":
+            return self.mode
+        return "exact" if rows < self.approximate_from else "mih"
 
     @property
     def scan_threads(self) -> int:
@@ -170,7 +180,9 @@ _CHOICES = {
     ("bulk", "incremental"): {"digest", "stat"},
     ("bulk", "progress"): {"auto", "bar", "log"},
     ("dask", "local_workers"): {"auto", "processes", "threads"},
-    ("index", "mode"): {"exact", "paper"},
+    ("index", "mode"): {"auto", "exact", "paper", "mih"},
+    ("index", "probe_radius"): {0, 1, 2},
+    ("index", "substring_bits"): set(range(8, 23)),
 }
 
 

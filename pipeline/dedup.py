@@ -19,6 +19,7 @@ then the earliest in the given order.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,6 +161,10 @@ def class_radii(labels: np.ndarray, to_centre: np.ndarray, k: int) -> np.ndarray
     return radii
 
 
+#: ``join(fingerprints (m, nbytes), forms (m, F, nbytes)) -> (m,) int64 group labels`` (see :func:`dedup_decisions`).
+NearDuplicateJoin = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
 @dataclass(frozen=True)
 class DedupDecisions:
     """What :func:`dedup_decisions` decided for every image, and the classes' canonical statistics.
@@ -189,7 +194,7 @@ class DedupDecisions:
 def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, labels: np.ndarray,
                     to_centre: np.ndarray, centres: np.ndarray, quality: np.ndarray, digests: np.ndarray,
                     pixels: np.ndarray, fixed: np.ndarray, *, threshold_t: int, min_quality: int,
-                    batch: int, threads: int) -> DedupDecisions:
+                    batch: int = 1024, threads: int = 1, join: NearDuplicateJoin | None = None) -> DedupDecisions:
     """The dedup rule over one set of images: groups, canonicals, pointers.
 
     Parameters
@@ -217,7 +222,14 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
         Largest distance, in bits, of a near duplicate.
     min_quality : int
     batch, threads : int
-        Queries per scan and scan threads of the near-duplicate join.
+        Queries per scan and scan threads of the in-process near-duplicate join.
+    join : callable, optional
+        ``join(fingerprints, forms) -> labels``: the near-duplicate groups of the
+        rows given (``(m, nbytes)`` and ``(m, F, nbytes)`` uint8, ``F`` forms plain
+        first), each row's label the smallest row of its group, pairs within
+        ``threshold_t``. The bulk job passes its join on Dask; by default
+        :func:`~imgdedup.pipeline.index.join.near_duplicate_components` in
+        exact mode over the given classes, in this process.
 
     Returns
     -------
@@ -227,10 +239,12 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     # Routing needs every member's distance; the class table's radii (below) count canonicals only.
     routing_radii = class_radii(labels, to_centre, k)
     eligible = np.flatnonzero(quality >= min_quality)
-    near_groups = eligible[near_duplicate_components(fingerprints[eligible], labels[eligible], centres,
-                                                     routing_radii, threshold_t,
-                                                     None if dihedral is None else dihedral[eligible],
-                                                     batch=batch, threads=threads)]
+    forms = fingerprints[:, None, :] if dihedral is None else dihedral
+    if join is None:
+        def join(rows: np.ndarray, row_forms: np.ndarray) -> np.ndarray:
+            return near_duplicate_components(rows, labels[eligible], centres, routing_radii, threshold_t, row_forms,
+                                             batch=batch, threads=threads)
+    near_groups = eligible[join(fingerprints[eligible], forms[eligible])]
     # Linking each image to its near-duplicate group's first image keeps those
     # groups' components; the exact copies then join them.
     grouped = near_groups != eligible

@@ -15,7 +15,9 @@ which leaves distances unchanged and lets every width use the 4-word loop.
 Distances are uint16: fingerprints up to 65 534 bits. K-means assignment
 (:mod:`imgdedup.pipeline.cluster.assign`) uses :func:`nearest_centres`; the cluster
 index's compiled loops are here too (:func:`scan_into`,
-:func:`candidate_ranges_into`, driven by :mod:`imgdedup.pipeline.index.kernels`).
+:func:`candidate_ranges_into`, driven by :mod:`imgdedup.pipeline.index.kernels`;
+:func:`substrings_into`, :func:`probe_into` and :func:`bucket_pairs_into`, mih
+mode's, driven by :mod:`imgdedup.pipeline.index.substrings`).
 """
 from __future__ import annotations
 
@@ -262,3 +264,107 @@ def candidate_ranges_into(queries, centre_columns, radii, keys, offsets, stride,
                 query[count], lo[count], hi[count] = q, first, last
                 count += 1
     return count
+
+
+# Multi-index hashing (pipeline.index.substrings drives these): rows bucketed by b-bit substrings.
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _substring(row, offset, mask):
+    """Bits ``offset .. offset + b`` of one row of words (``mask`` has the low b bits set, b <= 32)."""
+    word, shift = offset >> 6, offset & 63
+    value = row[word] >> np.uint64(shift)
+    if shift and word + 1 < len(row):
+        value |= row[word + 1] << np.uint64(64 - shift)
+    return np.int64(value & mask)
+
+
+@njit(nogil=True, cache=True)
+def substrings_into(words, offsets, bits, out):
+    """``out[s, i]``: the ``bits``-bit substring of row ``i`` that starts at bit ``offsets[s]``."""
+    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    for i in range(words.shape[0]):
+        for s in range(len(offsets)):
+            out[s, i] = _substring(words[i], offsets[s], mask)
+
+
+@njit(nogil=True, cache=True)
+def probe_into(queries, rows, starts, order, offsets, bits, radius, t, first, stamp, seen,
+               found_q, found_r, found_d):
+    """Matches within ``t`` among the rows sharing a substring with queries ``first..``.
+
+    The plain form (form 0) probes every substring's bucket and those of the
+    substrings within ``radius`` bits of it; the other forms probe their own
+    buckets only. Each candidate is verified once per query (``seen[row]`` holds
+    the stamp ``stamp + q`` of the last query that verified it) against all the
+    query's forms. Returns ``(count, q)``: the matches written and the first
+    query not done (``len(queries)`` when all are); a query whose matches do not
+    fit is left whole for the next call, which must use stamps above
+    ``stamp + len(queries)``.
+    """
+    n_forms, words = queries.shape[1], queries.shape[2]
+    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    probes = np.empty(1 + bits + bits * (bits - 1) // 2, np.int64)
+    count = 0
+    for q in range(first, queries.shape[0]):
+        mark = stamp + q
+        begun = count
+        for f in range(n_forms):
+            for s in range(len(offsets)):
+                value = _substring(queries[q, f], offsets[s], mask)
+                probes[0] = value
+                n_probes = 1
+                if f == 0 and radius >= 1:
+                    for j in range(bits):
+                        near = value ^ (np.int64(1) << j)
+                        probes[n_probes] = near
+                        n_probes += 1
+                        if radius >= 2:
+                            for k in range(j + 1, bits):
+                                probes[n_probes] = near ^ (np.int64(1) << k)
+                                n_probes += 1
+                for p in range(n_probes):
+                    for slot in range(starts[s, probes[p]], starts[s, probes[p] + 1]):
+                        row = order[s, slot]
+                        if seen[row] == mark:
+                            continue
+                        seen[row] = mark
+                        nearest = np.int64(1) << 62
+                        for g in range(n_forms):
+                            distance = np.int64(0)
+                            for w in range(words):
+                                distance += _popcount(queries[q, g, w] ^ rows[row, w])
+                            nearest = min(nearest, distance)
+                        if nearest <= t:
+                            if count == len(found_q):
+                                return begun, q
+                            found_q[count] = q
+                            found_r[count] = row
+                            found_d[count] = nearest
+                            count += 1
+    return count, queries.shape[0]
+
+
+@njit(nogil=True, cache=True)
+def bucket_pairs_into(entries, values, rows, starts, t, first, found_entry, found_row):
+    """Rows within ``t`` of each entry among the rows of the bucket it probes (the join's inner loop).
+
+    ``entries`` (E, w) are query forms as words and ``values`` (E,) the bucket
+    each probes (the bucket's rows are ``rows[starts[v]:starts[v+1]]``); with
+    values (nearly) ascending the rows are read in one pass. Returns ``(count, e)``: the pairs
+    written and the first entry not done (``len(entries)`` when all are); an
+    entry is started only when its whole bucket fits in what is left.
+    """
+    count = 0
+    for e in range(first, len(entries)):
+        lo, hi = starts[values[e]], starts[values[e] + 1]
+        if count + hi - lo > len(found_entry):
+            return count, e
+        for slot in range(lo, hi):
+            distance = np.int64(0)
+            for w in range(entries.shape[1]):
+                distance += _popcount(entries[e, w] ^ rows[slot, w])
+            found_entry[count] = e
+            found_row[count] = slot
+            count += distance <= t
+    return count, len(entries)

@@ -28,6 +28,13 @@ of every stored row within ``t`` (what brute force returns):
   (``exact_vs_faiss_ivf``), and again whose recall of every match equals exact
   mode's (``exact_vs_faiss_ivf_all_matches``).
 
+mih mode (multi-index hashing, ``index.substring_bits`` and ``index.probe_radius``
+as configured by default) is compared at equal recall of the planted originals
+with FAISS ``IndexBinaryIVF`` (``nprobe`` the smallest power of two reaching
+mih's recall; ``mih_vs_faiss_ivf``) and ``IndexBinaryHNSW`` (M = 32, k-NN
+search of ``--hnsw-k`` neighbours kept when within t, ``efSearch`` the smallest
+power of two from 16 reaching it; ``mih_vs_faiss_hnsw``).
+
 Timed calls return flat arrays on both sides: the index's ``search_flat`` (each
 query's matches in storage order) and FAISS's ``range_search`` (unsorted);
 splitting them per query for the recall counts is not timed. ``exact mode,
@@ -49,12 +56,15 @@ import faiss
 import numpy as np
 
 from imgdedup.pipeline.cluster import hamming_kmeans
+from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.hamming import as_words, word_columns
 from imgdedup.pipeline.index import ClusterIndex
 from imgdedup.pipeline.index.kernels import scan_ranges
 
 NBYTES = 32
 PLANTED_MAX_BITS = 48
+#: mih mode's substring width and probe radius, as configured by default.
+MIH = {"substring_bits": Config().index.substring_bits, "probe_radius": Config().index.probe_radius}
 
 
 def flip(rows: np.ndarray, flips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -150,6 +160,8 @@ def bench_set(kind: str, args, rng: np.random.Generator) -> dict:
         record(f"{mode} mode", per_query(query, ids, args.queries), seconds, args.queries)
     found, seconds = timed(lambda: index.search(queries, args.t), args.repeats)
     record("exact mode, sorted", [m.ids.astype(np.int64) for m in found], seconds, args.queries)
+    (query, ids, _), seconds = timed(lambda: index.search_flat(queries, args.t, mode="mih", **MIH), args.repeats)
+    record("mih mode", per_query(query, ids, args.queries), seconds, args.queries)
 
     faiss.omp_set_num_threads(1)
     flat = faiss.IndexBinaryFlat(NBYTES * 8)
@@ -174,13 +186,34 @@ def bench_set(kind: str, args, rng: np.random.Generator) -> dict:
                 break
             nprobe *= 2
 
+    # IVF again, tuned to mih mode's recall of the planted originals, and HNSW (k-NN search,
+    # the nearest --hnsw-k kept when within t), efSearch the smallest power of two reaching it.
+    target = rows["mih mode"]["planted_recall"]
+    for nprobe in 2 ** np.arange(int(np.log2(args.k)) + 1):
+        ivf.nprobe = int(nprobe)
+        result, seconds = timed(lambda: ivf.range_search(queries, args.t + 1), args.repeats)
+        record("faiss IVF, mih's recall", faiss_per_query(result, args.queries), seconds, args.queries,
+               nprobe=int(nprobe))
+        if rows["faiss IVF, mih's recall"]["planted_recall"] >= target:
+            break
+    hnsw = faiss.IndexBinaryHNSW(NBYTES * 8, 32)
+    hnsw.add(stored)
+    for ef in 2 ** np.arange(4, 12):
+        hnsw.hnsw.efSearch = int(ef)
+        (distances, labels), seconds = timed(lambda: hnsw.search(queries, args.hnsw_k), args.repeats)
+        found = [row[(row >= 0) & (d <= args.t)] for row, d in zip(labels, distances)]
+        record("faiss HNSW, mih's recall", found, seconds, args.queries, nprobe=int(ef))
+        if rows["faiss HNSW, mih's recall"]["planted_recall"] >= target:
+            break
+
     exact = rows["exact mode"]
+    mih = rows["mih mode"]
     print(f"\n{kind}: n={args.n} k={args.k} t={args.t} queries={args.queries} "
           f"K-means {kmeans_seconds:.1f} s ({clustering.n_batches} batches), index build {build_seconds:.1f} s, "
           f"radius median {int(np.median(index.radii))} max {int(index.radii.max())}")
     print(f"{'method':24s} {'queries/s':>10s} {'planted recall':>15s} {'match recall':>13s}")
     for name, row in rows.items():
-        extra = f"  nprobe={row['nprobe']}" if "nprobe" in row else ""
+        extra = f"  nprobe/efSearch={row['nprobe']}" if "nprobe" in row else ""
         print(f"{name:24s} {row['qps']:10.1f} {row['planted_recall']:15.3f} {row['match_recall']:13.3f}{extra}")
     return {
         "exact_recall": exact["planted_recall"],
@@ -201,6 +234,16 @@ def bench_set(kind: str, args, rng: np.random.Generator) -> dict:
         "faiss_ivf_all_matches_nprobe": rows["faiss IVF, all matches"]["nprobe"],
         "exact_vs_faiss_ivf_all_matches": exact["qps"] / rows["faiss IVF, all matches"]["qps"],
         "kmeans_seconds": kmeans_seconds,
+        "mih_qps": mih["qps"],
+        "mih_recall": mih["planted_recall"],
+        "mih_match_recall": mih["match_recall"],
+        "mih_vs_exact": mih["qps"] / exact["qps"],
+        "faiss_ivf_at_mih_recall_nprobe": rows["faiss IVF, mih's recall"]["nprobe"],
+        "faiss_ivf_at_mih_recall": rows["faiss IVF, mih's recall"]["planted_recall"],
+        "mih_vs_faiss_ivf": mih["qps"] / rows["faiss IVF, mih's recall"]["qps"],
+        "faiss_hnsw_ef_search": rows["faiss HNSW, mih's recall"]["nprobe"],
+        "faiss_hnsw_recall": rows["faiss HNSW, mih's recall"]["planted_recall"],
+        "mih_vs_faiss_hnsw": mih["qps"] / rows["faiss HNSW, mih's recall"]["qps"],
     }
 
 
@@ -214,6 +257,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method; the fastest counts")
+    parser.add_argument("--hnsw-k", type=int, default=16, help="neighbours an HNSW search returns")
     args = parser.parse_args()
     args.reference_queries = min(args.reference_queries, args.queries)
     rng = np.random.default_rng(args.seed)

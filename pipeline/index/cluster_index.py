@@ -23,6 +23,14 @@ Search modes.
     (Chen et al. §5); it misses duplicates held by neighbouring classes, which is
     what the paper's figure 8 measures. A dihedral query searches the nearest
     class of each of its forms.
+``mih``
+    Multi-index hashing (:mod:`imgdedup.pipeline.index.substrings`): rows that
+    share a ``substring_bits``-bit substring with the query (its plain form's
+    within ``probe_radius`` bits) are verified exactly; classes play no part.
+    Approximate: it never returns a row beyond ``t`` and misses the rows whose
+    every substring differs by more than the probe radius from the query's
+    (none within ``m * (probe_radius + 1) - 1`` bits). Its cost grows with the
+    rows in the probed buckets, not with the whole index.
 """
 from __future__ import annotations
 
@@ -34,7 +42,7 @@ from imgdedup.pipeline.cluster.kmeans import ClusterStats, majority, member_stat
 from imgdedup.pipeline.hamming import as_words, dense_distances, word_columns
 from imgdedup.pipeline.index.layout import Layout, Tail
 
-MODES = ("exact", "paper")
+MODES = ("exact", "paper", "mih")
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,7 @@ class ClusterIndex:
         return dense_distances(self._query_words(queries), self._centre_columns()).astype(np.int32)
 
     def search(self, queries: np.ndarray, t: int, *, mode: str = "exact", centre_threshold: int | None = None,
-               batch: int = 1024, threads: int = 1) -> list[Matches]:
+               batch: int = 1024, threads: int = 1, substring_bits: int = 16, probe_radius: int = 1) -> list[Matches]:
         """Every stored fingerprint within Hamming distance ``t`` of each query.
 
         Parameters
@@ -185,7 +193,7 @@ class ClusterIndex:
             fingerprint matches when any form lies within ``t``.
         t : int
             Largest distance that is a match, in bits.
-        mode : {"exact", "paper"}
+        mode : {"exact", "paper", "mih"}
             See the module docstring.
         centre_threshold : int, optional
             N, paper mode only: the nearest class is searched only when its
@@ -195,26 +203,33 @@ class ClusterIndex:
         batch : int
             Queries processed together (bounds the temporaries).
         threads : int
-            Threads the scans of each batch are shared among.
+            Threads the scans of each batch are shared among (exact and paper mode).
+        substring_bits, probe_radius : int
+            ``mih`` mode only: the substrings' width ``b`` (rows are bucketed by
+            each of their ``8 * nbytes // b`` substrings) and how many bits a
+            probed substring of the plain form may differ from the query's.
 
         Returns
         -------
         list of Matches, one per query, sorted by distance (ties in storage order).
         """
         query, ids, distance = self.search_flat(queries, t, mode=mode, centre_threshold=centre_threshold, batch=batch,
-                                                 threads=threads)
+                                                 threads=threads, substring_bits=substring_bits,
+                                                 probe_radius=probe_radius)
         order = np.argsort(query * (min(int(t), 8 * self.nbytes) + 1) + distance, kind="stable")
         query, ids, distance = query[order], ids[order], distance[order]
         bounds = np.searchsorted(query, np.arange(len(queries) + 1))
         return [Matches(ids[a:b], distance[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def search_flat(self, queries: np.ndarray, t: int, *, mode: str = "exact", centre_threshold: int | None = None,
-                    batch: int = 1024, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    batch: int = 1024, threads: int = 1, substring_bits: int = 16,
+                    probe_radius: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`search` as three flat arrays, for callers that handle many queries.
 
         The same matches, grouped by query but not sorted by distance: each
         query's come in storage order (class, distance to its centre, then the
-        members added since the layout), which spares a sort callers such as the
+        members added since the layout; in ``mih`` mode the layout's in the
+        order its buckets found them), which spares a sort callers such as the
         near-duplicate join do not need.
 
         Returns
@@ -233,8 +248,12 @@ class ClusterIndex:
         parts = []
         for start in range(0, len(words), batch):
             block = words[start:start + batch]
-            if mode == "exact":
-                query_index, row_index, distance = self._layout.scan_exact(block, t, threads)
+            if mode != "paper":
+                if mode == "exact":
+                    query_index, row_index, distance = self._layout.scan_exact(block, t, threads)
+                else:
+                    query_index, row_index, distance = self._layout.substring_table(substring_bits).search(
+                        block, t, probe_radius)
                 tail_hit = self._scan_tail(block, tail_words, t, np.ones((len(block), len(tail_labels)), bool))
             else:
                 query_index, row_index, distance, nearest = self._scan_nearest(block, t, centre_threshold, threads)

@@ -10,12 +10,18 @@ groups without keeping the pairs: rows equal in every form are searched once,
 and each batch's pairs are merged into the union-find as they are found, after
 dropping those whose ends are already in one group (with big duplicate groups
 almost all of them), so neither the whole pair list nor its sort is ever built.
+In ``mih`` mode it is approximate: the pairs are those the substring positions
+find (:func:`imgdedup.pipeline.index.substrings.substring_pairs`), one position
+after another, each pair within ``t``; the distributed join
+(``imgdedup.jobs.bulk_join``) runs the same positions as tasks and so forms the
+same groups.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from imgdedup.pipeline.index.cluster_index import ClusterIndex
+from imgdedup.pipeline.index.substrings import substring_pairs
 
 
 def near_duplicate_pairs(
@@ -90,10 +96,21 @@ def near_duplicate_components(
     *,
     batch: int = 1024,
     threads: int = 1,
+    mode: str = "exact",
+    substring_bits: int = 16,
+    probe_radius: int = 1,
 ) -> np.ndarray:
     """Duplicate groups of the pair graph of :func:`near_duplicate_pairs`, without listing its pairs.
 
-    Parameters are those of :func:`near_duplicate_pairs`.
+    Parameters are those of :func:`near_duplicate_pairs`, and:
+
+    mode : {"exact", "mih"}
+        ``exact``: the pairs of :func:`near_duplicate_pairs`. ``mih``: the pairs
+        that :func:`imgdedup.pipeline.index.substrings.substring_pairs` finds
+        at every substring position (each within ``t`` by one side's form that
+        found it; labels, centres and radii are not used).
+    substring_bits, probe_radius : int
+        ``mih`` mode: the substrings' width and the plain form's probe radius.
 
     Returns
     -------
@@ -120,12 +137,19 @@ def near_duplicate_components(
     node_of_unique = np.empty(len(order), dtype=np.int64)
     node_of_unique[order] = np.arange(len(order))
     node_of_row = node_of_unique[inverse.reshape(-1)]
-    index = _checked_index(fingerprints[nodes], np.asarray(labels)[nodes], centres, radii)
     node_queries = queries[nodes]
     parent = np.arange(len(nodes), dtype=np.int64)
-    for start in range(0, len(nodes), batch):
-        i, j, _ = index.search_flat(node_queries[start:start + batch], t, batch=batch, threads=threads)
-        _merge(parent, i + start, j.astype(np.int64))
+    if mode == "mih":
+        for position in range(8 * fingerprints.shape[1] // substring_bits):
+            pairs = substring_pairs(fingerprints[nodes], node_queries, position, substring_bits, probe_radius, t)
+            merge_edges(parent, pairs[:, 0], pairs[:, 1])
+    elif mode == "exact":
+        index = _checked_index(fingerprints[nodes], np.asarray(labels)[nodes], centres, radii)
+        for start in range(0, len(nodes), batch):
+            i, j, _ = index.search_flat(node_queries[start:start + batch], t, batch=batch, threads=threads)
+            merge_edges(parent, i + start, j.astype(np.int64))
+    else:
+        raise ValueError(f"the join's mode must be 'exact' or 'mih', got {mode!r}")
     # Nodes are in row order, so a group's smallest node is its smallest row.
     return nodes[parent[node_of_row]]
 
@@ -158,11 +182,36 @@ def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
     """
     parent = np.arange(n, dtype=np.int64)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    _merge(parent, pairs[:, 0], pairs[:, 1])
+    merge_edges(parent, pairs[:, 0], pairs[:, 1])
     return parent
 
 
-def _merge(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+def spanning_links(pairs: np.ndarray) -> np.ndarray:
+    """Links that connect what ``pairs`` connect, at most one per item: a spanning forest.
+
+    A task of the distributed join returns these instead of its pairs, so what
+    it sends grows with the items it touched, not with the pairs among them (a
+    group of g identical images has g(g-1)/2 pairs and g-1 links).
+
+    Parameters
+    ----------
+    pairs : ndarray of int, shape (m, 2)
+
+    Returns
+    -------
+    ndarray of int64, shape (l, 2)
+        ``(item, root)``: every item of the pairs but the smallest of its group,
+        linked to that smallest item.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    items, local = np.unique(pairs, return_inverse=True)
+    local = local.reshape(-1, 2)
+    roots = connected_components(len(items), local)
+    linked = roots != np.arange(len(items))
+    return np.stack([items[linked], items[roots[linked]]], axis=1)
+
+
+def merge_edges(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     """Join the groups of ``a[e]`` and ``b[e]`` for every edge ``e``, in place.
 
     ``parent`` (int64, shape (n,)) must hold each item's root, the smallest item

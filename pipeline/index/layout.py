@@ -11,6 +11,7 @@ import numpy as np
 
 from imgdedup.pipeline.hamming import as_words, word_columns
 from imgdedup.pipeline.index.kernels import candidate_ranges, scan_ranges
+from imgdedup.pipeline.index.substrings import SubstringTable
 
 
 class Layout:
@@ -55,6 +56,7 @@ class Layout:
         self.offsets = np.searchsorted(self.labels, np.arange(k + 1))
         self.radii = np.zeros(k, dtype=np.int32)
         np.maximum.at(self.radii, labels, distance.astype(np.int32))
+        self._substring_tables: dict[int, SubstringTable] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,6 +90,12 @@ class Layout:
         query, lo, hi = candidate_ranges(block, self._centre_columns, self.radii, self._keys, self.offsets,
                                          self._stride, t)
         return scan_ranges(block, self._columns, query, lo, hi, t, threads=threads)
+
+    def substring_table(self, bits: int) -> SubstringTable:
+        """The members bucketed by their ``bits``-bit substrings (``mih`` mode), built on first use."""
+        if bits not in self._substring_tables:
+            self._substring_tables[bits] = SubstringTable(self.fingerprints, bits)
+        return self._substring_tables[bits]
 
     def scan_whole_classes(self, block: np.ndarray, query: np.ndarray, cls: np.ndarray, t: int, threads: int = 1):
         """Every (query, row, distance) within ``t`` among all members of the given classes.

@@ -19,6 +19,7 @@ import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 import fsspec
@@ -33,6 +34,9 @@ from imgdedup.pipeline.store.gc import collect_garbage
 
 #: Bytes handed to the filesystem per write call when a Parquet part is stored.
 PART_CHUNK_BYTES = 8 * 2**20
+#: Existence checks a commit has in flight at once (each a request on an object store; fsspec
+#: filesystems are safe to call from several threads).
+PARALLEL_CHECKS = 32
 
 
 def _conform(part: pa.Table, schema: pa.Schema, key: str) -> pa.Table:
@@ -430,14 +434,29 @@ class Store:
             raise StoreError(unknown[0], "cannot release a blob no commit lists")
 
     def _check_present(self, file_lists: Mapping[str, list[str]], blob_ids: list[str]) -> None:
-        """Refuse to commit a reference to a file or blob that is not in the store."""
-        for table_keys in file_lists.values():
-            for key in table_keys:
-                if not self.fs.exists(self._path(key)):
-                    raise StoreError(key, "cannot commit a file that is not in the store")
-        for blob_id in blob_ids:
-            if blob_id not in self._blobs_written and not self.blob_exists(blob_id):
+        """Refuse to commit a reference to a file or blob that is not in the store.
+
+        The checks (one request each on an object store: two per blob written
+        by another process) run :data:`PARALLEL_CHECKS` at a time, not one after
+        another.
+        """
+        files = [key for table_keys in file_lists.values() for key in table_keys]
+        blobs = [blob_id for blob_id in blob_ids if blob_id not in self._blobs_written]
+        blob_keys = [key for blob_id in blobs for key in (keys.blob_body_key(blob_id), keys.blob_header_key(blob_id))]
+        present = self._exist(files + blob_keys)
+        for key, found in zip(files, present):
+            if not found:
+                raise StoreError(key, "cannot commit a file that is not in the store")
+        for k, blob_id in enumerate(blobs):
+            if not all(present[len(files) + 2 * k:len(files) + 2 * k + 2]):
                 raise StoreError(blob_id, "cannot commit a blob that is not in the store")
+
+    def _exist(self, store_keys: list[str]) -> list[bool]:
+        """Whether each key is in the store, checked by up to :data:`PARALLEL_CHECKS` threads."""
+        if len(store_keys) < 2:
+            return [self.fs.exists(self._path(key)) for key in store_keys]
+        with ThreadPoolExecutor(min(PARALLEL_CHECKS, len(store_keys)), thread_name_prefix="imgdedup-check") as pool:
+            return list(pool.map(lambda key: self.fs.exists(self._path(key)), store_keys))
 
     def latest_version(self) -> int:
         """The newest committed version; 0 for an empty store."""

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.store import Store, commitlog, schemas
+from imgdedup.pipeline.store import Store, commitlog, keys, schemas
 
 
 def error_rows(run_id: str, sources: list[str]) -> pa.Table:
@@ -231,3 +231,15 @@ def test_a_lost_version_the_listing_does_not_show_is_an_error_not_a_spin(store, 
     monkeypatch.setattr(commitlog, "write_exclusive", lambda *args: False)
     with pytest.raises(StoreError, match="not listed"):
         store.commit("r1", {})
+
+
+def test_commit_checks_blobs_another_writer_wrote_and_names_a_missing_one(store):
+    # Blobs written through another Store object are checked in the store (in parallel).
+    writer = Store(store.url, _options(store))
+    ids = [f"{i:08x}" for i in range(40)]
+    for blob_id in ids:
+        writer.write_blob(blob_id, b"header", [b"body"])
+    store.fs.rm(store._path(keys.blob_header_key(ids[17])))
+    with pytest.raises(StoreError, match=ids[17]):
+        store.commit("r1", {}, ids)
+    assert store.commit("r2", {}, ids[:17] + ids[18:]) == 1

@@ -1,0 +1,63 @@
+"""The distributed join (Dask tasks, links merged on the client) forms the groups of the single-process one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from imgdedup.jobs.bulk_join import join_rows
+from imgdedup.pipeline.config import IndexConfig
+from imgdedup.pipeline.index import ClusterIndex, near_duplicate_components, spanning_links
+from imgdedup.pipeline.index.join import connected_components
+from tests.index.data import fingerprint_set, flip_bits, nearest_labels
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def dataset(seed: int, n: int):
+    rng = np.random.default_rng(seed)
+    fingerprints, centres = fingerprint_set(rng, n, 40, clustered=True)
+    forms = np.concatenate([fingerprints[:, None], flip_bits(np.repeat(fingerprints[:, None], 7, 1), 0.3, rng)], 1)
+    forms[::7, 3] = flip_bits(fingerprints[::7], 0.02, rng)  # some rows match others only through a form
+    labels = nearest_labels(fingerprints, centres)
+    radii = ClusterIndex.build(fingerprints, np.arange(n), centres, labels).radii
+    return fingerprints, forms, centres, labels, radii
+
+
+@pytest.mark.parametrize("mode", ["exact", "mih"])
+@pytest.mark.parametrize("t", [12, 40])
+def test_distributed_join_equals_single_process(client, monkeypatch, mode, t):
+    # Small partitions, so the exact join has several tasks too.
+    monkeypatch.setattr("imgdedup.jobs.bulk_join.ROWS_PER_PARTITION", 300)
+    fingerprints, forms, centres, labels, radii = dataset(5, 2000)
+    expected = near_duplicate_components(fingerprints, labels, centres, radii, t, forms, mode=mode)
+    assert len(np.unique(expected)) < len(expected)  # the set has groups to find
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, t, IndexConfig(mode=mode)), expected)
+
+
+def test_auto_mode_switches_at_the_configured_size(client):
+    fingerprints, forms, centres, labels, radii = dataset(6, 600)
+    approximate = IndexConfig(mode="auto", approximate_from=600, substring_bits=16)
+    exact = IndexConfig(mode="auto", approximate_from=601)
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, approximate),
+                          near_duplicate_components(fingerprints, labels, centres, radii, 30, forms, mode="mih"))
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, exact),
+                          near_duplicate_components(fingerprints, labels, centres, radii, 30, forms))
+
+
+def test_no_rows_form_no_groups(client):
+    empty = np.zeros((0, 32), np.uint8)
+    assert len(join_rows(client, empty, None, empty, 10, IndexConfig(mode="mih"))) == 0
+
+
+def test_spanning_links_keep_the_components():
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, 300, (400, 2))
+    links = spanning_links(pairs)
+    assert len(links) <= len(np.unique(pairs))
+    assert np.array_equal(connected_components(300, links), connected_components(300, pairs))
