@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 

@@ -442,7 +442,8 @@ class Store:
         """
         files = [key for table_keys in file_lists.values() for key in table_keys]
         blobs = [blob_id for blob_id in blob_ids if blob_id not in self._blobs_written]
-        blob_keys = [key for blob_id in blobs for key in (keys.blob_body_key(blob_id), keys.blob_header_key(blob_id))]
+        blob_keys = [key for blob_id in blobs
+                     for key in (object_paths.blob_body_key(blob_id), object_paths.blob_header_key(blob_id))]
         present = self._exist(files + blob_keys)
         for key, found in zip(files, present):
             if not found:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.store import Store, commitlog, keys, schemas
+from imgdedup.pipeline.store import Store, commitlog, object_paths, schemas
 
 
 def error_rows(run_id: str, sources: list[str]) -> pa.Table:
@@ -239,7 +239,7 @@ def test_commit_checks_blobs_another_writer_wrote_and_names_a_missing_one(store)
     ids = [f"{i:08x}" for i in range(40)]
     for blob_id in ids:
         writer.write_blob(blob_id, b"header", [b"body"])
-    store.fs.rm(store._path(keys.blob_header_key(ids[17])))
+    store.fs.rm(store._path(object_paths.blob_header_key(ids[17])))
     with pytest.raises(StoreError, match=ids[17]):
         store.commit("r1", {}, ids)
     assert store.commit("r2", {}, ids[:17] + ids[18:]) == 1
