@@ -164,7 +164,9 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
         "unchanged": (float(sum(r.unchanged for r in results) + unchanged_by_stat), "files"),
         "bytes_read": (float(sum(r.bytes_read for r in results)), "bytes"),
         "clusters": (float(len(outcome.centres)), "classes"),
-        "threshold_t": (float(config.dedup.threshold_t), "bits"),
+        "threshold_t": (float(outcome.threshold_t), "bits"),
+        "expected_false_merges": (float(outcome.expected_false_merges), "images"),
+        "split_for_review": (float(len(outcome.review)), "images"),
     }
     for stage in WORKER_STAGES:
         metrics[f"worker_seconds_{stage}"] = (float(sum(r.seconds.get(stage, 0.0) for r in results)), "seconds")
@@ -180,7 +182,8 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     meta = {
         "job": "bulk", "source": source, "config_digest": config_digest,
         "algo": spec.algo, "bits": spec.bits, "mode": spec.mode, "key_id": spec.key.key_id_hex,
-        "threshold_t": config.dedup.threshold_t,
+        "threshold_t": outcome.threshold_t,
+        "split_for_review": sorted(outcome.review),
         "counts": {name: value for name, (value, _) in metrics.items() if not name.startswith(("seconds", "worker"))},
         "pointer_blobs": sorted(ids[kept_pointers]),
         "pointer_blobs_kept_until": (clock + dt.timedelta(days=grace)).isoformat(timespec="seconds"),
@@ -211,6 +214,8 @@ def print_summary(summary: BulkSummary, file=None) -> None:
           f"unchanged {s['unchanged']:.0f}, not images {s['skipped']:.0f}", file=file)
     print(f"  bytes stored {_size(s['bytes_stored'])}, saved {_size(s['bytes_saved'])}, "
           f"classes {s['clusters']:.0f}", file=file)
+    print(f"  t {s['threshold_t']:.0f} bits, expected false merges {s['expected_false_merges']:.2g}, "
+          f"split off chained groups for review {s['split_for_review']:.0f}", file=file)
     print("  seconds: " + ", ".join(f"{stage} {s[f'seconds_{stage}']:.2f}" for stage in STAGES)
           + f" (total {s['seconds_total']:.2f})", file=file)
     for error in s.errors:

@@ -30,6 +30,7 @@ from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.dedup import NONE, dedup_decisions
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import CLUSTERS, FINGERPRINTS, binary_matrix
+from imgdedup.pipeline.threshold import expected_false_merges
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,12 @@ class DedupOutcome:
         Class centres in the search space.
     sizes, radii : ndarray of int64, shape (k,)
         Canonical images per class, and their largest distance to the centre.
+    threshold_t : int
+        The t the run used (``dedup.threshold_t``, or lower by the t rule for its collection size).
+    expected_false_merges : float
+        The false-pair tail's expected false merges at that t among the collection's images.
+    review : list of str
+        Image ids split off a chained group (beyond t of its canonical), for a person to review.
     """
 
     cluster_id: np.ndarray
@@ -134,6 +141,9 @@ class DedupOutcome:
     centres: np.ndarray
     sizes: np.ndarray
     radii: np.ndarray
+    threshold_t: int
+    expected_false_merges: float
+    review: list
 
 
 def _fit_centres(client: Client, futures: list, stored: StoredRows, n: int, config: Config) -> np.ndarray:
@@ -187,22 +197,26 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
                               * table.column("height").fill_null(0).to_numpy()),
                              *[t.column("width").to_numpy().astype(np.int64) * t.column("height").to_numpy()
                                for t in new_tables]])
+    # The t rule: the configured t, lowered for a collection large enough that it
+    # would exceed the false-merge budget (0 at the least: identical fingerprints).
+    t = max(config.dedup.threshold_for(len(everything)), 0)
     decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, pixels,
-                              np.arange(len(everything)) < len(old), threshold_t=config.dedup.threshold_t,
+                              np.arange(len(everything)) < len(old), threshold_t=t,
                               min_quality=config.hash.min_quality,
-                              join=lambda rows, forms: join_rows(client, rows, forms, centres,
-                                                                 config.dedup.threshold_t, config.index))
+                              join=lambda rows, forms: join_rows(client, rows, forms, centres, t, config.index))
 
-    ids = table.column("image_id").to_pylist() + [i for t in new_tables for i in t.column("image_id").to_pylist()]
+    ids = table.column("image_id").to_pylist() + [i for part in new_tables for i in part.column("image_id").to_pylist()]
     new_rows = slice(len(old), None)
     pointer_of = decided.plan.duplicate_of[new_rows]
     seconds["dedup"] = time.perf_counter() - clock
-    log.info("dedup: %d images joined to a near duplicate within %d bits, %d exact copies, %d pointers among %d "
-             "new images", decided.near_links, config.dedup.threshold_t, decided.exact_pairs,
-             int((pointer_of != NONE).sum()), len(new))
+    log.info("dedup: %d images joined to a near duplicate within %d bits (t rule at %d images), %d exact copies, "
+             "%d pointers among %d new images, %d split off a chained group for review", decided.near_links, t,
+             len(everything), decided.exact_pairs, int((pointer_of != NONE).sum()), len(new), len(decided.review))
     return DedupOutcome(
         cluster_id=labels[new_rows].astype(np.int32),
         duplicate_of=[ids[c] if c != NONE else None for c in pointer_of],
         distance=decided.plan.distance[new_rows], exact=decided.exact[new_rows], centres=centres,
-        sizes=decided.sizes, radii=decided.radii,
+        sizes=decided.sizes, radii=decided.radii, threshold_t=t,
+        expected_false_merges=expected_false_merges(len(everything), t, config.dedup.false_pair_tail),
+        review=[ids[i] for i in decided.review],
     )

@@ -108,10 +108,11 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
 
     The bulk job's dedup rule (:func:`imgdedup.pipeline.dedup.dedup_decisions`)
     in this process: fingerprints with their 8 dihedral forms, Hamming K-means
-    classes, every pair within ``t`` bits joined, byte-identical files joined
-    whatever their quality, the image with the most pixels (then the first in walk
-    order) kept as each group's canonical. Files that do not decode are logged
-    and left out.
+    classes, pairs within ``t`` bits and byte-identical files (whatever their
+    quality) joined, the image with the most pixels (then the first in walk
+    order) kept as each group's canonical, and groups cut into stars so every
+    duplicate lies within ``t`` of its canonical (no chains). Files that do not
+    decode are logged and left out.
 
     Parameters
     ----------
@@ -120,8 +121,9 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
     algo : str, optional
         Hash algorithm (see :func:`hash_files`); ``hash.algo`` by default.
     t : int, optional
-        Largest Hamming distance, in bits, between near duplicates;
-        ``dedup.threshold_t`` by default (64 of lbph's 256 bits).
+        Largest Hamming distance, in bits, between near duplicates; by default
+        the bulk job's t rule: ``dedup.threshold_t`` (64 of lbph's 256 bits),
+        lowered for collections large enough to exceed ``dedup.max_false_merge_rate``.
     config : Config, optional
         The packaged defaults (:func:`imgdedup.load_config`) by default.
 
@@ -144,13 +146,13 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
     [{'astronaut'}, {'coffee'}]
     """
     config = config or load_config()
-    threshold_t = config.dedup.threshold_t if t is None else int(t)
     batch = hash_files(paths_or_dir, algo=algo, dihedral=config.hash.dihedral, config=config)
     for error in batch.errors:
         log.warning("find_duplicates: %s", error)
     n = len(batch)
     if n == 0:
         return []
+    threshold_t = max(config.dedup.threshold_for(n), 0) if t is None else int(t)
     clusters = hamming_kmeans(batch.hashes, class_count(config.dedup.clusters, n),
                               **dataclasses.asdict(config.cluster))
     labels, to_centre = assign(batch.hashes, clusters.centres)

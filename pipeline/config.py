@@ -19,6 +19,7 @@ from pathlib import Path
 
 from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.errors import ConfigError
+from imgdedup.pipeline.threshold import FalsePairTail, threshold_for
 from imgdedup.pipeline.threshold import FalsePairTail
 
 DEFAULT_CONFIG_NAME = "imgdedup.conf/default.toml"
@@ -64,6 +65,14 @@ class DedupConfig:
             raise ConfigError("dedup.max_false_merge_rate", f"must be > 0, got {self.max_false_merge_rate}")
         if not self.false_pair_tail_slope > 0:
             raise ConfigError("dedup.false_pair_tail_slope", f"must be > 0, got {self.false_pair_tail_slope}")
+
+    @property
+    def false_pair_tail(self) -> FalsePairTail:
+        return FalsePairTail(self.false_pair_tail_intercept, self.false_pair_tail_slope)
+
+    def threshold_for(self, n: int) -> int:
+        """t for a collection of ``n`` images: the t rule (:func:`imgdedup.pipeline.threshold.threshold_for`)."""
+        return threshold_for(n, self.max_false_merge_rate, self.false_pair_tail, self.threshold_t)
 
     @property
     def false_pair_tail(self) -> FalsePairTail:

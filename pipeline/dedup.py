@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imgdedup.pipeline.groups import component_star_pairs, star_groups
 from imgdedup.pipeline.index.join import connected_components, near_duplicate_components
 
 #: Marks "no canonical" / "no distance" in :class:`PointerPlan` arrays.
@@ -76,6 +77,17 @@ def exact_duplicate_pairs(digests: np.ndarray) -> np.ndarray:
     return np.column_stack([owner[others], others]).astype(np.int64)
 
 
+def preference_rank(pixels: np.ndarray, order: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """(n,) int64, all distinct: each image's place as a canonical, 0 the most preferred.
+
+    Committed canonicals (``fixed``) first, then more pixels, then earlier in ``order``.
+    """
+    ranked = np.lexsort((np.asarray(order, np.int64), -np.asarray(pixels, np.int64), ~np.asarray(fixed, bool)))
+    rank = np.empty(len(ranked), dtype=np.int64)
+    rank[ranked] = np.arange(len(ranked))
+    return rank
+
+
 def choose_canonicals(groups: np.ndarray, pixels: np.ndarray, order: np.ndarray,
                       fixed: np.ndarray) -> np.ndarray:
     """The canonical image of each group, for every image.
@@ -106,8 +118,8 @@ def choose_canonicals(groups: np.ndarray, pixels: np.ndarray, order: np.ndarray,
         raise ValueError("groups, pixels, order and fixed must have one entry per image")
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    # Best first inside each group: fixed before new, then more pixels, then earlier.
-    ranked = np.lexsort((order, -pixels, ~fixed, groups))
+    # Best first inside each group, in preference_rank's order.
+    ranked = np.lexsort((preference_rank(pixels, order, fixed), groups))
     sorted_groups = groups[ranked]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     best_of_group = ranked[starts]
@@ -181,6 +193,9 @@ class DedupDecisions:
         Largest distance in bits from a class's canonical images to its centre.
     near_links, exact_pairs : int
         Images joined to a near-duplicate group, and byte-identical pairs found.
+    review : ndarray of int64, shape (r,)
+        Images split off their component because they lie beyond ``t`` of its
+        canonical (:func:`imgdedup.pipeline.groups.star_groups`): for a person to review.
     """
 
     plan: PointerPlan
@@ -189,6 +204,7 @@ class DedupDecisions:
     radii: np.ndarray
     near_links: int
     exact_pairs: int
+    review: np.ndarray
 
 
 def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, labels: np.ndarray,
@@ -253,7 +269,14 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     exact_pairs = with_digest[exact_duplicate_pairs(digests[with_digest])]
     groups = connected_components(n, np.concatenate([near_links, exact_pairs]))
     canonical = choose_canonicals(groups, pixels, np.arange(n), fixed)
-    plan = plan_pointers(canonical, fingerprints, dihedral)
+    # Groups are stars, not chains: every pointer within t of its own canonical.
+    linkable = np.zeros(n, dtype=bool)
+    linkable[eligible] = True
+    pairs, distances = component_star_pairs(groups, canonical, forms, linkable, threshold_t)
+    stars = star_groups(canonical, preference_rank(pixels, np.arange(n), fixed),
+                        np.concatenate([pairs, exact_pairs]),
+                        np.concatenate([distances, np.zeros(len(exact_pairs), np.int64)]), threshold_t)
+    plan = plan_pointers(stars.canonical, fingerprints, dihedral)
 
     is_canonical = ~plan.is_pointer
     sizes = np.bincount(labels[is_canonical], minlength=k).astype(np.int64)
@@ -261,4 +284,4 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     exact = np.zeros(n, dtype=bool)
     points = np.flatnonzero(plan.is_pointer)
     exact[points] = (digests[points] == digests[plan.duplicate_of[points]]).all(axis=1)
-    return DedupDecisions(plan, exact, sizes, radii, len(near_links), len(exact_pairs))
+    return DedupDecisions(plan, exact, sizes, radii, len(near_links), len(exact_pairs), stars.review)

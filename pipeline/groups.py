@@ -170,3 +170,68 @@ def _check(canonical: np.ndarray, rank: np.ndarray, pairs: np.ndarray, distances
         raise ValueError("pairs name images outside 0..n-1")
     if len(np.unique(rank)) != n:
         raise ValueError("ranks must be distinct")
+
+
+def component_star_pairs(groups: np.ndarray, canonical: np.ndarray, forms: np.ndarray, linkable: np.ndarray,
+                         t: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs :func:`star_groups` needs, measured from components instead of the join's pair list.
+
+    A join that returns only components (the bulk job's Dask join sends back a
+    spanning forest, not every pair) leaves open which members lie within ``t``
+    of their canonical. This measures it: every member against its own
+    canonical, and, inside each component holding a member beyond ``t``, every
+    such member against the component's other such members and its canonicals.
+    Components are small next to the collection, so the second part costs
+    little; the first is one distance per image.
+
+    Parameters
+    ----------
+    groups : ndarray of int, shape (n,)
+        Component label of each image.
+    canonical : ndarray of int, shape (n,)
+        Each image's canonical as the component rule chose it.
+    forms : ndarray of uint8, shape (n, F, nbytes)
+        Each image's forms, plain first (``F`` = 1 without dihedral matching).
+    linkable : ndarray of bool, shape (n,)
+        Images that may form a near-duplicate pair (those that passed the
+        quality gate); a pair with an image that may not is left out.
+    t : int
+        Largest distance of a pair, in bits.
+
+    Returns
+    -------
+    pairs : ndarray of int64, shape (m, 2)
+    distances : ndarray of int64, shape (m,)
+        Smallest distance over the first image's forms against the second's plain form.
+    """
+    groups, canonical = np.asarray(groups, np.int64), np.asarray(canonical, np.int64)
+    forms, linkable = np.asarray(forms, np.uint8), np.asarray(linkable, bool)
+    n = len(canonical)
+    members = np.flatnonzero((canonical != np.arange(n)) & linkable & linkable[canonical])
+    own = _smallest_distances(forms[members], forms[canonical[members], 0])
+    pairs = [np.stack([members, canonical[members]], axis=1)]
+    distances = [own]
+    is_centre = canonical == np.arange(n)
+    far = ~is_centre & linkable
+    far[members[own <= t]] = False
+    by_group = np.argsort(groups, kind="stable")  # ascending image index inside each group
+    bounds = np.searchsorted(groups[by_group], np.unique(groups[far]), side="left")
+    ends = np.searchsorted(groups[by_group], np.unique(groups[far]), side="right")
+    for lo, hi in zip(bounds, ends):
+        in_group = by_group[lo:hi]
+        split = in_group[far[in_group]]
+        centres = in_group[is_centre[in_group] & linkable[in_group]]
+        for position, i in enumerate(split):
+            # Its other canonicals, and the split members after it (each unordered pair once).
+            candidates = np.concatenate([centres[centres != canonical[i]], split[position + 1:]])
+            pairs.append(np.stack([np.full(len(candidates), i), candidates], axis=1))
+            distances.append(_smallest_distances(np.repeat(forms[i:i + 1], len(candidates), axis=0),
+                                                 forms[candidates, 0]))
+    return np.concatenate(pairs).astype(np.int64), np.concatenate(distances).astype(np.int64)
+
+
+def _smallest_distances(query_forms: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(m,) int64: for each row, the smallest Hamming distance over its forms ``(m, F, w)`` to ``targets[m] (m, w)``."""
+    if len(targets) == 0:
+        return np.zeros(0, np.int64)
+    return np.bitwise_count(query_forms ^ targets[:, None, :]).sum(axis=-1, dtype=np.int64).min(axis=1)

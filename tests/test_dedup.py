@@ -69,9 +69,10 @@ def test_exact_pairs_group_exactly_the_equal_digests(values):
             assert (labels[i] == labels[j]) == (values[i] == values[j])
 
 
-def _flip(row: np.ndarray, bits: int) -> np.ndarray:
+def _flip(row: np.ndarray, bits: int, start: int = 0) -> np.ndarray:
+    """``row`` with bits ``start .. start + bits - 1`` flipped."""
     flipped = np.unpackbits(row).copy()
-    flipped[:bits] ^= 1
+    flipped[start:start + bits] ^= 1
     return np.packbits(flipped)
 
 
@@ -103,6 +104,43 @@ def test_dedup_decisions_apply_the_whole_rule():
     # Class sizes and radii count the canonicals only (row 4 is 3 bits out, row 5 far from centre 1).
     assert decided.sizes.tolist() == [2, 2]
     assert decided.radii.tolist() == [3, int(to_centre[5])]
+
+
+def test_a_chain_of_near_pairs_is_split_into_stars_within_t():
+    # a - b - c: each link 40 bits, a to c 80 bits. Components would make one group
+    # with c 80 bits from its canonical a; stars keep a-b and leave c out, listed for review.
+    a = np.zeros(32, np.uint8)
+    b = _flip(a, 40)
+    c = _flip(b, 40, start=40)
+    fingerprints = np.stack([a, b, c])
+    assert np.bitwise_count(fingerprints[0] ^ fingerprints[2]).sum() == 80
+    digests = np.arange(3, dtype=np.uint8)[:, None].repeat(32, axis=1) + 1
+    centres = fingerprints[[1]]
+    labels = np.zeros(3, np.int64)
+    to_centre = np.bitwise_count(fingerprints ^ centres[labels]).sum(axis=1)
+    decided = dedup_decisions(fingerprints, None, labels, to_centre, centres, np.full(3, 90), digests,
+                              np.array([900, 400, 100]), np.zeros(3, bool), threshold_t=64, min_quality=20)
+    assert decided.plan.duplicate_of.tolist() == [NONE, 0, NONE]
+    assert decided.plan.distance.tolist() == [NONE, 40, NONE]
+    assert decided.review.tolist() == [2]
+
+
+def test_a_split_member_joins_another_within_t_not_its_chain():
+    # b is near a (the canonical) and near c; c is far from a but near d: c and d form their own star.
+    a = np.zeros(32, np.uint8)
+    b = _flip(a, 30)
+    c = _flip(b, 40, start=30)   # 70 from a
+    d = _flip(c, 10, start=70)   # 80 from a, 10 from c
+    fingerprints = np.stack([a, b, c, d])
+    digests = np.arange(4, dtype=np.uint8)[:, None].repeat(32, axis=1) + 1
+    centres = fingerprints[[1]]
+    labels = np.zeros(4, np.int64)
+    to_centre = np.bitwise_count(fingerprints ^ centres[labels]).sum(axis=1)
+    decided = dedup_decisions(fingerprints, None, labels, to_centre, centres, np.full(4, 90), digests,
+                              np.array([900, 400, 300, 100]), np.zeros(4, bool), threshold_t=64, min_quality=20)
+    assert decided.plan.duplicate_of.tolist() == [NONE, 0, NONE, 2]
+    assert (decided.plan.distance[decided.plan.is_pointer] <= 64).all()
+    assert decided.review.tolist() == [2, 3]
 
 
 def test_class_radii_is_the_largest_member_distance():
