@@ -187,7 +187,7 @@ def substring_pairs(fingerprints: np.ndarray, forms: np.ndarray, position: int, 
     order, starts = _buckets(words, offsets, bits)
     order, starts = order[0], starts[0]
     in_bucket_order = np.ascontiguousarray(words[order])
-    values = np.empty((1, n * n_forms), np.int64)
+    values = np.empty((1, n * n_forms), np.uint32)
     substrings_into(queries.reshape(n * n_forms, queries.shape[2]), offsets, bits, values)
     values = values.reshape(n, n_forms)
     pairs = [np.zeros((0, 2), np.int64)]

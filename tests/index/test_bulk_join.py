@@ -24,6 +24,7 @@ def dataset(seed: int, n: int):
     fingerprints, centres = fingerprint_set(rng, n, 40, clustered=True)
     forms = np.concatenate([fingerprints[:, None], flip_bits(np.repeat(fingerprints[:, None], 7, 1), 0.3, rng)], 1)
     forms[::7, 3] = flip_bits(fingerprints[::7], 0.02, rng)  # some rows match others only through a form
+    fingerprints[n - 50:], forms[n - 50:] = fingerprints[:50], forms[:50]  # identical rows, one node in the join
     labels = nearest_labels(fingerprints, centres)
     radii = ClusterIndex.build(fingerprints, np.arange(n), centres, labels).radii
     return fingerprints, forms, centres, labels, radii
