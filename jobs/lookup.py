@@ -236,7 +236,10 @@ class DecidedImages:
 
 
 def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config) -> list[tuple[str, int] | None]:
-    """The nearest indexed image within ``dedup.threshold_t`` of each query, or None.
+    """The nearest indexed image within t of each query, or None.
+
+    t is the bulk job's: ``dedup.threshold_t``, lowered by the t rule
+    (``dedup.max_false_merge_rate``) for a store of the index's size.
 
     Parameters
     ----------
@@ -244,9 +247,10 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config) -> 
     queries : ndarray of uint8, shape (m, nbytes) or (m, 8, nbytes)
         Tokens, or each query's 8 dihedral tokens.
     config : Config
-        ``dedup.threshold_t``, ``dedup.centre_threshold`` and ``[index]``.
+        ``[dedup]`` and ``[index]``.
     """
-    results = index.search(queries, config.dedup.threshold_t, mode=config.index.search_mode(len(index)),
+    t = max(config.dedup.threshold_for(len(index) + len(queries)), 0)
+    results = index.search(queries, t, mode=config.index.search_mode(len(index)),
                            centre_threshold=config.dedup.centre_threshold, batch=config.index.query_batch,
                            threads=config.index.scan_threads, substring_bits=config.index.substring_bits,
                            probe_radius=config.index.probe_radius)
