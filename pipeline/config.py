@@ -53,6 +53,7 @@ class DedupConfig:
     centre_threshold: int = 96
     clusters: int | str = 16
     pointer_blob_grace_days: int = 30
+    keep: str = "best"
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ _CHOICES = {
     ("bulk", "incremental"): {"digest", "stat"},
     ("bulk", "progress"): {"auto", "bar", "log"},
     ("index", "mode"): {"exact", "paper"},
+    ("dedup", "keep"): {"best", "largest", "earliest"},
 }
 
 
