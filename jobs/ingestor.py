@@ -12,7 +12,8 @@ of both. An upload the store has already decided returns that decision, marked
 ``replayed``, and adds nothing (across replays, restarts and processes). The
 same bytes under another name are another upload: an ``exact_duplicate`` row,
 a pointer (distance 0, no blob) to the canonical image of the first upload of
-those bytes. A new picture is fingerprinted (LBPH with its dihedral forms,
+those bytes (a ``duplicate`` at its distance if that upload was itself a near
+duplicate of another picture). A new picture is fingerprinted (LBPH with its dihedral forms,
 keyed into tokens) and searched in the class index: the nearest stored
 fingerprint within ``dedup.threshold_t`` makes it a ``duplicate`` (a pointer
 to that image's canonical, no blob); otherwise its sealed blob is written and
@@ -209,7 +210,7 @@ class Ingestor:
         for row, image in enumerate(decided):
             earlier = self.images.by_digest.get(image.digest) or first_of.get(image.digest)
             if earlier is not None:
-                decision = self._exact_copy(image, earlier)
+                decision = self._copy_of_known_bytes(image, earlier)
             else:
                 decision = self._decide_one(image, plain[row], queries[row:row + 1],
                                             int(batch.quality[row]) >= self.config.hash.min_quality)
@@ -221,10 +222,18 @@ class Ingestor:
         return _Plan(spec, table, errors, to_store, {i.image_id: i.digest for i in decided}, decisions,
                      error_decisions)
 
-    def _exact_copy(self, image: SourceImage, earlier: Decision) -> Decision:
-        """A pointer (distance 0, no blob) from a new upload of known bytes to their canonical image."""
+    def _copy_of_known_bytes(self, image: SourceImage, earlier: Decision) -> Decision:
+        """A pointer (no blob) from a new upload of bytes the store holds to their group's canonical image.
+
+        ``exact_duplicate`` (distance 0) when the canonical holds these very
+        bytes; when the earlier upload of them was itself a near duplicate,
+        the new one is a ``duplicate`` at the same distance.
+        """
         canonical = self.images.canonical_of(earlier.image_id) or earlier.image_id
         self.images.point(image.image_id, canonical)
+        if earlier.kind == "duplicate":
+            return Decision(image.image_id, "duplicate", earlier.cluster_id, canonical, earlier.distance, "",
+                            image.source)
         return Decision(image.image_id, "exact_duplicate", earlier.cluster_id, canonical, 0, "", image.source)
 
     def _decide_one(self, image: SourceImage, token: np.ndarray, query: np.ndarray, searchable: bool) -> Decision:

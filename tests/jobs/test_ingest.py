@@ -295,3 +295,19 @@ def test_any_submission_order_gives_one_decision_per_image(tmp_path_factory, bat
     assert set(rows_per_digest(store).values()) <= {1}
     assert len(store.read_table(schemas.FINGERPRINTS)) == len({i for b in batches for i in b} - {len(POOL) - 1})
     assert len(store.read_table(schemas.ERRORS)) == int(any(len(POOL) - 1 in b for b in batches))
+
+
+def test_a_copy_of_a_near_duplicates_bytes_points_to_its_canonical_at_its_distance(tmp_path, test_data, key, config):
+    photo = sorted((test_data / "dev").glob("*.jpg"))[1]
+    image = Image.open(photo).convert("RGB")
+    half = io.BytesIO()
+    image.resize((image.width // 2, image.height // 2)).save(half, "JPEG", quality=60)
+    ingestor = Ingestor(Store(str(tmp_path / "store")), key, config)
+    original = ingestor.submit(str(photo))
+    near = ingestor.submit(half.getvalue(), source="half.jpg")
+    copy = ingestor.submit(half.getvalue(), source="half-again.jpg")
+    assert near.kind == "duplicate" and near.duplicate_of == original.image_id
+    assert (copy.kind, copy.duplicate_of, copy.distance) == ("duplicate", original.image_id, near.distance)
+    # A fresh reader classifies the committed rows the same way.
+    reread = Ingestor(Store(str(tmp_path / "store")), key, config)
+    assert reread.submit(half.getvalue(), source="half-again.jpg") == copy
