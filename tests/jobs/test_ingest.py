@@ -277,6 +277,15 @@ def test_ingest_continues_a_store_the_bulk_job_built(tmp_path, source, labelled,
     for name in (n for n in labelled if n.endswith("/rot90.png")):
         decision = ingestor.submit(str(source / name))
         assert decision.kind == "duplicate" and decision.duplicate_of == canonical[name.split("/")[0]]
+    # The bulk job's files uploaded again under other names: a row each, pointing to the bulk canonicals.
+    renamed = tmp_path / "renamed"
+    write_files(str(renamed), {name.replace("/", "-"): labelled[name][0] for name in originals})
+    before = len(store.read_table(schemas.FINGERPRINTS))
+    copies = ingestor.submit_batch(sorted(renamed.iterdir()))
+    assert [d.kind for d in copies] == ["exact_duplicate"] * len(originals)
+    assert [d.duplicate_of for d in copies] == [canonical[n.split("/")[0]] for n in sorted(originals)]
+    assert all(d.source.startswith("file://" + str(renamed)) for d in copies)
+    assert len(store.read_table(schemas.FINGERPRINTS)) == before + len(originals)
 
 
 POOL = [noise_png(20 + i, size=32) for i in range(4)] + [b"junk"]
