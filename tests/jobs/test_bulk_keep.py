@@ -114,6 +114,28 @@ def test_committed_canonicals_stay_unless_re_elected_and_the_swap_is_one_commit(
     assert not again.committed and store.latest_version() == 2
 
 
+def test_a_better_copy_arriving_later_takes_over_only_when_re_elected(client, pairs, tmp_path):
+    q50 = {n: d for n, d in pairs.items() if n.endswith("a-q50.jpg")}
+    q90 = {n: d for n, d in pairs.items() if n.endswith("b-q90.jpg")}
+    config = load_config(overrides=SMALL)
+    for re_elect in (False, True):
+        source, url = str(tmp_path / f"src-{re_elect}"), str(tmp_path / f"store-{re_elect}")
+        write_files(source, q50)
+        run_bulk(source, url, KEY, config, client=client)
+        write_files(source, q90)
+        summary = run_bulk(source, url, KEY, config, client=client, re_elect=re_elect)
+        store = Store(url)
+        assert summary["images"] == 6 and summary["re_elected"] == (6 if re_elect else 0)
+        assert set(_canonicals(store).values()) == {"b-q90.jpg" if re_elect else "a-q50.jpg"}
+        rows = store.read_table("fingerprints").to_pylist()
+        assert len(rows) == 12 and store.latest_version() == 2
+        # Every image's blob is live: the canonicals', and the pointers' through the grace period.
+        assert set(store.iter_blob_ids()) == {r["image_id"] for r in rows}
+        if re_elect:
+            demoted = {r["image_id"] for r in rows if r["source"].endswith("a-q50.jpg")}
+            assert demoted <= set(store.commit_record(2)["meta"]["pointer_blobs"])
+
+
 def _bulk(folder: Path, store_dir: Path, key_file: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "imgdedup.jobs.cli", *(a for s in SMALL for a in ("--set", s)),
             "--set", "dask.workers=1", *extra, "bulk", str(folder), "--store", str(store_dir), "--key", str(key_file)]
