@@ -1,6 +1,6 @@
 """``imgdedup bulk``: deduplicate an image source of any size into a store, on Dask.
 
-    imgdedup bulk SOURCE [--store URL] [--key FILE] [--scheduler ADDRESS]
+    imgdedup bulk SOURCE [--store URL] [--key FILE] [--scheduler ADDRESS] [--re-elect]
 
 1. **list** the source through fsspec (:mod:`imgdedup.jobs.source`) and cut the listing
    into partitions of ``dask.partition_size`` files;
@@ -11,13 +11,16 @@
    (a store that already has classes keeps them and the new images are assigned);
 4. **dedup**: the index's near-duplicate join at ``dedup.threshold_t`` plus
    exact byte-duplicates, duplicate groups, one canonical per group
-   (:mod:`imgdedup.pipeline.dedup`), pointer rows for the rest;
+   by ``dedup.keep`` (:mod:`imgdedup.pipeline.dedup`), pointer rows for the rest;
+   committed canonicals stay unless ``--re-elect`` lets each group's best copy
+   whose blob is still kept take over;
 5. **commit** the run's fingerprints, clusters, errors and reports tables and
    its blobs with one commit record (:mod:`imgdedup.jobs.bulk_commit`), then print a summary.
 
 Re-running over a grown source fingerprints only new files (``bulk.incremental``)
-and dedups them against what the store holds; a run killed midway leaves nothing
-visible, and running it again commits every file once.
+and dedups them against what the store holds; a run with nothing new commits
+nothing; a run killed midway leaves nothing visible, and running it again
+commits every file once.
 """
 from __future__ import annotations
 
@@ -68,20 +71,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="group key file (default: $IMGDEDUP_KEY_FILE or crypto.key_file)")
     parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
                         help="Dask scheduler to run on (default: dask.scheduler, else a local cluster)")
+    parser.add_argument("--re-elect", action="store_true",
+                        help="let each duplicate group's best copy (dedup.keep) whose blob is still kept replace "
+                             "its committed canonical; the swap is one commit and the old canonical's blob is "
+                             "kept through dedup.pointer_blob_grace_days")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     key = load_group_key(args.key, config.crypto.key_file)
     summary = run_bulk(args.source, args.store or config.store.url, key, config,
-                       scheduler=args.scheduler if args.scheduler is not None else config.dask.scheduler)
+                       scheduler=args.scheduler if args.scheduler is not None else config.dask.scheduler,
+                       re_elect=args.re_elect)
     print_summary(summary)
     return 1 if summary.errors else 0
 
 
 def run_bulk(source: str, store_url: str, key: GroupKey, config: Config | None = None, *, scheduler: str = "",
              client: Client | None = None, storage_options: Mapping[str, object] | None = None,
-             source_options: Mapping[str, object] | None = None) -> BulkSummary:
+             source_options: Mapping[str, object] | None = None, re_elect: bool = False) -> BulkSummary:
     """Run the bulk job once and return its summary.
 
     Parameters
@@ -99,6 +107,9 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config | None =
         Run on this client instead (``scheduler`` is then ignored).
     storage_options, source_options : mapping, optional
         fsspec options of the store and of the source.
+    re_elect : bool
+        Let committed canonicals lose their place to a better copy (``dedup.keep``)
+        of their group whose blob is still kept.
 
     Returns
     -------
@@ -126,11 +137,12 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config | None =
     listing_seconds = time.perf_counter() - clock
     if client is not None:
         return _run(client, source, listed, listing_seconds, store_url, key, config, storage_options,
-                    source_options)
+                    source_options, re_elect)
     in_process = any(url.startswith("memory://") for url in (source, store_url))
     processes = local_processes(config.dask.local_workers, len(listed), config, in_process)
     with dask_client(scheduler, config.dask.workers, processes=processes) as own:
-        return _run(own, source, listed, listing_seconds, store_url, key, config, storage_options, source_options)
+        return _run(own, source, listed, listing_seconds, store_url, key, config, storage_options, source_options,
+                    re_elect)
 
 
 def local_processes(kind: str, files: int, config: Config, in_process: bool) -> bool:
@@ -152,7 +164,7 @@ def local_processes(kind: str, files: int, config: Config, in_process: bool) -> 
 
 def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds: float, store_url: str,
          key: GroupKey, config: Config, storage_options: Mapping[str, object] | None,
-         source_options: Mapping[str, object] | None) -> BulkSummary:
+         source_options: Mapping[str, object] | None, re_elect: bool) -> BulkSummary:
     """The bulk job's stages on ``client`` over the files ``listed`` from ``source``."""
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"bulk-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -185,11 +197,17 @@ def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds:
     results = _gather(client, futures, config.bulk.retries)
     seconds["fingerprint"] = time.perf_counter() - clock
 
-    outcome = cluster_and_dedup(client, futures, results, stored, spec, config, seconds)
+    live = frozenset(store.iter_blob_ids()) if re_elect else frozenset()
+    outcome = cluster_and_dedup(client, futures, results, stored, spec, config, seconds, re_elect=re_elect,
+                                live_blobs=live)
     clock = time.perf_counter()
     summary = commit_run(store, run_id, source, results, outcome, spec, config,
-                         _config_digest(config), seconds, unchanged_by_stat)
-    log.info("%s: committed as store version %d in %.1f s", run_id, summary.version, time.perf_counter() - clock)
+                         _config_digest(config), seconds, unchanged_by_stat, stored.version)
+    if summary.committed:
+        log.info("%s: committed as store version %d in %.1f s", run_id, summary.version,
+                 time.perf_counter() - clock)
+    else:
+        log.info("%s: nothing new; committed nothing", run_id)
     return summary
 
 

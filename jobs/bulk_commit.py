@@ -11,6 +11,14 @@ the same bytes), and gc removes it. Each run's commit also releases the pointer
 blobs of earlier bulk runs whose grace period has passed and that are still
 pointers (an unmerged image is canonical again and keeps its blob); gc then
 removes them.
+
+A re-election (``imgdedup bulk --re-elect``) that changes committed rows commits
+the whole ``fingerprints`` table with those rows changed (``replace``), in the
+same one commit as the run's new rows: readers see the old canonical or the new
+one, never both or neither. The demoted canonicals' blobs join the run's
+``pointer_blobs`` and are kept through the grace period like any pointer's. A
+run with no new rows, no errors, nothing re-elected and no blob to release
+commits nothing.
 """
 from __future__ import annotations
 
@@ -23,10 +31,13 @@ import pyarrow as pa
 
 from imgdedup.jobs.bulk_dedup import DedupOutcome, centre_ids
 from imgdedup.jobs.bulk_task import ERROR_COLUMNS, PartitionResult, PartitionSpec
+from imgdedup.jobs.unmerge import restore_overtaken_rows
 from imgdedup.jobs.upload import with_decisions
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.keyed_fingerprint import fingerprint_width, seal_hashes
+from imgdedup.pipeline.errors import StoreError
 from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.store.object_paths import blob_body_key
 from imgdedup.pipeline.store.schemas import CLUSTERS, ERRORS, FINGERPRINTS, REPORTS, clusters_schema, errors_schema, \
     reports_schema
 
@@ -49,12 +60,16 @@ class BulkSummary:
         ``{name: (value, unit)}``.
     errors : list of dict
         The run's error rows (``source``, ``stage``, ``error_type``, ``message``).
+    committed : bool
+        False when the run found nothing to commit (:attr:`version` is then the
+        store's version it read).
     """
 
     run_id: str
     version: int
     metrics: dict[str, tuple[float, str]]
     errors: list[dict] = field(default_factory=list)
+    committed: bool = True
 
     def __getitem__(self, name: str) -> float:
         return self.metrics[name][0]
@@ -121,23 +136,59 @@ def expired_pointer_blobs(store: Store, now: dt.datetime) -> tuple[list[str], in
     return sorted(candidates & (pointers - canonicals)), latest
 
 
+def with_re_elected(fingerprints: pa.Table, changes: dict[str, tuple[str | None, int | None]]) -> pa.Table:
+    """``fingerprints`` with the rows of ``changes`` re-pointed (row order kept).
+
+    ``changes`` maps an image id to its new ``(duplicate_of, distance)``;
+    ``(None, None)`` makes it a canonical holding its own blob, and a row
+    that becomes a pointer loses its ``blob`` (the blob itself stays listed
+    through the grace period).
+    """
+    ids = fingerprints.column("image_id").to_pylist()
+    columns = {name: fingerprints.column(name).to_pylist() for name in ("duplicate_of", "distance", "blob")}
+    for row, image_id in enumerate(ids):
+        if image_id in changes:
+            duplicate_of, distance = changes[image_id]
+            columns["duplicate_of"][row], columns["distance"][row] = duplicate_of, distance
+            columns["blob"][row] = blob_body_key(image_id) if duplicate_of is None else None
+    for name, values in columns.items():
+        index = fingerprints.schema.get_field_index(name)
+        field_ = fingerprints.schema.field(name)
+        fingerprints = fingerprints.set_column(index, field_, pa.array(values, field_.type))
+    return fingerprints
+
+
 def commit_run(store: Store, run_id: str, source: str, results: list[PartitionResult], outcome: DedupOutcome,
-               spec: PartitionSpec, config: Config, config_digest: str,
-               seconds: dict[str, float], unchanged_by_stat: int) -> BulkSummary:
-    """Write the run's tables and commit them with its blobs; ``seconds["commit"]`` is set here."""
+               spec: PartitionSpec, config: Config, config_digest: str, seconds: dict[str, float],
+               unchanged_by_stat: int, read_at: int) -> BulkSummary:
+    """Write the run's tables and commit them with its blobs; ``seconds["commit"]`` is set here.
+
+    ``read_at`` is the store version the run's committed rows were read at; a
+    re-election that changes rows is refused with a StoreError when another
+    commit landed since (its rows would be re-pointed from a stale table).
+    """
     clock = dt.datetime.now(dt.timezone.utc)
     files: dict[str, list[str]] = {FINGERPRINTS: [], CLUSTERS: [], ERRORS: [], REPORTS: []}
     tables = _new_rows(results, outcome)
+    fresh = sum(t.num_rows for t in tables)
+    errors = [row for r in results for row in r.errors]
+    if not (fresh or errors or outcome.re_elected or expired_pointer_blobs(store, clock)[0]):
+        return _nothing_to_commit(store, run_id, results, outcome, config, seconds, unchanged_by_stat, clock)
+    replace = []
+    if outcome.re_elected:
+        if store.latest_version() != read_at:
+            raise StoreError(store.url, f"{run_id}: the store changed while the run re-elected canonicals "
+                             "(another run committed); nothing was committed, run it again")
+        table = with_re_elected(store.read_table(FINGERPRINTS, read_at), outcome.re_elected)
+        files[FINGERPRINTS].append(store.write_table_part(FINGERPRINTS, run_id, "re-elected", table))
+        replace.append(FINGERPRINTS)
     for result, table in zip(results, tables):
         if table.num_rows:
             files[FINGERPRINTS].append(store.write_table_part(FINGERPRINTS, run_id, result.index, table))
-    fresh = sum(t.num_rows for t in tables)
-    replace = []
-    if fresh:  # the classes changed (new members, or a first clustering)
+    if fresh or outcome.re_elected:  # the classes changed (new members, new canonicals, or a first clustering)
         files[CLUSTERS].append(store.write_table_part(
             CLUSTERS, run_id, "classes", _clusters_table(outcome, spec, store.latest_version() + 1)))
         replace.append(CLUSTERS)
-    errors = [row for r in results for row in r.errors]
     if errors:
         columns = {c: [e[c] for e in errors] for c in ERROR_COLUMNS}
         files[ERRORS].append(store.write_table_part(
@@ -152,14 +203,43 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     kept_pointers = is_pointer & ~outcome.exact & written
     blobs = list(ids[~is_pointer]) + list(ids[kept_pointers])
     grace = config.dedup.pointer_blob_grace_days
-    metrics = {
-        "images": (float(fresh), "images"),
+    metrics = _metrics(results, outcome, config, is_pointer, sizes, len(errors), unchanged_by_stat)
+    seconds["commit"] = (dt.datetime.now(dt.timezone.utc) - clock).total_seconds()
+    _add_seconds(metrics, results, seconds)
+    files[REPORTS].append(store.write_table_part(REPORTS, run_id, "summary", _report_table(run_id, metrics)))
+    meta = {
+        "job": "bulk", "source": source, "config_digest": config_digest,
+        "algo": spec.algo, "bits": spec.bits, "mode": spec.mode, "key_id": spec.key.key_id_hex,
+        "threshold_t": outcome.threshold_t, "keep": config.dedup.keep,
+        "split_for_review": sorted(outcome.review),
+        "counts": {name: value for name, (value, _) in metrics.items() if not name.startswith(("seconds", "worker"))},
+        "pointer_blobs": sorted([*ids[kept_pointers], *outcome.demoted]),
+        "pointer_blobs_kept_until": (clock + dt.timedelta(days=grace)).isoformat(timespec="seconds"),
+    }
+    # Computed last, from the latest fingerprints, so an unmerge committed during the run is
+    # seen; one committed after this read lists its blob again, and the store then keeps it.
+    released, read_version = expired_pointer_blobs(store, clock)
+    released = sorted(set(released) - {i for i, (p, _) in outcome.re_elected.items() if p is None})
+    meta["released_pointer_blobs"] = len(released)
+    version = store.commit(run_id, {t: keys for t, keys in files.items() if keys}, blobs, meta, replace=replace,
+                           release_blobs=released, releases_read_at=read_version)
+    if outcome.re_elected:
+        restore_overtaken_rows(store, run_id, read_at, version)
+    return BulkSummary(run_id, version, metrics, errors)
+
+
+def _metrics(results: list[PartitionResult], outcome: DedupOutcome, config: Config, is_pointer: np.ndarray,
+             sizes: np.ndarray, errors: int, unchanged_by_stat: int) -> dict[str, tuple[float, str]]:
+    """The run's count metrics ``{name: (value, unit)}`` (stage times are added by :func:`_add_seconds`)."""
+    return {
+        "images": (float(len(is_pointer)), "images"),
         "stored": (float((~is_pointer).sum()), "images"),
         "duplicates": (float(is_pointer.sum()), "images"),
         "exact_duplicates": (float(outcome.exact.sum()), "images"),
+        "re_elected": (float(len(outcome.re_elected)), "images"),
         "bytes_stored": (float(sizes[~is_pointer].sum()), "bytes"),
         "bytes_saved": (float(sizes[is_pointer].sum()), "bytes"),
-        "errors": (float(len(errors)), "files"),
+        "errors": (float(errors), "files"),
         "skipped": (float(sum(r.skipped for r in results)), "files"),
         "unchanged": (float(sum(r.unchanged for r in results) + unchanged_by_stat), "files"),
         "bytes_read": (float(sum(r.bytes_read for r in results)), "bytes"),
@@ -168,33 +248,33 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
         "expected_false_merges": (float(outcome.expected_false_merges), "images"),
         "split_for_review": (float(len(outcome.review)), "images"),
     }
+
+
+def _add_seconds(metrics: dict[str, tuple[float, str]], results: list[PartitionResult],
+                 seconds: dict[str, float]) -> None:
+    """Add the worker and client stage times to ``metrics``."""
     for stage in WORKER_STAGES:
         metrics[f"worker_seconds_{stage}"] = (float(sum(r.seconds.get(stage, 0.0) for r in results)), "seconds")
-    seconds["commit"] = (dt.datetime.now(dt.timezone.utc) - clock).total_seconds()
     for stage in STAGES:
         metrics[f"seconds_{stage}"] = (float(seconds.get(stage, 0.0)), "seconds")
     metrics["seconds_total"] = (float(sum(seconds.get(s, 0.0) for s in STAGES)), "seconds")
-    report = pa.table({
+
+
+def _report_table(run_id: str, metrics: dict[str, tuple[float, str]]) -> pa.Table:
+    return pa.table({
         "run_id": [run_id] * len(metrics), "name": list(metrics),
         "value": [v for v, _ in metrics.values()], "unit": [u for _, u in metrics.values()],
     }, schema=reports_schema())
-    files[REPORTS].append(store.write_table_part(REPORTS, run_id, "summary", report))
-    meta = {
-        "job": "bulk", "source": source, "config_digest": config_digest,
-        "algo": spec.algo, "bits": spec.bits, "mode": spec.mode, "key_id": spec.key.key_id_hex,
-        "threshold_t": outcome.threshold_t,
-        "split_for_review": sorted(outcome.review),
-        "counts": {name: value for name, (value, _) in metrics.items() if not name.startswith(("seconds", "worker"))},
-        "pointer_blobs": sorted(ids[kept_pointers]),
-        "pointer_blobs_kept_until": (clock + dt.timedelta(days=grace)).isoformat(timespec="seconds"),
-    }
-    # Computed last, from the latest fingerprints, so an unmerge committed during the run is
-    # seen; one committed after this read lists its blob again, and the store then keeps it.
-    released, read_at = expired_pointer_blobs(store, clock)
-    meta["released_pointer_blobs"] = len(released)
-    version = store.commit(run_id, {t: keys for t, keys in files.items() if keys}, blobs, meta, replace=replace,
-                           release_blobs=released, releases_read_at=read_at)
-    return BulkSummary(run_id, version, metrics, errors)
+
+
+def _nothing_to_commit(store: Store, run_id: str, results: list[PartitionResult], outcome: DedupOutcome,
+                       config: Config, seconds: dict[str, float], unchanged_by_stat: int,
+                       clock: dt.datetime) -> BulkSummary:
+    """The summary of a run that found nothing new: no commit, the store's version as it was."""
+    metrics = _metrics(results, outcome, config, np.zeros(0, bool), np.zeros(0, np.int64), 0, unchanged_by_stat)
+    seconds["commit"] = (dt.datetime.now(dt.timezone.utc) - clock).total_seconds()
+    _add_seconds(metrics, results, seconds)
+    return BulkSummary(run_id, store.latest_version(), metrics, [], committed=False)
 
 
 def _size(n: float) -> str:
@@ -208,10 +288,15 @@ def _size(n: float) -> str:
 def print_summary(summary: BulkSummary, file=None) -> None:
     """The run's headline numbers, stage times and errors, for a person at a terminal (stdout by default)."""
     s, file = summary, file or sys.stdout
-    print(f"run {s.run_id}: committed as store version {s.version}", file=file)
+    if s.committed:
+        print(f"run {s.run_id}: committed as store version {s.version}", file=file)
+    else:
+        print(f"run {s.run_id}: nothing new, committed nothing (the store stays at version {s.version})",
+              file=file)
     print(f"  images {s['images']:.0f}, stored {s['stored']:.0f}, duplicates {s['duplicates']:.0f} "
           f"({s['exact_duplicates']:.0f} byte-for-byte), errors {s['errors']:.0f}, "
-          f"unchanged {s['unchanged']:.0f}, not images {s['skipped']:.0f}", file=file)
+          f"unchanged {s['unchanged']:.0f}, not images {s['skipped']:.0f}"
+          + (f", re-elected {s['re_elected']:.0f}" if s['re_elected'] else ""), file=file)
     print(f"  bytes stored {_size(s['bytes_stored'])}, saved {_size(s['bytes_saved'])}, "
           f"classes {s['clusters']:.0f}", file=file)
     print(f"  t {s['threshold_t']:.0f} bits, expected false merges {s['expected_false_merges']:.2g}, "

@@ -27,7 +27,7 @@ from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.keyed_fingerprint import open_hashes
 from imgdedup.pipeline.crypto.group_key import GroupKey
-from imgdedup.pipeline.dedup import NONE, dedup_decisions
+from imgdedup.pipeline.dedup import NONE, dedup_decisions, keep_rank, re_pointed
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import CLUSTERS, FINGERPRINTS, binary_matrix
 from imgdedup.pipeline.threshold import expected_false_merges
@@ -35,7 +35,8 @@ from imgdedup.pipeline.threshold import expected_false_merges
 log = logging.getLogger(__name__)
 
 _STORED_COLUMNS = ["image_id", "fingerprint", "cluster_id", "width", "height", "bytes", "duplicate_of",
-                   "source", "ingested_at", "content_digest", "quality"]
+                   "distance", "source", "ingested_at", "content_digest", "quality", "lossless", "jpeg_quality",
+                   "exif"]
 
 
 def centre_ids(k: int) -> list[str]:
@@ -58,14 +59,18 @@ class StoredRows:
 
     Attributes
     ----------
+    version : int
+        The store version they were read at.
     table : pyarrow.Table
-        Latest committed ``fingerprints`` rows (:data:`_STORED_COLUMNS`).
+        Committed ``fingerprints`` rows at :attr:`version` (:data:`_STORED_COLUMNS`
+        that the table has).
     vectors : ndarray of uint8, shape (n, nbytes)
         Their fingerprints in the search space.
     centres : ndarray of uint8, shape (k, nbytes), or None
         The latest committed class centres in the search space; None if none.
     """
 
+    version: int
     table: pa.Table
     vectors: np.ndarray
     centres: np.ndarray | None
@@ -94,19 +99,20 @@ def _search_space(key: GroupKey, mode: str, ids: Sequence[str], column: pa.Chunk
 
 def read_stored_rows(store: Store, key: GroupKey, mode: str, nbytes: int) -> StoredRows:
     """The store's latest fingerprint rows and class centres, in the search space."""
-    present = store.read_table(FINGERPRINTS)
-    table = store.read_table(FINGERPRINTS, schema=present.schema,
+    version = store.latest_version()
+    present = store.read_table(FINGERPRINTS, version)
+    table = store.read_table(FINGERPRINTS, version, schema=present.schema,
                              columns=[c for c in _STORED_COLUMNS if c in present.schema.names])
     ids = table.column("image_id").to_pylist()
     vectors = (_search_space(key, mode, ids, table.column("fingerprint"))
                if table.num_rows else np.zeros((0, nbytes), np.uint8))
-    clusters = store.read_table(CLUSTERS)
+    clusters = store.read_table(CLUSTERS, version)
     centres = None
     if clusters.num_rows:
         clusters = clusters.sort_by("cluster_id")
         k = clusters.num_rows
         centres = _search_space(key, mode, centre_ids(k), clusters.column("centroid"))
-    return StoredRows(table, vectors, centres)
+    return StoredRows(version, table, vectors, centres)
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,9 @@ class DedupOutcome:
         The false-pair tail's expected false merges at that t among the collection's images.
     review : list of str
         Image ids split off a chained group (beyond t of its canonical), for a person to review.
+    re_elected : dict of str to (str or None, int or None)
+        Committed rows a re-election changes: ``{image_id: (duplicate_of, distance)}``
+        (None, None for a pointer promoted to canonical); empty without ``--re-elect``.
     """
 
     cluster_id: np.ndarray
@@ -144,6 +153,29 @@ class DedupOutcome:
     threshold_t: int
     expected_false_merges: float
     review: list
+    re_elected: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def demoted(self) -> list[str]:
+        """Committed canonicals a re-election turned into pointers (their blobs are kept through the grace period)."""
+        return sorted(i for i, (duplicate_of, _) in self.re_elected.items() if duplicate_of is not None)
+
+
+def _column(table: pa.Table, name: str, fill) -> np.ndarray:
+    """A column of committed rows as an array, nulls (and a column older rows lack) as ``fill``."""
+    if name not in table.column_names:
+        return np.full(table.num_rows, fill)
+    return table.column(name).fill_null(fill).to_numpy(zero_copy_only=False)
+
+
+def _keep_facts(tables: Sequence[pa.Table]) -> dict[str, np.ndarray]:
+    """The columns :func:`keep_rank` ranks by, over the rows of ``tables`` in order."""
+    def joined(name: str, fill) -> np.ndarray:
+        return np.concatenate([_column(t, name, fill) for t in tables])
+
+    return {"pixels": joined("width", 0).astype(np.int64) * joined("height", 0).astype(np.int64),
+            "lossless": joined("lossless", False).astype(bool), "jpeg_quality": joined("jpeg_quality", 0),
+            "file_bytes": joined("bytes", 0), "exif": joined("exif", False).astype(bool)}
 
 
 def _fit_centres(client: Client, futures: list, stored: StoredRows, n: int, config: Config) -> np.ndarray:
@@ -160,15 +192,23 @@ def _fit_centres(client: Client, futures: list, stored: StoredRows, n: int, conf
 
 
 def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResult], stored: StoredRows,
-                      spec: PartitionSpec, config: Config, seconds: dict[str, float]) -> DedupOutcome:
+                      spec: PartitionSpec, config: Config, seconds: dict[str, float], *,
+                      re_elect: bool = False, live_blobs: frozenset[str] = frozenset()) -> DedupOutcome:
     """Assign classes to the new rows and decide which of them become pointers.
 
-    ``seconds`` receives the ``cluster`` and ``dedup`` stage times.
+    With ``re_elect``, committed canonicals compete with the new images and
+    with the committed pointers whose blobs are still kept (``live_blobs``),
+    and the committed rows of a group whose canonical changes are re-pointed
+    (:attr:`DedupOutcome.re_elected`). ``seconds`` receives the ``cluster`` and
+    ``dedup`` stage times.
     """
     nbytes = spec.bits // 8
     clock = time.perf_counter()
     new = np.concatenate([r.vectors for r in results]) if results else np.zeros((0, nbytes), np.uint8)
     held = stored.canonical
+    stored_ids = stored.table.column("image_id").to_pylist()
+    if re_elect:
+        held = held | np.array([i in live_blobs for i in stored_ids], dtype=bool)
     old = stored.vectors[held]
     everything = np.concatenate([old, new])
     if stored.centres is not None:
@@ -193,25 +233,30 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
     quality = np.concatenate([table.column("quality").fill_null(100).to_numpy(),
                               *[t.column("quality").to_numpy() for t in new_tables]]).astype(np.int64)
     digests = np.concatenate([binary_matrix(table.column("content_digest")), *[r.digests for r in results]])
-    pixels = np.concatenate([(table.column("width").fill_null(0).to_numpy().astype(np.int64)
-                              * table.column("height").fill_null(0).to_numpy()),
-                             *[t.column("width").to_numpy().astype(np.int64) * t.column("height").to_numpy()
-                               for t in new_tables]])
+    rank = keep_rank(config.dedup.keep, **_keep_facts([table, *new_tables]))
+    current = _current_canonical(stored)
+    links = None
+    if re_elect:  # a committed pointer stays in its group whatever its distance
+        position = np.cumsum(held) - 1
+        pointers = np.flatnonzero(held & (current != np.arange(len(held))))
+        links = np.stack([position[pointers], position[current[pointers]]], axis=1)
+    fixed = np.zeros(len(everything), bool) if re_elect else np.arange(len(everything)) < len(old)
     # The t rule: the configured t, lowered for a collection large enough that it
     # would exceed the false-merge budget (0 at the least: identical fingerprints).
     t = max(config.dedup.threshold_for(len(everything)), 0)
-    decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, pixels,
-                              np.arange(len(everything)) < len(old), threshold_t=t,
-                              min_quality=config.hash.min_quality,
+    decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, rank, fixed,
+                              threshold_t=t, min_quality=config.hash.min_quality, links=links,
                               join=lambda rows, forms: join_rows(client, rows, forms, centres, t, config.index))
 
     ids = table.column("image_id").to_pylist() + [i for part in new_tables for i in part.column("image_id").to_pylist()]
     new_rows = slice(len(old), None)
     pointer_of = decided.plan.duplicate_of[new_rows]
+    re_elected = _re_elected(stored, current, held, decided.plan.duplicate_of, new, ids[len(old):]) if re_elect else {}
     seconds["dedup"] = time.perf_counter() - clock
     log.info("dedup: %d images joined to a near duplicate within %d bits (t rule at %d images), %d exact copies, "
-             "%d pointers among %d new images, %d split off a chained group for review", decided.near_links, t,
-             len(everything), decided.exact_pairs, int((pointer_of != NONE).sum()), len(new), len(decided.review))
+             "%d pointers among %d new images, %d split off a chained group for review, %d committed rows re-elected",
+             decided.near_links, t, len(everything), decided.exact_pairs, int((pointer_of != NONE).sum()), len(new),
+             len(decided.review), len(re_elected))
     return DedupOutcome(
         cluster_id=labels[new_rows].astype(np.int32),
         duplicate_of=[ids[c] if c != NONE else None for c in pointer_of],
@@ -219,4 +264,38 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
         sizes=decided.sizes, radii=decided.radii, threshold_t=t,
         expected_false_merges=expected_false_merges(len(everything), t, config.dedup.false_pair_tail),
         review=[ids[i] for i in decided.review],
+        re_elected=re_elected,
     )
+
+
+def _current_canonical(stored: StoredRows) -> np.ndarray:
+    """(n,) int64: index of each committed row's canonical among the committed rows (itself for a canonical)."""
+    ids = stored.table.column("image_id").to_pylist()
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    pointing = stored.table.column("duplicate_of").to_pylist()
+    return np.array([row_of.get(p, row) if p is not None else row for row, p in enumerate(pointing)], np.int64)
+
+
+def _re_elected(stored: StoredRows, current: np.ndarray, held: np.ndarray, canonical_of: np.ndarray,
+                new: np.ndarray, new_ids: list[str]) -> dict[str, tuple[str | None, int | None]]:
+    """The committed rows whose canonical a re-election changed, as ``{image_id: (duplicate_of, distance)}``.
+
+    ``canonical_of`` is the dedup plan's ``duplicate_of`` over the held
+    committed rows (``held``, in order) followed by the new images (``new``
+    fingerprints, ``new_ids``).
+    """
+    n = len(current)
+    # Indexes into committed rows + new images, where re_pointed wants them.
+    to_all = np.concatenate([np.flatnonzero(held), n + np.arange(len(new))])
+    winner = np.arange(n)
+    candidates = np.flatnonzero(held)
+    chosen = canonical_of[:len(candidates)]
+    winner[candidates] = np.where(chosen == NONE, candidates, to_all[np.maximum(chosen, 0)])
+    recorded = _column(stored.table, "distance", 0).astype(np.int64)
+    plan = re_pointed(current, recorded, winner, np.concatenate([stored.vectors, new]))
+    was = np.where(current == np.arange(n), NONE, current)
+    ids = stored.table.column("image_id").to_pylist()
+    all_ids = ids + list(new_ids)
+    changed = np.flatnonzero(plan.duplicate_of != was)
+    return {ids[r]: (None, None) if plan.duplicate_of[r] == NONE
+            else (all_ids[plan.duplicate_of[r]], int(plan.distance[r])) for r in changed}

@@ -143,7 +143,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
     store = Store(spec.store_url, spec.storage_options, deferred_sync=spec.deferred_sync)
     seconds = {"read": 0.0, "decode_hash": 0.0, "encrypt_write": 0.0}
     ids, sources, sizes, digests, hashes, variants = [], [], [], [], [], []
-    widths, heights, quality, written, errors = [], [], [], [], []
+    images, written, errors = [], [], []
     skipped = unchanged = bytes_read = 0
     stored_digests: set[bytes] = set()
     # Blob writes wait on the store (file creation, network), not the CPU: a few run at once, and
@@ -197,9 +197,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
             hashes.append(result.hashes)
             if result.dihedral is not None:
                 variants.append(result.dihedral)
-            widths.append(result.width)
-            heights.append(result.height)
-            quality.append(result.quality)
+            images.append(result.image_columns())
         started = time.perf_counter()
         for write in writes:
             write.result()
@@ -214,7 +212,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
         forms = None if forms is None else dihedral_tokens(spec.key, forms)
     else:
         vectors = raw
-    rows = fingerprint_rows(spec, ids, sources, sizes, digests, raw, widths, heights, quality)
+    rows = fingerprint_rows(spec, ids, sources, sizes, digests, raw, images)
     seconds["encrypt_write"] += time.perf_counter() - started
     digest_array = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32)
     return PartitionResult(index, rows, vectors, forms, digest_array, np.array(written, dtype=bool), errors,

@@ -19,7 +19,7 @@ from imgdedup.jobs.hash import list_image_files
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.cluster.kmeans import class_count, hamming_kmeans
 from imgdedup.pipeline.config import Config, load_config
-from imgdedup.pipeline.dedup import dedup_decisions
+from imgdedup.pipeline.dedup import dedup_decisions, keep_rank
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.decode import known_formats
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
@@ -89,7 +89,7 @@ def _joined(batches: list[FingerprintBatch], size: int, nbytes: int, dihedral: b
     if not batches:
         return FingerprintBatch([], np.zeros(0, np.int64), np.zeros((0, nbytes), np.uint8),
                                 np.zeros((0, 8, nbytes), np.uint8) if dihedral else None,
-                                np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+                                np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64), [], [])
     return FingerprintBatch(
         names=[name for b in batches for name in b.names],
         indices=np.concatenate([b.indices + i * size for i, b in enumerate(batches)]),
@@ -98,6 +98,7 @@ def _joined(batches: list[FingerprintBatch], size: int, nbytes: int, dihedral: b
         quality=np.concatenate([b.quality for b in batches]),
         width=np.concatenate([b.width for b in batches]),
         height=np.concatenate([b.height for b in batches]),
+        encodings=[encoding for b in batches for encoding in b.encodings],
         errors=[error for b in batches for error in b.errors],
     )
 
@@ -109,8 +110,9 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
     The bulk job's dedup rule (:func:`imgdedup.pipeline.dedup.dedup_decisions`)
     in this process: fingerprints with their 8 dihedral forms, Hamming K-means
     classes, pairs within ``t`` bits and byte-identical files (whatever their
-    quality) joined, the image with the most pixels (then the first in walk
-    order) kept as each group's canonical, and groups cut into stars so every
+    quality) joined, the best copy (``dedup.keep``: more pixels, then the less
+    lossy encoding, then EXIF, then the first in walk order) kept as each
+    group's canonical, and groups cut into stars so every
     duplicate lies within ``t`` of its canonical (no chains). Files that do not
     decode are logged and left out.
 
@@ -157,8 +159,12 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
                               **dataclasses.asdict(config.cluster))
     labels, to_centre = assign(batch.hashes, clusters.centres)
     digests = np.stack([np.frombuffer(_file_digest(name), np.uint8) for name in batch.names])
+    facts = batch.image_columns()
+    rank = keep_rank(config.dedup.keep, pixels=batch.width * batch.height, lossless=facts["lossless"],
+                     jpeg_quality=facts["jpeg_quality"], exif=facts["exif"],
+                     file_bytes=np.array([os.path.getsize(name) for name in batch.names], np.int64))
     decided = dedup_decisions(batch.hashes, batch.dihedral, labels, to_centre, clusters.centres,
-                              batch.quality.astype(np.int64), digests, batch.width * batch.height,
+                              batch.quality.astype(np.int64), digests, rank,
                               np.zeros(n, dtype=bool), threshold_t=threshold_t,
                               min_quality=config.hash.min_quality, batch=config.index.query_batch,
                               threads=config.index.scan_threads)

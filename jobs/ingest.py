@@ -6,12 +6,15 @@ Each SOURCE is a file, a folder or an fsspec URL, listed like the bulk job
 lists its source (``bulk.include``/``bulk.exclude``; files recognised as images
 by name or first bytes). Files are decided ``ingest.batch_size`` at a time by
 :class:`imgdedup.jobs.ingestor.Ingestor`, each micro-batch published by one commit; one
-line per decision is printed (``stored``, ``duplicate`` or ``error``). With
+line per file is printed, naming the file given (``stored``, ``duplicate``,
+``exact_duplicate``, ``error``, or ``replayed`` and the decision repeated),
+and a closing summary counts each outcome. With
 ``--watch`` the sources are listed again every ``ingest.poll_interval_ms``
 until the process is stopped (Ctrl-C or SIGTERM), and a new file is taken once
 its size has stayed the same for ``ingest.stable_size_ms`` (a file still being
 copied in waits for the next poll). Running it again over the same files adds
-nothing: each image is decided once, by its keyed content digest.
+nothing: each upload (content and file URL) is decided once; the same bytes at
+another URL are an ``exact_duplicate`` row of their own.
 
 The Python API (:class:`Ingestor`, :class:`Decision`) is re-exported here.
 """
@@ -34,7 +37,7 @@ from imgdedup.pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decision", "Ingestor", "register", "run", "stable_files"]
+__all__ = ["OUTCOMES", "Decision", "Ingestor", "register", "run", "stable_files", "summary_line"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, config: Config) -> int:
     key = load_group_key(args.key, config.crypto.key_file)
     ingestor = Ingestor(Store(args.store or config.store.url), key, config)
-    counts = {"stored": 0, "duplicate": 0, "error": 0}
+    counts = dict.fromkeys(OUTCOMES, 0)
+    failed = False
     files = stable_files(args.sources, config) if args.watch else iter(_images(args.sources, config))
     stop = _StopBetweenBatches()
     if args.watch:
@@ -64,12 +68,22 @@ def run(args: argparse.Namespace, config: Config) -> int:
         for batch in _batches(files, config.ingest.batch_size):
             with stop.deferred():
                 for decision in ingestor.submit_batch([f.url for f in batch]):
-                    counts[decision.kind] += 1
+                    counts[decision.outcome] += 1
+                    failed |= decision.kind == "error"
                     print(_describe(decision), flush=True)
     except KeyboardInterrupt:
         log.info("stopped")
-    log.info("ingest: %d stored, %d duplicates, %d errors", counts["stored"], counts["duplicate"], counts["error"])
-    return 1 if counts["error"] else 0
+    log.info("ingest: %s", summary_line(counts))
+    return 1 if failed else 0
+
+
+#: What each upload given counts as, in summary order.
+OUTCOMES = ("stored", "duplicate", "exact_duplicate", "replayed", "error")
+
+
+def summary_line(counts: dict[str, int]) -> str:
+    """``"N uploads: N stored, N duplicate, N exact_duplicate, N replayed, N error"``; the parts add up."""
+    return f"{sum(counts.values())} uploads: " + ", ".join(f"{counts[name]} {name}" for name in OUTCOMES)
 
 
 class _StopBetweenBatches:
@@ -101,12 +115,14 @@ class _StopBetweenBatches:
 
 
 def _describe(decision: Decision) -> str:
-    if decision.kind == "duplicate":
-        return (f"duplicate {decision.image_id} of {decision.duplicate_of} "
+    """One line per upload; ``source`` is the file given (an upload's identity includes it)."""
+    replay = "replayed " if decision.replayed else ""
+    if decision.kind in ("duplicate", "exact_duplicate"):
+        return (f"{replay}{decision.kind} {decision.image_id} of {decision.duplicate_of} "
                 f"distance {decision.distance} {decision.source}")
     if decision.kind == "stored":
-        return f"stored {decision.image_id} class {decision.cluster_id} {decision.source}"
-    return f"error {decision.source}: {decision.message}"
+        return f"{replay}stored {decision.image_id} class {decision.cluster_id} {decision.source}"
+    return f"{replay}error {decision.source}: {decision.message}"
 
 
 def _images(sources: Sequence[str], config: Config) -> list[SourceFile]:

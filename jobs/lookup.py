@@ -6,8 +6,10 @@ decision and keeps it current. :class:`DecidedImages` is loaded once from the la
 ``fingerprints`` tables (an empty store gives an empty index) and then follows
 the commit log: :meth:`DecidedImages.catch_up` reads only the commits that
 landed since, so an ingest process sees the decisions of another one before it
-commits its own. The keyed content digest is the idempotency key: the first
-committed decision for a digest is the one that counts.
+commits its own. The image id (keyed digest of the bytes and the upload's name)
+is the idempotency key: the first committed decision for an image id is the one
+that counts. The first committed decision for a content digest is what a later
+byte-identical upload under another name points to.
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 DECISION_COLUMNS = ["image_id", "fingerprint", "cluster_id", "duplicate_of", "distance",
                     "content_digest", "quality", "source"]
 
+#: What a decision can be; a replayed upload reports the kind first decided for it.
+KINDS = ("stored", "duplicate", "exact_duplicate", "error")
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -43,9 +48,10 @@ class Decision:
     Attributes
     ----------
     image_id : str
-        32 hex characters (keyed HMAC of content digest and source); ``""`` for
-        an error without readable bytes.
-    kind : {"stored", "duplicate", "error"}
+        32 hex characters (keyed HMAC of content digest and the upload's name);
+        ``""`` for an error without readable bytes.
+    kind : {"stored", "duplicate", "exact_duplicate", "error"}
+        ``exact_duplicate``: a pointer to an image with the same bytes (distance 0).
     cluster_id : int or None
         Class the fingerprint was added to (None for an error).
     duplicate_of : str or None
@@ -56,6 +62,10 @@ class Decision:
         Why an error failed; empty otherwise.
     source : str
         Where the image came from.
+    replayed : bool
+        The upload had been decided before (earlier, elsewhere, or earlier in
+        the same batch): this call added nothing for it. Not part of equality,
+        so a replay equals the decision it repeats.
     """
 
     image_id: str
@@ -65,6 +75,35 @@ class Decision:
     distance: int | None = None
     message: str = ""
     source: str = ""
+    replayed: bool = dataclasses.field(default=False, compare=False)
+
+    @property
+    def outcome(self) -> str:
+        """What this upload counts as in a summary: ``replayed``, else its :attr:`kind`."""
+        return "replayed" if self.replayed else self.kind
+
+
+@dataclass(frozen=True)
+class News:
+    """What :meth:`DecidedImages.catch_up` found in the commits since the last look.
+
+    Attributes
+    ----------
+    image_ids : set of str
+        Uploads decided for the first time.
+    digests : set of bytes
+        Content digests decided for the first time.
+    sources : set of str
+        Sources errors were recorded for.
+    reloaded : bool
+        A commit replaced the clusters or fingerprints table: the caller must
+        :meth:`DecidedImages.load` afresh (the in-memory classes are stale).
+    """
+
+    image_ids: set[str]
+    digests: set[bytes]
+    sources: set[str]
+    reloaded: bool
 
 
 class DecidedImages:
@@ -81,6 +120,8 @@ class DecidedImages:
     index : ClusterIndex or None
         None unless loaded ``searchable``; every fingerprint of a stored or duplicate image whose quality allows
         automatic dedup, in token space.
+    by_id : dict of str to Decision
+        First committed decision per image id (per upload).
     by_digest : dict of bytes to Decision
         First committed decision per keyed content digest.
     errors : dict of str to Decision
@@ -93,9 +134,11 @@ class DecidedImages:
         self.key = key
         self.nbytes = config.hash.bits // 8
         self.version = 0
+        self.by_id: dict[str, Decision] = {}
         self.by_digest: dict[bytes, Decision] = {}
         self.errors: dict[str, Decision] = {}
         self._canonical: dict[str, str] = {}
+        self._canonical_digest: dict[str, bytes] = {}
         self.index: ClusterIndex | None = None
         if searchable:
             from imgdedup.pipeline.index import ClusterIndex  # loads the compiled scans (Numba)
@@ -124,19 +167,39 @@ class DecidedImages:
 
     # -- reading committed rows --------------------------------------------
 
-    def _record_rows(self, rows: pa.Table) -> list[int]:
-        """Remember the decisions of ``rows``; return the positions of rows deciding a new digest."""
-        fresh = []
+    def _record_rows(self, rows: pa.Table) -> tuple[list[int], set[bytes]]:
+        """Remember the decisions of ``rows``.
+
+        Returns the positions of rows deciding a new image id, and the content
+        digests decided for the first time.
+
+        A pointer whose content digest equals its canonical's is an
+        ``exact_duplicate``; canonicals are read first, as a bulk run's
+        pointer can precede its canonical in row order.
+        """
+        fresh, digests = [], set()
         columns = {name: rows.column(name).to_pylist() for name in
                    ("image_id", "cluster_id", "duplicate_of", "distance", "content_digest", "source")}
+        for image_id, duplicate_of, digest in zip(columns["image_id"], columns["duplicate_of"],
+                                                  columns["content_digest"]):
+            if duplicate_of is None and digest is not None:
+                self._canonical_digest.setdefault(image_id, digest)
         for i, (image_id, cluster_id, duplicate_of, distance, digest, source) in enumerate(zip(*columns.values())):
             self._canonical[image_id] = duplicate_of or image_id
-            if digest is None or digest in self.by_digest:
+            if image_id in self.by_id:
                 continue
-            self.by_digest[digest] = Decision(image_id, "stored" if duplicate_of is None else "duplicate",
-                                              cluster_id, duplicate_of, distance, "", source or "")
+            if duplicate_of is None:
+                kind = "stored"
+            else:
+                exact = digest is not None and self._canonical_digest.get(duplicate_of) == digest
+                kind = "exact_duplicate" if exact else "duplicate"
+            decision = Decision(image_id, kind, cluster_id, duplicate_of, distance, "", source or "")
+            self.by_id[image_id] = decision
+            if digest is not None and digest not in self.by_digest:
+                self.by_digest[digest] = decision
+                digests.add(digest)
             fresh.append(i)
-        return fresh
+        return fresh, digests
 
     def _record_errors(self, rows: pa.Table) -> None:
         for source, message in zip(rows.column("source").to_pylist(), rows.column("message").to_pylist()):
@@ -172,40 +235,29 @@ class DecidedImages:
         for fp, image_id in zip(fps[~near], ids[~near]):
             self.index.add(fp, image_id, centre_threshold=N)
 
-    def catch_up(self) -> tuple[set[bytes], set[str], bool]:
-        """Take in the commits that landed since :attr:`version`.
-
-        Returns
-        -------
-        digests : set of bytes
-            Content digests those commits decided for the first time.
-        sources : set of str
-            Sources those commits recorded errors for.
-        reclustered : bool
-            A commit replaced the clusters or fingerprints table: the caller
-            must :meth:`load` afresh (the in-memory classes are stale).
-        """
+    def catch_up(self) -> News:
+        """Take in the commits that landed since :attr:`version` (all of them unless one replaced a table)."""
         latest = self.store.latest_version()
-        digests: set[bytes] = set()
-        sources: set[str] = set()
+        news = News(set(), set(), set(), False)
         for version in range(self.version + 1, latest + 1):
             record = self.store.commit_record(version)
             if {schemas.CLUSTERS, schemas.FINGERPRINTS} & set(record["replace"]):
-                return digests, sources, True
+                return dataclasses.replace(news, reloaded=True)
             for part in record["files"].get(schemas.FINGERPRINTS, []):
                 rows = self._read_part(part).select(DECISION_COLUMNS)
-                fresh = self._record_rows(rows)
+                fresh, digests = self._record_rows(rows)
                 fresh_rows = rows.take(pa.array(fresh, pa.int64()))
-                digests.update(fresh_rows.column("content_digest").to_pylist())
+                news.image_ids.update(fresh_rows.column("image_id").to_pylist())
+                news.digests.update(digests)
                 ids, fps = self._searchable(fresh_rows)
                 for fp, image_id in zip(fps, ids):
                     self.index.add(fp, image_id, centre_threshold=self.config.dedup.centre_threshold)
             for part in record["files"].get(schemas.ERRORS, []):
                 errors = self._read_part(part)
                 self._record_errors(errors)
-                sources.update(errors.column("source").to_pylist())
+                news.sources.update(errors.column("source").to_pylist())
             self.version = version
-        return digests, sources, False
+        return news
 
     def _read_part(self, key: str) -> pa.Table:
         with self.store.open_committed_file(key) as reader:
@@ -227,6 +279,7 @@ class DecidedImages:
 
     def remember(self, digest: bytes, decision: Decision) -> None:
         """Record a stored or duplicate decision this process just committed."""
+        self.by_id.setdefault(decision.image_id, decision)
         self.by_digest.setdefault(digest, decision)
         self.point(decision.image_id, decision.duplicate_of or decision.image_id)
 

@@ -2,8 +2,9 @@
 
     imgdedup report --out DIR [--store URL] [--run RUN_ID] [--key FILE] [--review]
 
-``report`` reads the store's committed tables only, as they stood when the run
-(the latest one by default) was committed, and writes the report tables
+``report`` reads the store's committed tables only, as they stand now (the
+whole store: every run, one summary row each) or, with ``--run``, as they stood
+when that run was committed, and writes the report tables
 (``docs/reports.md``) as Parquet files and an HTML page into DIR. Thumbnails are
 decrypted locally and only with ``--key``; without it the page holds no image
 pixels and says so. ``--review`` shows only the groups with a member within
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", metavar="DIR", required=True, help="folder for the tables and report.html")
     parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
-    parser.add_argument("--run", dest="run_id", metavar="RUN_ID", default=None, help="committed run to report (default: the latest)")
+    parser.add_argument("--run", dest="run_id", metavar="RUN_ID", default=None, help="report the store as this committed run left it (default: the whole store as it is now)")
     parser.add_argument("--key", metavar="FILE", default=None,
                         help="group key file: decrypts thumbnails locally (without it the page has no pixels)")
     parser.add_argument("--review", action="store_true",
@@ -58,8 +59,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
     key = load_key_file(args.key) if args.key else None
     out = Path(args.out)
     headline = write_report(store, out, config, run_id=args.run_id, key=key, review=args.review)
-    log.info("report of run %s (version %d) written to %s", headline["run_id"], headline["version"], out)
-    print(f"images {headline['images']}  stored {headline['stored']}  duplicates {headline['duplicates']}  "
+    scope = f"run {headline['run_id']}" if headline["run_id"] is not None else f"the whole store ({headline['runs']} runs)"
+    log.info("report of %s (version %d) written to %s", scope, headline["version"], out)
+    print(f"{scope}, store version {headline['version']}: images {headline['images']}  stored {headline['stored']}  duplicates {headline['duplicates']}  "
           f"bytes saved {headline['bytes_saved']}  errors {headline['errors']}  groups {headline['groups']}  "
           f"to review {headline['review_groups']}")
     if args.review:
@@ -83,14 +85,14 @@ def print_review(groups: pa.Table, threshold_t: int, review_margin: int) -> None
 
 # -- reading the store -------------------------------------------------------
 
-def select_run(store: Store, run_id: str | None) -> tuple[str, int]:
-    """``(run_id, version)`` of the run to report: ``run_id``, or the latest committed run."""
+def select_run(store: Store, run_id: str | None) -> tuple[str | None, int]:
+    """``(run_id, version)`` to report: ``run_id`` as committed, or (None, the latest version) for the whole store."""
     runs = store.committed_runs()
     if not runs:
         raise StoreError(store.url, "the store has no committed run to report")
     if run_id is None:
-        run_id = max(runs, key=runs.__getitem__)
-    elif run_id not in runs:
+        return None, max(runs.values())
+    if run_id not in runs:
         raise StoreError(run_id, "no committed run has this id")
     return run_id, runs[run_id]
 
@@ -186,25 +188,32 @@ def build_report_tables(store: Store, version: int, config: Config,
 
 def write_report(store: Store, out: Path, config: Config, *, run_id: str | None = None,
                  key: GroupKey | None = None, review: bool = False) -> dict:
-    """Write the report tables (``<name>.parquet``) and ``report.html`` of a run into ``out``.
+    """Write the report tables (``<name>.parquet``) and ``report.html`` into ``out``.
+
+    The whole store as it is now when ``run_id`` is None, else the store as
+    that run left it.
 
     Returns
     -------
     dict
-        The headline numbers shown at the top of the page: ``run_id``,
-        ``version``, ``images``, ``stored``, ``duplicates``, ``bytes_saved``,
-        ``errors`` (of this run), ``classes``, ``groups``, ``review_groups``.
+        The headline numbers shown at the top of the page: ``run_id`` (None
+        for the whole store), ``version``, ``runs`` (committed runs up to it),
+        ``images``, ``stored``, ``duplicates``, ``bytes_saved``, ``errors``
+        (of this run; of every run for the whole store), ``classes``,
+        ``groups``, ``review_groups``.
     """
     run_id, version = select_run(store, run_id)
     tables, hash_bits = build_report_tables(store, version, config, key)
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         pq.write_table(table, out / f"{name}.parquet")
-    summary = tables[rt.SUMMARY].to_pylist()[-1]
+    runs = tables[rt.SUMMARY].to_pylist()
+    summary = runs[-1]
     groups = tables[rt.GROUPS]
     headline = {
-        "run_id": run_id, "version": version,
-        **{name: summary[name] for name in ("images", "stored", "duplicates", "bytes_saved", "errors")},
+        "run_id": run_id, "version": version, "runs": len(runs),
+        **{name: summary[name] for name in ("images", "stored", "duplicates", "bytes_saved")},
+        "errors": summary["errors"] if run_id is not None else sum(r["errors"] for r in runs),
         "classes": tables[rt.CLASSES].num_rows,
         "groups": len(pc.unique(groups.column("group_id"))),
         "review_groups": len(pc.unique(groups.filter(groups.column("review")).column("group_id"))),

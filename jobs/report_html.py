@@ -167,7 +167,7 @@ def _member_html(member: dict, thumbnails: Thumbnails | None, near_t: int) -> st
         picture = '<div class="nopic">no key</div>'
     else:
         jpeg = thumbnails(member["image_id"])
-        picture = ('<div class="nopic">blob not kept</div>' if jpeg is None else
+        picture = ('<div class="nopic">no blob of its own: get serves the canonical</div>' if jpeg is None else
                    f'<img class="thumb" alt="{image_id}" src="data:image/jpeg;base64,{b64encode(jpeg).decode()}">')
     suspect = not member["is_canonical"] and member["distance"] is not None and member["distance"] >= near_t
     role = "canonical" if member["is_canonical"] else f"distance {member['distance']} bits"
@@ -224,21 +224,50 @@ def _nav(number: int, pages: int) -> str:
     return f'<nav>page {number} of {pages} {" · ".join(links)}</nav>'
 
 
-def _timings_html(timings: pa.Table, run_id: str) -> str:
-    rows = timings.filter(pc.equal(timings.column("run_id"), run_id)).to_pylist()
-    if not rows:
-        return "<p>No stage timings were recorded for this run.</p>"
-    body = "".join(f"<tr><th>{html.escape(r['stage'])}</th><td>{r['seconds']:.2f}</td></tr>" for r in rows)
-    return f"<table><tr><th>stage</th><th>seconds</th></tr>{body}</table>"
+def _of_run(table: pa.Table, run_id: str | None) -> list[dict]:
+    """The rows of ``run_id``, or every row when the report covers the whole store (None)."""
+    return (table if run_id is None else table.filter(pc.equal(table.column("run_id"), run_id))).to_pylist()
 
 
-def _errors_html(errors: pa.Table, run_id: str) -> str:
-    rows = errors.filter(pc.equal(errors.column("run_id"), run_id)).to_pylist()
+def _run_cell(row: dict, run_id: str | None) -> str:
+    return f"<td>{html.escape(row['run_id'])}</td>" if run_id is None else ""
+
+
+def _timings_html(timings: pa.Table, run_id: str | None) -> str:
+    rows = _of_run(timings, run_id)
     if not rows:
-        return "<p>No file failed in this run.</p>"
-    body = "".join(f"<tr><th>{html.escape(r['stage'])}</th><th>{html.escape(r['error_type'])}</th>"
-                   f"<td>{r['count']}</td></tr>" for r in rows)
-    return f"<table><tr><th>stage</th><th>error</th><th>files</th></tr>{body}</table>"
+        return ("<p>No run of this store recorded stage timings (ingest batches do not).</p>" if run_id is None
+                else "<p>No stage timings were recorded for this run (ingest batches record none).</p>")
+    head = "<th>run</th>" if run_id is None else ""
+    body = "".join(f"<tr>{_run_cell(r, run_id)}<th>{html.escape(r['stage'])}</th><td>{r['seconds']:.2f}</td></tr>"
+                   for r in rows)
+    return f"<table><tr>{head}<th>stage</th><th>seconds</th></tr>{body}</table>"
+
+
+def _errors_html(errors: pa.Table, run_id: str | None) -> str:
+    rows = _of_run(errors, run_id)
+    if not rows:
+        return "<p>No file failed in this store.</p>" if run_id is None else "<p>No file failed in this run.</p>"
+    head = "<th>run</th>" if run_id is None else ""
+    body = "".join(f"<tr>{_run_cell(r, run_id)}<th>{html.escape(r['stage'])}</th>"
+                   f"<th>{html.escape(r['error_type'])}</th><td>{r['count']}</td></tr>" for r in rows)
+    return f"<table><tr>{head}<th>stage</th><th>error</th><th>files</th></tr>{body}</table>"
+
+
+def _runs_html(summary: pa.Table) -> str:
+    """One row per committed run: the store's counts right after it."""
+    columns = ("run_id", "version", "images", "stored", "duplicates", "errors", "bytes_saved")
+    head = "".join(f"<th>{name}</th>" for name in columns)
+    body = "".join("<tr>" + "".join(
+        f"<td>{_human_bytes(r[name]) if name == 'bytes_saved' else html.escape(str(r[name]))}</td>"
+        for name in columns) + "</tr>" for r in summary.to_pylist())
+    return f'<table id="runs"><tr>{head}</tr>{body}</table>'
+
+
+def report_title(run_id: str | None, runs: int) -> str:
+    """The page title: one run's report, or the whole store's."""
+    return f"imgdedup report: run {run_id}" if run_id is not None else \
+        f"imgdedup report: the whole store ({runs} runs)"
 
 
 def _document(title: str, body: str) -> str:
@@ -259,7 +288,7 @@ def write_html_report(page: ReportPage, out: Path, thumbnails: Thumbnails | None
     """
     headline = page.headline
     run_id = headline["run_id"]
-    title = f"imgdedup report: run {run_id}"
+    title = report_title(run_id, page.tables[rt.SUMMARY].num_rows)
     groups = _ordered_groups(page)
     pages = max(1, math.ceil(len(groups) / page.page_size))
     notice = "" if thumbnails is not None else f'<p class="notice" id="no-key">{NO_KEY_NOTICE}</p>'
@@ -278,6 +307,7 @@ def write_html_report(page: ReportPage, out: Path, thumbnails: Thumbnails | None
                 f"<figure>{distance_histogram(page.tables[rt.NEAREST], page.threshold_t, page.hash_bits)}</figure>",
                 f"<figure>{class_size_plot(page.tables[rt.CLASSES])}</figure>",
                 "</div>",
+                "<h2>Runs</h2>", _runs_html(page.tables[rt.SUMMARY]),
                 "<h2>Time per stage</h2>", _timings_html(page.tables[rt.TIMINGS], run_id),
                 "<h2>Errors by type</h2>", _errors_html(page.tables[rt.ERRORS_BY_TYPE], run_id),
             ]

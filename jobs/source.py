@@ -152,23 +152,29 @@ class SourceImage:
     Attributes
     ----------
     source : str
-        Where it came from: the path or URL as given, or ``upload:<digest prefix>``
-        for bytes handed in without a name.
+        Where it came from: the name given, else the file's fsspec URL
+        (``file:///...`` for a local path, as the bulk job's listing names it),
+        or ``upload:<digest prefix>`` for bytes handed in without a name.
     data : bytes
         The file's bytes.
     digest : bytes
-        Keyed content digest (32 bytes), the exact-duplicate and idempotency key.
+        Keyed content digest (32 bytes), the exact-duplicate key.
     image_id : str
-        32 hex characters: keyed HMAC of digest and source.
+        32 hex characters: keyed HMAC of the digest and the upload's name (its
+        ``upload_id`` when given, else ``source``): the upload's idempotency key.
+    upload_id : str or None
+        The caller-supplied upload id, if any.
     """
 
     source: str
     data: bytes
     digest: bytes
     image_id: str
+    upload_id: str | None = None
 
 
-def read_source(key: GroupKey, image: bytes | str | os.PathLike, source: str | None = None) -> SourceImage:
+def read_source(key: GroupKey, image: bytes | str | os.PathLike, source: str | None = None,
+                upload_id: str | None = None) -> SourceImage:
     """Read an image given as bytes, a local path or an fsspec URL, and derive its ids.
 
     Parameters
@@ -177,8 +183,12 @@ def read_source(key: GroupKey, image: bytes | str | os.PathLike, source: str | N
     image : bytes, str or path-like
         The content itself, or where to read it from.
     source : str, optional
-        Name recorded for the image; the path or URL by default, and for bytes
-        ``upload:`` and the first 32 hex digits of the keyed digest.
+        Name recorded for the image; by default its fsspec URL (a local path
+        becomes ``file:///abs/path``), and for bytes ``upload:`` and the first
+        32 hex digits of the keyed digest.
+    upload_id : str, optional
+        Identifies the upload instead of ``source`` (a caller's request id):
+        the same bytes under the same upload id are the same upload.
 
     Raises
     ------
@@ -190,8 +200,10 @@ def read_source(key: GroupKey, image: bytes | str | os.PathLike, source: str | N
         digest = content_digest(key, io.BytesIO(data))
         name = f"upload:{digest.hex()[:32]}" if source is None else source
     else:
-        name = os.fspath(image) if source is None else source
-        with fsspec.open(os.fspath(image), "rb") as reader:
+        fs, path = fsspec.core.url_to_fs(os.fspath(image))
+        name = fs.unstrip_protocol(path) if source is None else source
+        with fs.open(path, "rb") as reader:
             data = reader.read()
         digest = content_digest(key, io.BytesIO(data))
-    return SourceImage(name, data, digest, image_id(key, digest, name))
+    upload = name if upload_id is None else f"upload-id:{upload_id}"
+    return SourceImage(name, data, digest, image_id(key, digest, upload), upload_id)

@@ -108,14 +108,19 @@ def unmerge(store: Store, group_id: str, image_id: str) -> int:
         committed = store.commit(run_id, {schemas.FINGERPRINTS: [part]}, blobs=[image_id],
                                  meta={"unmerge": {"group_id": group_id, "image_id": image_id}},
                                  replace=[schemas.FINGERPRINTS])
-        _restore_overtaken_rows(store, run_id, version, committed)
+        restore_overtaken_rows(store, run_id, version, committed)
         return committed
     raise StoreError(store.url, f"the store changed during each of {UNMERGE_ATTEMPTS} attempts to unmerge "
                      f"{image_id}; try again")
 
 
-def _restore_overtaken_rows(store: Store, run_id: str, read_version: int, committed: int) -> None:
-    """List again the fingerprints parts of commits that landed between the unmerge's read and its commit."""
+def restore_overtaken_rows(store: Store, run_id: str, read_version: int, committed: int) -> None:
+    """List again the fingerprints parts of commits that landed between a table replacement's read and its commit.
+
+    An unmerge and a re-electing bulk run both replace the fingerprints table
+    with one they read at ``read_version``; a run that committed in between
+    would otherwise lose its rows.
+    """
     overtaking = [store.commit_record(v) for v in range(read_version + 1, committed)]
     if not overtaking:
         return

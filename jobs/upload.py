@@ -10,7 +10,7 @@ store filled by the other.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,8 +66,8 @@ def _binary(array: np.ndarray, type_: pa.DataType) -> pa.Array:
 
 
 def fingerprint_rows(settings: RowSettings, ids: Sequence[str], sources: Sequence[str], sizes: Sequence[int],
-                     digests: Sequence[bytes], raw: np.ndarray, widths: list[np.ndarray],
-                     heights: list[np.ndarray], quality: list[np.ndarray]) -> pa.Table:
+                     digests: Sequence[bytes], raw: np.ndarray, images: Sequence[Mapping[str, np.ndarray]],
+                     upload_ids: Sequence[str | None] | None = None) -> pa.Table:
     """New images' ``fingerprints`` rows, keyed; the decision columns still null.
 
     Parameters
@@ -81,32 +81,42 @@ def fingerprint_rows(settings: RowSettings, ids: Sequence[str], sources: Sequenc
         Keyed content digests, 32 bytes each.
     raw : ndarray of uint8, shape (n, bits // 8)
         Raw (unkeyed) hashes; stored only keyed (token or sealed) and sealed.
-    widths, heights, quality : list of ndarray
-        Per-batch pieces of the images' pixel sizes and quality scores (0-100),
-        n values in all.
+    images : sequence of mapping
+        Per-batch pieces of what decoding learnt of the images
+        (:meth:`FingerprintBatch.image_columns`: pixel sizes, quality scores,
+        encoding facts), n values in all.
+    upload_ids : sequence of str or None, length n, optional
+        Caller-supplied upload ids (None where the source identifies the upload).
     """
     schema = settings.schema()
     n = len(ids)
     width = schema.field("fingerprint").type.byte_width
 
-    def joined(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    def joined(name: str, dtype) -> np.ndarray:
+        parts = [piece[name] for piece in images]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
     keyed = fingerprints(settings.key, settings.mode, ids, raw) if n else np.zeros((0, width), np.uint8)
     sealed = seal_hashes(settings.key, ids, raw) if n else np.zeros((0, 1), np.uint8)
+    jpeg_quality = joined("jpeg_quality", np.uint8)
     columns = {
         "image_id": pa.array(ids, pa.string()),
         "fingerprint": _binary(keyed, schema.field("fingerprint").type),
         "algo": pa.array([settings.algo] * n, pa.string()),
         "key_id": pa.array([settings.key.key_id_hex] * n, pa.string()),
-        "width": pa.array(joined(widths), pa.int32()),
-        "height": pa.array(joined(heights), pa.int32()),
+        "width": pa.array(joined("width", np.int64), pa.int32()),
+        "height": pa.array(joined("height", np.int64), pa.int32()),
         "bytes": pa.array(sizes, pa.int64()),
         "source": pa.array(sources, pa.string()),
         "ingested_at": pa.array(np.full(n, settings.ingested_at), pa.timestamp("us", tz="UTC")),
         "hash_sealed": _binary(sealed, pa.binary()),
         "content_digest": pa.array(digests, schema.field("content_digest").type),
-        "quality": pa.array(joined(quality), pa.uint8()),
+        "quality": pa.array(joined("quality", np.uint8), pa.uint8()),
+        "format": pa.array(joined("format", object), pa.string()),
+        "lossless": pa.array(joined("lossless", bool), pa.bool_()),
+        "jpeg_quality": pa.array(jpeg_quality, pa.uint8(), mask=jpeg_quality == 0),
+        "exif": pa.array(joined("exif", bool), pa.bool_()),
+        "upload_id": pa.array(list(upload_ids) if upload_ids is not None else [None] * n, pa.string()),
     }
     return pa.table([columns.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
 

@@ -56,6 +56,7 @@ class DedupConfig:
     centre_threshold: int = 96
     clusters: int | str = 16
     pointer_blob_grace_days: int = 30
+    keep: str = "best"
     max_false_merge_rate: float = 1e-5
     false_pair_tail_intercept: float = -13.978
     false_pair_tail_slope: float = 0.1108
@@ -65,10 +66,6 @@ class DedupConfig:
             raise ConfigError("dedup.max_false_merge_rate", f"must be > 0, got {self.max_false_merge_rate}")
         if not self.false_pair_tail_slope > 0:
             raise ConfigError("dedup.false_pair_tail_slope", f"must be > 0, got {self.false_pair_tail_slope}")
-
-    @property
-    def false_pair_tail(self) -> FalsePairTail:
-        return FalsePairTail(self.false_pair_tail_intercept, self.false_pair_tail_slope)
 
     def threshold_for(self, n: int) -> int:
         """t for a collection of ``n`` images: the t rule (:func:`imgdedup.pipeline.threshold.threshold_for`)."""
@@ -192,6 +189,7 @@ _CHOICES = {
     ("index", "mode"): {"auto", "exact", "paper", "mih"},
     ("index", "probe_radius"): {0, 1, 2},
     ("index", "substring_bits"): set(range(8, 23)),
+    ("dedup", "keep"): {"best", "largest", "earliest"},
 }
 
 

@@ -14,8 +14,12 @@ bulk job (``jobs/bulk_dedup.py``) applies once its images are in classes:
 
 Rule (per group): an image the store already holds as a canonical stays one —
 committed rows are never rewritten — and the group's new members point to the
-best of those; a group of new images only takes the one with the most pixels,
-then the earliest in the given order.
+best of those; a group of new images only takes its best member. "Best" is the
+``dedup.keep`` policy, turned into one rank per image by :func:`keep_rank`:
+``best`` (more pixels, then the less lossy encoding, then EXIF present, then
+the earliest), ``largest`` (more pixels, then the earliest) or ``earliest``.
+A re-election (the bulk job's ``--re-elect``) passes no fixed images, so the
+best member of each group wins even over a committed canonical.
 """
 from __future__ import annotations
 
@@ -77,29 +81,80 @@ def exact_duplicate_pairs(digests: np.ndarray) -> np.ndarray:
     return np.column_stack([owner[others], others]).astype(np.int64)
 
 
-def preference_rank(pixels: np.ndarray, order: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """(n,) int64, all distinct: each image's place as a canonical, 0 the most preferred.
+#: The ``dedup.keep`` policies :func:`keep_rank` knows.
+KEEP_POLICIES = ("best", "largest", "earliest")
 
-    Committed canonicals (``fixed``) first, then more pixels, then earlier in ``order``.
+
+def keep_rank(keep: str, *, pixels: np.ndarray, lossless: np.ndarray, jpeg_quality: np.ndarray,
+              file_bytes: np.ndarray, exif: np.ndarray) -> np.ndarray:
+    """Each image's place in the order a ``dedup.keep`` policy keeps copies in (0 = keep first).
+
+    Parameters
+    ----------
+    keep : {"best", "largest", "earliest"}
+        ``best``: more pixels, then the less lossy encoding (lossless before
+        lossy; among lossy files the higher estimated JPEG quality, then more
+        file bytes per pixel), then EXIF present, then the earliest.
+        ``largest``: more pixels, then the earliest. ``earliest``: the order given.
+    pixels : ndarray of int, shape (n,)
+        Width × height.
+    lossless : ndarray of bool, shape (n,)
+    jpeg_quality : ndarray of int, shape (n,)
+        Estimated JPEG quality 1-100; 0 for other encodings (or unknown).
+    file_bytes : ndarray of int, shape (n,)
+        File sizes in bytes.
+    exif : ndarray of bool, shape (n,)
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        A permutation of ``0..n-1``; images are in time order (earliest first),
+        which breaks every tie.
+
+    Raises
+    ------
+    ValueError
+        An unknown policy.
     """
-    ranked = np.lexsort((np.asarray(order, np.int64), -np.asarray(pixels, np.int64), ~np.asarray(fixed, bool)))
-    rank = np.empty(len(ranked), dtype=np.int64)
-    rank[ranked] = np.arange(len(ranked))
+    pixels = np.asarray(pixels, dtype=np.int64)
+    n = len(pixels)
+    order = np.arange(n)
+    if keep == "earliest":
+        keys = (order,)
+    elif keep == "largest":
+        keys = (order, -pixels)
+    elif keep == "best":
+        lossless = np.asarray(lossless, dtype=bool)
+        per_pixel = np.asarray(file_bytes, dtype=np.float64) / np.maximum(pixels, 1)
+        keys = (order, ~np.asarray(exif, dtype=bool), np.where(lossless, 0.0, -per_pixel),
+                np.where(lossless, 0, -np.asarray(jpeg_quality, dtype=np.int64)), ~lossless, -pixels)
+    else:
+        raise ValueError(f"dedup.keep must be one of {list(KEEP_POLICIES)}, got {keep!r}")
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.lexsort(keys)] = order
     return rank
 
 
-def choose_canonicals(groups: np.ndarray, pixels: np.ndarray, order: np.ndarray,
-                      fixed: np.ndarray) -> np.ndarray:
+def canonical_preference(rank: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """(n,) int64, a permutation: each image's place as a canonical.
+
+    Committed canonicals (``fixed``) first, then by ``rank`` (:func:`keep_rank`).
+    """
+    ranked = np.lexsort((np.asarray(rank, np.int64), ~np.asarray(fixed, bool)))
+    preference = np.empty(len(ranked), dtype=np.int64)
+    preference[ranked] = np.arange(len(ranked))
+    return preference
+
+
+def choose_canonicals(groups: np.ndarray, rank: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     """The canonical image of each group, for every image.
 
     Parameters
     ----------
     groups : ndarray of int, shape (n,)
         Group label of each image (singletons have labels of their own).
-    pixels : ndarray of int, shape (n,)
-        Width × height of each image.
-    order : ndarray of int, shape (n,)
-        Rank in time (smaller = earlier): breaks ties in ``pixels``.
+    rank : ndarray of int, shape (n,)
+        Keep order (smaller = kept first), from :func:`keep_rank`.
     fixed : ndarray of bool, shape (n,)
         Images already committed as canonicals; they stay canonicals of themselves.
 
@@ -107,19 +162,18 @@ def choose_canonicals(groups: np.ndarray, pixels: np.ndarray, order: np.ndarray,
     -------
     ndarray of int64, shape (n,)
         Index of the canonical each image belongs to: itself for fixed images
-        and for each group's chosen one; for the other members, the group's fixed
-        image with the most pixels (then earliest) if it has any, else its
-        member with the most pixels (then earliest).
+        and for each group's chosen one; for the other members, the group's
+        best-ranked fixed image if it has any, else its best-ranked member.
     """
-    groups, pixels, order = (np.asarray(a, dtype=np.int64) for a in (groups, pixels, order))
+    groups, rank = (np.asarray(a, dtype=np.int64) for a in (groups, rank))
     fixed = np.asarray(fixed, dtype=bool)
     n = len(groups)
-    if not len(pixels) == len(order) == len(fixed) == n:
-        raise ValueError("groups, pixels, order and fixed must have one entry per image")
+    if not len(rank) == len(fixed) == n:
+        raise ValueError("groups, rank and fixed must have one entry per image")
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    # Best first inside each group, in preference_rank's order.
-    ranked = np.lexsort((preference_rank(pixels, order, fixed), groups))
+    # Best first inside each group: fixed before new, then by rank.
+    ranked = np.lexsort((canonical_preference(rank, fixed), groups))
     sorted_groups = groups[ranked]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     best_of_group = ranked[starts]
@@ -161,6 +215,61 @@ def plan_pointers(canonical: np.ndarray, fingerprints: np.ndarray,
         duplicate_of[pointers] = canonical[pointers]
         distance[pointers] = bits
     return PointerPlan(duplicate_of, distance)
+
+
+def re_pointed(current: np.ndarray, distance: np.ndarray, winner: np.ndarray,
+               fingerprints: np.ndarray) -> PointerPlan:
+    """Committed rows pointed at the canonical their group re-elected (groups stay stars).
+
+    Parameters
+    ----------
+    current : ndarray of int, shape (n,)
+        Index of each committed row's canonical among the committed rows (itself for a canonical).
+    distance : ndarray of int, shape (n,)
+        Each committed pointer's recorded distance to ``current`` (anything for a canonical).
+    winner : ndarray of int, shape (n,)
+        For each committed canonical ``c``, the index (into ``fingerprints``) of
+        the canonical its group now has; other entries are ignored.
+    fingerprints : ndarray of uint8, shape (m, nbytes), m >= n
+        Plain fingerprints of the committed rows (first n) and any new images.
+
+    Returns
+    -------
+    PointerPlan
+        Over the committed rows: ``duplicate_of`` indexes ``fingerprints``
+        (:data:`NONE` for a canonical). A row whose canonical did not change
+        keeps its distance; a demoted canonical gets its distance to the
+        winner, and its pointers the smaller of their plain distance to the
+        winner and the triangle bound through the old canonical (the
+        dihedral forms of committed rows are not kept, so a turned copy's
+        exact distance cannot be recomputed; both are upper bounds of it).
+    """
+    current = np.asarray(current, dtype=np.int64)
+    distance = np.asarray(distance, dtype=np.int64)
+    n = len(current)
+    rows = np.arange(n)
+    elected = np.asarray(winner, dtype=np.int64)[current]
+
+    def plain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.bitwise_count(fingerprints[a] ^ fingerprints[b]).sum(axis=-1).astype(np.int64)
+
+    # Distance from each committed canonical to its group's winner.
+    to_winner = np.zeros(n, dtype=np.int64)
+    demoted = (current == rows) & (elected != rows)
+    if demoted.any():
+        c, w = rows[demoted], elected[demoted]
+        bound = plain(c, w)
+        was_its_pointer = (w < n) & (current[np.minimum(w, n - 1)] == c)
+        bound[was_its_pointer] = np.minimum(bound[was_its_pointer], distance[w[was_its_pointer]])
+        to_winner[c] = bound
+    new_distance = np.where(current == rows, to_winner, distance)
+    moved = (current != rows) & (elected != current) & (elected != rows)
+    if moved.any():
+        r = rows[moved]
+        new_distance[r] = np.minimum(plain(r, elected[r]), distance[r] + to_winner[current[r]])
+    is_canonical = elected == rows
+    return PointerPlan(np.where(is_canonical, NONE, elected),
+                       np.where(is_canonical, NONE, new_distance).astype(np.int32))
 
 
 def class_radii(labels: np.ndarray, to_centre: np.ndarray, k: int) -> np.ndarray:
@@ -209,8 +318,9 @@ class DedupDecisions:
 
 def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, labels: np.ndarray,
                     to_centre: np.ndarray, centres: np.ndarray, quality: np.ndarray, digests: np.ndarray,
-                    pixels: np.ndarray, fixed: np.ndarray, *, threshold_t: int, min_quality: int,
-                    batch: int = 1024, threads: int = 1, join: NearDuplicateJoin | None = None) -> DedupDecisions:
+                    rank: np.ndarray, fixed: np.ndarray, *, threshold_t: int, min_quality: int,
+                    batch: int = 1024, threads: int = 1, links: np.ndarray | None = None,
+                    join: NearDuplicateJoin | None = None) -> DedupDecisions:
     """The dedup rule over one set of images: groups, canonicals, pointers.
 
     Parameters
@@ -229,16 +339,18 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     digests : ndarray of uint8, shape (n, 32)
         Keyed content digests; an all-zero row (a row written before digests
         were recorded) takes no part in exact matching.
-    pixels : ndarray of int, shape (n,)
-        Width x height; the larger image of a group becomes its canonical.
+    rank : ndarray of int, shape (n,)
+        Keep order from :func:`keep_rank` (smaller = kept first).
     fixed : ndarray of bool, shape (n,)
-        Images already committed as canonicals (see :func:`choose_canonicals`);
-        the others are in time order.
+        Images already committed as canonicals (see :func:`choose_canonicals`).
     threshold_t : int
         Largest distance, in bits, of a near duplicate.
     min_quality : int
     batch, threads : int
         Queries per scan and scan threads of the in-process near-duplicate join.
+    links : ndarray of int, shape (m, 2), optional
+        Pairs known to share a group whatever their distance (a re-election
+        links each committed pointer to its canonical).
     join : callable, optional
         ``join(fingerprints, forms) -> labels``: the near-duplicate groups of the
         rows given (``(m, nbytes)`` and ``(m, F, nbytes)`` uint8, ``F`` forms plain
@@ -267,15 +379,17 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     near_links = np.stack([eligible[grouped], near_groups[grouped]], axis=1)
     with_digest = np.flatnonzero(digests.any(axis=1))
     exact_pairs = with_digest[exact_duplicate_pairs(digests[with_digest])]
-    groups = connected_components(n, np.concatenate([near_links, exact_pairs]))
-    canonical = choose_canonicals(groups, pixels, np.arange(n), fixed)
-    # Groups are stars, not chains: every pointer within t of its own canonical.
+    known = np.zeros((0, 2), np.int64) if links is None else np.asarray(links, dtype=np.int64).reshape(-1, 2)
+    groups = connected_components(n, np.concatenate([near_links, exact_pairs, known]))
+    canonical = choose_canonicals(groups, rank, fixed)
+    # Groups are stars, not chains: every pointer within t of its own canonical
+    # (byte-identical copies and known links count as pairs at distance 0).
     linkable = np.zeros(n, dtype=bool)
     linkable[eligible] = True
     pairs, distances = component_star_pairs(groups, canonical, forms, linkable, threshold_t)
-    stars = star_groups(canonical, preference_rank(pixels, np.arange(n), fixed),
-                        np.concatenate([pairs, exact_pairs]),
-                        np.concatenate([distances, np.zeros(len(exact_pairs), np.int64)]), threshold_t)
+    given = np.concatenate([exact_pairs, known])
+    stars = star_groups(canonical, canonical_preference(rank, fixed), np.concatenate([pairs, given]),
+                        np.concatenate([distances, np.zeros(len(given), np.int64)]), threshold_t)
     plan = plan_pointers(stars.canonical, fingerprints, dihedral)
 
     is_canonical = ~plan.is_pointer

@@ -22,6 +22,13 @@ def test_kernel_defaults_match_the_default_file():
     assert defaults == dataclasses.asdict(load_config().cluster)
 
 
+def test_the_config_accepts_every_keep_policy_the_dedup_rule_knows():
+    from imgdedup.pipeline.dedup import KEEP_POLICIES
+
+    assert [load_config(overrides=[f"dedup.keep={keep}"]).dedup.keep for keep in KEEP_POLICIES] == \
+        list(KEEP_POLICIES)
+
+
 def test_no_pipeline_module_imports_the_config_module():
     for path in sorted((Path(__file__).resolve().parents[1] / "pipeline").rglob("*.py")):
         if path.name != "config.py":
@@ -43,6 +50,7 @@ def test_override_parses_toml_values_and_bare_strings():
     ("hash.bits=100", "hash.bits"),
     ("hash.bits=abc", "hash.bits"),
     ("crypto.mode=open", "crypto.mode"),
+    ("dedup.keep=newest", "dedup.keep"),
     ("hash.dihedral=1", "hash.dihedral"),
     ("no-dot=1", "no-dot=1"),
 ])

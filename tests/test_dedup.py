@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imgdedup.pipeline.dedup import (NONE, choose_canonicals, class_radii, dedup_decisions, exact_duplicate_pairs,
-                                     plan_pointers)
+                                     keep_rank, plan_pointers, re_pointed)
 from imgdedup.pipeline.index.join import connected_components
 
 
@@ -24,7 +25,9 @@ def groups_of_images(draw):
 @given(groups_of_images())
 def test_canonical_follows_the_rule(case):
     groups, pixels, order, fixed = case
-    canonical = choose_canonicals(groups, pixels, order, fixed)
+    rank = keep_rank("largest", pixels=pixels[np.argsort(order)], lossless=None, jpeg_quality=None,
+                     file_bytes=None, exif=None)[np.argsort(np.argsort(order))]
+    canonical = choose_canonicals(groups, rank, fixed)
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)
         candidates = members[fixed[members]] if fixed[members].any() else members
@@ -35,10 +38,35 @@ def test_canonical_follows_the_rule(case):
 
 def test_canonical_examples():
     # Group 0: new images only, the largest wins; group 1: the committed image wins over a larger new one.
-    canonical = choose_canonicals(groups=[0, 0, 0, 1, 1], pixels=[10, 30, 30, 50, 5], order=[0, 2, 1, 3, 4],
+    canonical = choose_canonicals(groups=[0, 0, 0, 1, 1], rank=[4, 1, 0, 2, 3],
                                   fixed=[False, False, False, False, True])
     assert canonical.tolist() == [2, 2, 2, 4, 4]
-    assert choose_canonicals([], [], [], []).shape == (0,)
+    assert choose_canonicals([], [], []).shape == (0,)
+
+
+def _facts(**changed):
+    """Four same-size copies: JPEG q=50, JPEG q=90, lossless PNG, JPEG q=90 with EXIF; then ``changed``."""
+    facts = {"pixels": [100, 100, 100, 100], "lossless": [False, False, True, False],
+             "jpeg_quality": [50, 90, 0, 90], "file_bytes": [20, 60, 300, 60], "exif": [False, False, False, True]}
+    return {name: np.array(changed.get(name, values)) for name, values in facts.items()}
+
+
+def test_best_keeps_more_pixels_then_lossless_then_jpeg_quality_then_exif_then_earliest():
+    assert keep_rank("best", **_facts()).tolist() == [3, 2, 0, 1]
+    assert keep_rank("best", **_facts(pixels=[100, 100, 99, 100])).tolist() == [2, 1, 3, 0]
+    assert keep_rank("best", **_facts(pixels=[400, 100, 100, 100])).tolist()[0] == 0
+    # Same quality and EXIF: the earlier copy first.
+    assert keep_rank("best", **_facts(exif=[False] * 4)).tolist() == [3, 1, 0, 2]
+    # Lossy without a JPEG quality (WebP): more bytes per pixel first.
+    assert keep_rank("best", **_facts(jpeg_quality=[0, 0, 0, 0], lossless=[False] * 4,
+                                      file_bytes=[10, 30, 20, 40], exif=[False] * 4)).tolist() == [3, 1, 2, 0]
+
+
+def test_largest_and_earliest_ignore_the_encoding():
+    assert keep_rank("largest", **_facts(pixels=[100, 200, 200, 50])).tolist() == [2, 0, 1, 3]
+    assert keep_rank("earliest", **_facts()).tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="dedup.keep"):
+        keep_rank("newest", **_facts())
 
 
 def test_pointers_carry_their_distance_to_the_canonical():
@@ -95,7 +123,8 @@ def test_dedup_decisions_apply_the_whole_rule():
     centres = fingerprints[[0, 2]]
     labels = np.array([0, 0, 1, 1, 0, 1])
     to_centre = np.bitwise_count(fingerprints ^ centres[labels]).sum(axis=1)
-    decided = dedup_decisions(fingerprints, None, labels, to_centre, centres, quality, digests, pixels, fixed,
+    rank = keep_rank("largest", pixels=pixels, lossless=None, jpeg_quality=None, file_bytes=None, exif=None)
+    decided = dedup_decisions(fingerprints, None, labels, to_centre, centres, quality, digests, rank, fixed,
                               threshold_t=16, min_quality=20, batch=64, threads=1)
     assert decided.plan.duplicate_of.tolist() == [NONE, 0, NONE, 2, NONE, NONE]
     assert decided.plan.distance.tolist() == [NONE, 5, NONE, 0, NONE, NONE]
@@ -145,3 +174,20 @@ def test_a_split_member_joins_another_within_t_not_its_chain():
 
 def test_class_radii_is_the_largest_member_distance():
     assert class_radii(np.array([0, 0, 2]), np.array([4, 9, 1]), 4).tolist() == [9, 0, 1, 0]
+
+
+def test_re_pointing_swaps_the_canonical_and_keeps_groups_stars():
+    fingerprints = np.array([[0x00], [0x03], [0x0F], [0xF0], [0x01]], np.uint8)
+    # Committed: 0 canonical, 1 and 2 point to it; 3 canonical of its own. New image 4 wins group 0.
+    current, distance = np.array([0, 0, 0, 3]), np.array([0, 2, 4, 0])
+    plan = re_pointed(current, distance, np.array([4, 0, 0, 3]), fingerprints)
+    assert plan.duplicate_of.tolist() == [4, 4, 4, NONE]
+    # 0 -> 4: 1 bit; 1 -> 4: plain 1 bit; 2 -> 4: plain 3 bits (bound 4 + 1).
+    assert plan.distance.tolist() == [1, 1, 3, NONE]
+    # A committed pointer promoted: its old distance bounds the demoted canonical's.
+    plan = re_pointed(current, np.array([0, 1, 4, 0]), np.array([1, 0, 0, 3]), fingerprints)
+    assert plan.duplicate_of.tolist() == [1, NONE, 1, NONE]
+    assert plan.distance.tolist() == [1, NONE, 2, NONE]
+    # Nothing re-elected: nothing changes.
+    plan = re_pointed(current, distance, np.array([0, 0, 0, 3]), fingerprints)
+    assert plan.duplicate_of.tolist() == [NONE, 0, 0, NONE] and plan.distance.tolist() == [NONE, 2, 4, NONE]

@@ -86,7 +86,8 @@ table = pa.table({
     "width": [1] * n, "height": [1] * n, "bytes": [1] * n, "blob": [None] * n,
     "duplicate_of": [None] * n, "distance": [None] * n, "source": ["s"] * n,
     "ingested_at": [None] * n, "hash_sealed": [b"opaque"] * n,
-    "content_digest": [bytes(32)] * n, "quality": [50] * n,
+    "content_digest": [bytes(32)] * n, "quality": [50] * n, "format": ["PNG"] * n, "lossless": [True] * n,
+    "jpeg_quality": [None] * n, "exif": [False] * n, "upload_id": [None] * n,
 }, schema=schemas.fingerprints_schema(32))
 store = Store(sys.argv[1])
 store.commit("run-1", {"fingerprints": [store.write_table_part("fingerprints", "run-1", 0, table)]})

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from imgdedup.pipeline.errors import ConfigError, DecodeError
+from imgdedup.pipeline.hashing.encoding import Encoding, encoding_of
 
 Source = str | os.PathLike | bytes
 
@@ -57,14 +58,20 @@ class DecodedImage:
     width, height : int
         Size of the original image in pixels, upright (after the EXIF
         orientation), whatever scale it was decoded at.
-    format : str
-        Pillow's name of the file format (``"JPEG"``, ``"PNG"``, ...).
+    encoding : Encoding
+        How the file is encoded: format (Pillow's name, ``"JPEG"``, ``"PNG"``,
+        ...), lossless or not, estimated JPEG quality, EXIF present.
     """
 
     image: Image.Image
     width: int
     height: int
-    format: str
+    encoding: Encoding
+
+    @property
+    def format(self) -> str:
+        """Pillow's name of the file format."""
+        return self.encoding.format
 
 
 def decode(
@@ -111,7 +118,10 @@ def decode(
         name = "<bytes>" if isinstance(source, bytes | bytearray) else os.fspath(source)
     formats = known_formats(formats)
     with _opened(source, name) as fp:
+        prefix = _prefix(fp)
+        fp.seek(0)
         image = _open(fp, name, formats, max_pixels)
+        encoding = encoding_of(image, prefix)
         width, height = image.size
         try:
             if draft_min_side > 0 and min(width, height) >= 2 * draft_min_side:
@@ -129,7 +139,7 @@ def decode(
         rgb = _to_rgb(image)
     except ValueError as exc:  # Pillow has no conversion from this mode to RGB
         raise DecodeError(name, f"unsupported pixel mode {image.mode} ({exc})") from exc
-    return DecodedImage(rgb, width, height, image.format)
+    return DecodedImage(rgb, width, height, encoding)
 
 
 def decode_image(

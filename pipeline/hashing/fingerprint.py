@@ -17,6 +17,7 @@ import numpy as np
 from imgdedup.pipeline.errors import DecodeError
 from imgdedup.pipeline.hashing.algorithms import HashAlgorithm
 from imgdedup.pipeline.hashing.decode import Source, decode
+from imgdedup.pipeline.hashing.encoding import Encoding
 from imgdedup.pipeline.hashing.quality import quality_batch, quality_thumbnail
 
 
@@ -39,6 +40,8 @@ class FingerprintBatch:
         Quality score 0..100 (:mod:`imgdedup.pipeline.hashing.quality`).
     width, height : ndarray of int64, shape (B,)
         Size of each original image in pixels, upright.
+    encodings : list of Encoding
+        How each file is encoded (format, lossless, JPEG quality, EXIF), B entries.
     errors : list of DecodeError
         One per file that failed, in input order; ``error.subject`` is its name.
     """
@@ -50,10 +53,27 @@ class FingerprintBatch:
     quality: np.ndarray
     width: np.ndarray
     height: np.ndarray
+    encodings: list[Encoding]
     errors: list[DecodeError]
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def image_columns(self) -> dict[str, np.ndarray]:
+        """What the batch learnt of each image, as arrays of B values each.
+
+        ``width``, ``height`` (int64, pixels), ``quality`` (uint8, 0-100),
+        ``format`` (object, Pillow's names), ``lossless`` (bool),
+        ``jpeg_quality`` (uint8, 1-100; 0 for other encodings), ``exif`` (bool):
+        the columns :func:`imgdedup.jobs.upload.fingerprint_rows` takes.
+        """
+        return {
+            "width": self.width, "height": self.height, "quality": self.quality,
+            "format": np.array([e.format for e in self.encodings], dtype=object),
+            "lossless": np.array([e.lossless for e in self.encodings], dtype=bool),
+            "jpeg_quality": np.array([e.jpeg_quality for e in self.encodings], dtype=np.uint8),
+            "exif": np.array([e.exif for e in self.encodings], dtype=bool),
+        }
 
 
 def fingerprint_batch(
@@ -91,6 +111,7 @@ def fingerprint_batch(
         raise ValueError(f"{len(sources)} sources but {len(names)} names")
     formats = tuple(formats)
     kept_names, indices, thumbs, quality_thumbs, widths, heights, errors = [], [], [], [], [], [], []
+    encodings = []
     for index, (source, name) in enumerate(zip(sources, names)):
         try:
             decoded = decode(source, name=name, max_pixels=max_pixels, formats=formats,
@@ -104,6 +125,7 @@ def fingerprint_batch(
         quality_thumbs.append(quality_thumbnail(decoded.image))
         widths.append(decoded.width)
         heights.append(decoded.height)
+        encodings.append(decoded.encoding)
 
     width = np.array(widths, dtype=np.int64)
     height = np.array(heights, dtype=np.int64)
@@ -120,4 +142,4 @@ def fingerprint_batch(
         variants = np.zeros((0, 8, algorithm.nbytes), dtype=np.uint8) if dihedral else None
         quality = np.zeros(0, dtype=np.uint8)
     return FingerprintBatch(kept_names, np.array(indices, dtype=np.int64), hashes, variants,
-                            quality, width, height, errors)
+                            quality, width, height, encodings, errors)

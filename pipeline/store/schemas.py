@@ -124,7 +124,13 @@ def fingerprints_schema(
     (timestamp[us, UTC]), ``hash_sealed`` (binary: the raw hash inside AEAD
     ciphertext, so tokens can be re-keyed after a key rotation),
     ``content_digest`` (fixed_size_binary(32): keyed HMAC of the file bytes),
-    ``quality`` (uint8, 0-100).
+    ``quality`` (uint8, 0-100); the encoding facts the canonical policy ranks
+    by, clear in both trust modes: ``format`` (string, Pillow's name),
+    ``lossless`` (bool), ``jpeg_quality`` (uint8 estimated setting 1-100, null
+    for other encodings), ``exif`` (bool, EXIF present); ``upload_id``
+    (string: the caller-supplied id an upload was identified by, or null when
+    its ``source`` identifies it). Rows written before a column existed read it
+    as null.
     """
     if fingerprint_bytes < 1:
         raise StoreError("fingerprints", f"fingerprint width must be >= 1 byte, got {fingerprint_bytes}")
@@ -145,6 +151,11 @@ def fingerprints_schema(
         pa.field("hash_sealed", pa.binary()),
         pa.field("content_digest", pa.binary(CONTENT_DIGEST_BYTES)),
         pa.field("quality", pa.uint8()),
+        pa.field("format", pa.string()),
+        pa.field("lossless", pa.bool_()),
+        pa.field("jpeg_quality", pa.uint8()),
+        pa.field("exif", pa.bool_()),
+        pa.field("upload_id", pa.string()),
     ]
     return pa.schema(fields, metadata=_metadata(
         FINGERPRINTS, hash_algo=algo, hash_bits=bits, key_id=key_id, fingerprint_mode=mode,

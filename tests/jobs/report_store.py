@@ -125,6 +125,10 @@ def build_report_store(url: str, dev: Path, key: GroupKey, config: Config) -> Re
             out["hash_sealed"].append(None)
             out["content_digest"].append(digests[i])
             out["quality"].append(int(batch.quality[i]))
+            for column, value in batch.image_columns().items():
+                if column in ("format", "lossless", "jpeg_quality", "exif"):
+                    out[column].append(value[i].item() if hasattr(value[i], "item") else value[i])
+            out["upload_id"].append(None)
         schema = schemas.fingerprints_schema(32, algo="lbph", bits=256, key_id=key.key_id_hex, mode="tokens")
         return pa.table(out, schema=schema)
 

@@ -1,6 +1,7 @@
 """`imgdedup bulk`: bad files become error rows, groups are right and the same on every store, re-runs add only new files."""
 from __future__ import annotations
 
+import io
 import os
 import time
 import uuid
@@ -148,7 +149,8 @@ def test_rerun_reads_only_new_files_and_dedups_them_against_the_store(client, la
     _run(client, source, url)
     write_files(source, {n: labelled[n][0] for n in names if n not in first})
     # Byte-for-byte copy of a stored original under a new name: a pointer with no blob of its own.
-    write_files(source, {"copies/original.jpg": labelled[names[0]][0]})
+    original = next(n for n in names if n.endswith("/original.jpg"))  # its group's canonical
+    write_files(source, {"copies/original.jpg": labelled[original][0]})
     summary = _run(client, source, url)
     assert summary["images"] == len(names) - len(first) + 1 and summary["unchanged"] == len(first)
     assert summary["exact_duplicates"] == 1
@@ -211,10 +213,19 @@ def test_summary_prints_counts_and_errors(client, tmp_path, capsys):
     assert "images 1, stored 1" in out and "errors 1" in out and "b.jpg: decode: DecodeError" in out
 
 
-def test_empty_source_commits_an_empty_run(client, tmp_path):
+def test_a_run_with_nothing_new_commits_nothing_and_says_so(client, labelled, tmp_path):
     (tmp_path / "src").mkdir()
-    summary = _run(client, str(tmp_path / "src"), _memory_url())
-    assert summary["images"] == 0 and summary.version == 1
+    url = _memory_url()
+    summary = _run(client, str(tmp_path / "src"), url)
+    assert summary["images"] == 0 and summary.version == 0 and not summary.committed
+    write_files(str(tmp_path / "src"), {name: data for name, (data, _) in list(labelled.items())[:3]})
+    assert _run(client, str(tmp_path / "src"), url).version == 1
+    again = _run(client, str(tmp_path / "src"), url)
+    assert not again.committed and again.version == 1 and again["unchanged"] == 3
+    assert Store(url).latest_version() == 1
+    printed = io.StringIO()
+    print_summary(again, printed)
+    assert "nothing new, committed nothing (the store stays at version 1)" in printed.getvalue()
 
 
 
@@ -248,6 +259,6 @@ def test_expired_pointer_blobs_are_released_and_gc_removes_only_them(client, lab
     assert out.read_bytes() == files[canonical["source"].rsplit("/src/", 1)[1]]
     with pytest.raises(MergeError, match="no longer kept"):
         unmerge(store, pointer["duplicate_of"], pointer["image_id"])
-    # A third run has nothing left to release.
+    # A third run has nothing left to release, nor anything else to commit.
     third = _run(client, source, url, "dedup.pointer_blob_grace_days=0")
-    assert "release" not in store.commit_record(third.version)
+    assert not third.committed and third.version == second.version

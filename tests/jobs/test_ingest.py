@@ -1,6 +1,7 @@
 """Ingest: the upload protocol, one decision per content digest, agreement with the bulk job."""
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import sys
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from imgdedup.jobs.bulk import run_bulk
-from imgdedup.jobs.ingest import Ingestor, stable_files
+from imgdedup.jobs.ingest import OUTCOMES, Ingestor, stable_files, summary_line
 from imgdedup.jobs.cli import main
 from imgdedup.pipeline.config import load_config
 from imgdedup.pipeline.crypto.blob import open_bytes
@@ -81,14 +83,89 @@ def test_replayed_batch_and_second_ingestor_add_nothing(tmp_path, source, labell
     assert first[-1].kind == "error" and len(store.read_table(schemas.ERRORS)) == 1
 
 
-def test_same_bytes_under_two_names_get_one_decision(tmp_path, key, config):
+def test_same_bytes_under_two_names_are_two_uploads_and_both_ids_download_them(tmp_path, key, config):
     store = Store(str(tmp_path / "store"))
     ingestor = Ingestor(store, key, config)
     data = noise_png(2)
-    first = ingestor.submit(data, source="a.png")
-    assert ingestor.submit(data, source="b.png") == first
-    assert ingestor.submit_batch([data, data]) == [first, first]
-    assert len(store.read_table(schemas.FINGERPRINTS)) == 1
+    first = ingestor.submit(data, source="alice/a.png")
+    second = ingestor.submit(data, source="bob/b.png")
+    assert (first.kind, second.kind) == ("stored", "exact_duplicate")
+    assert second.image_id != first.image_id and not (first.replayed or second.replayed)
+    assert (second.duplicate_of, second.distance, second.source) == (first.image_id, 0, "bob/b.png")
+    rows = store.read_table(schemas.FINGERPRINTS).to_pylist()
+    assert [(r["source"], r["duplicate_of"], r["blob"] is None) for r in rows] == [
+        ("alice/a.png", None, False), ("bob/b.png", first.image_id, True)]
+    assert list(store.iter_blob_ids()) == [first.image_id]  # one blob for both
+    key_file = write_key_file(tmp_path / "group.key", key)
+    for decision in (first, second):
+        out = tmp_path / f"{decision.image_id}.png"
+        assert main(["get", decision.image_id, "--out", str(out), "--store", str(tmp_path / "store"),
+                     "--key", str(key_file)]) == 0
+        assert out.read_bytes() == data
+    # Replays, in a batch of their own or within one, add nothing.
+    version = store.latest_version()
+    again = ingestor.submit_batch([data, data], sources=["bob/b.png", "bob/b.png"])
+    assert again == [second, second] and all(d.replayed for d in again)
+    assert Ingestor(store, key, config).submit(data, source="alice/a.png") == first
+    assert store.latest_version() == version and len(store.read_table(schemas.FINGERPRINTS)) == 2
+
+
+def test_an_upload_id_identifies_the_upload_whatever_its_source(tmp_path, key, config):
+    store = Store(str(tmp_path / "store"))
+    ingestor = Ingestor(store, key, config)
+    data = noise_png(4)
+    first = ingestor.submit(data, source="photo.png", upload_id="alice-1")
+    assert ingestor.submit(data, source="renamed.png", upload_id="alice-1").replayed
+    other = ingestor.submit(data, source="photo.png", upload_id="bob-1")
+    assert other.kind == "exact_duplicate" and other.duplicate_of == first.image_id and not other.replayed
+    rows = store.read_table(schemas.FINGERPRINTS).to_pylist()
+    assert [(r["source"], r["upload_id"]) for r in rows] == [("photo.png", "alice-1"), ("photo.png", "bob-1")]
+    assert Ingestor(store, key, config).submit(data, source="x.png", upload_id="bob-1") == other
+
+
+def test_a_mixed_batch_counts_each_upload_once_and_the_counts_add_up(tmp_path, test_data, key, config):
+    photo = sorted((test_data / "dev").glob("*.jpg"))[0]
+    image = Image.open(photo).convert("RGB")
+    half = io.BytesIO()
+    image.resize((image.width // 2, image.height // 2)).save(half, "JPEG", quality=60)
+    store = Store(str(tmp_path / "store"))
+    ingestor = Ingestor(store, key, config)
+    known = ingestor.submit(noise_png(5), source="known.png")
+    uploads = {"new.jpg": photo.read_bytes(), "half.jpg": half.getvalue(), "copy.png": noise_png(5),
+               "known.png": noise_png(5), "corrupt.jpg": b"\xff\xd8\xff\xe0 truncated", "new-again.jpg": None}
+    uploads["new-again.jpg"] = uploads["new.jpg"]
+    names = list(uploads)
+    names[-1] = "new.jpg"  # the same upload twice in one batch: the second is a replay
+    decisions = ingestor.submit_batch([uploads[n] for n in names], sources=names)
+    outcomes = [d.outcome for d in decisions]
+    assert outcomes == ["stored", "duplicate", "exact_duplicate", "replayed", "error", "replayed"]
+    assert decisions[2].duplicate_of == known.image_id and decisions[3] == known
+    assert [d.source for d in decisions] == names  # each line names the upload given
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for outcome in outcomes:
+        counts[outcome] += 1
+    assert summary_line(counts) == "6 uploads: 1 stored, 1 duplicate, 1 exact_duplicate, 2 replayed, 1 error"
+    record = store.commit_record(store.latest_version())["meta"]
+    assert (record["stored"], record["duplicates"], record["exact_duplicates"], record["errors"]) == (1, 1, 1, 1)
+    assert len(store.read_table(schemas.FINGERPRINTS)) == 4
+
+
+def test_the_cli_prints_the_new_uploads_path_and_a_summary_that_adds_up(tmp_path, key):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(noise_png(6))
+    key_file = write_key_file(tmp_path / "group.key", key)
+    args = ["ingest", str(folder), "--store", str(tmp_path / "store"), "--key", str(key_file)]
+    command = [sys.executable, "-m", "imgdedup.jobs.cli", *args]
+    first = subprocess.run(command, capture_output=True, timeout=120)
+    assert ingest_finished(first.returncode, first.stderr, 0), first.stderr.decode()[-2000:]
+    (folder / "b.png").write_bytes(noise_png(6))
+    second = subprocess.run(command, capture_output=True, timeout=120)
+    assert ingest_finished(second.returncode, second.stderr, 0), second.stderr.decode()[-2000:]
+    lines = sorted(second.stdout.decode().splitlines())
+    assert lines[0].startswith("exact_duplicate ") and lines[0].endswith("/b.png")
+    assert lines[1].startswith("replayed stored ") and lines[1].endswith("/a.png")
+    assert b"2 uploads: 0 stored, 0 duplicate, 1 exact_duplicate, 1 replayed, 0 error" in second.stderr
 
 
 def test_bad_bytes_are_one_error_row(tmp_path, key, config):
@@ -200,6 +277,15 @@ def test_ingest_continues_a_store_the_bulk_job_built(tmp_path, source, labelled,
     for name in (n for n in labelled if n.endswith("/rot90.png")):
         decision = ingestor.submit(str(source / name))
         assert decision.kind == "duplicate" and decision.duplicate_of == canonical[name.split("/")[0]]
+    # The bulk job's files uploaded again under other names: a row each, pointing to the bulk canonicals.
+    renamed = tmp_path / "renamed"
+    write_files(str(renamed), {name.replace("/", "-"): labelled[name][0] for name in originals})
+    before = len(store.read_table(schemas.FINGERPRINTS))
+    copies = ingestor.submit_batch(sorted(renamed.iterdir()))
+    assert [d.kind for d in copies] == ["exact_duplicate"] * len(originals)
+    assert [d.duplicate_of for d in copies] == [canonical[n.split("/")[0]] for n in sorted(originals)]
+    assert all(d.source.startswith("file://" + str(renamed)) for d in copies)
+    assert len(store.read_table(schemas.FINGERPRINTS)) == before + len(originals)
 
 
 POOL = [noise_png(20 + i, size=32) for i in range(4)] + [b"junk"]
@@ -218,3 +304,19 @@ def test_any_submission_order_gives_one_decision_per_image(tmp_path_factory, bat
     assert set(rows_per_digest(store).values()) <= {1}
     assert len(store.read_table(schemas.FINGERPRINTS)) == len({i for b in batches for i in b} - {len(POOL) - 1})
     assert len(store.read_table(schemas.ERRORS)) == int(any(len(POOL) - 1 in b for b in batches))
+
+
+def test_a_copy_of_a_near_duplicates_bytes_points_to_its_canonical_at_its_distance(tmp_path, test_data, key, config):
+    photo = sorted((test_data / "dev").glob("*.jpg"))[1]
+    image = Image.open(photo).convert("RGB")
+    half = io.BytesIO()
+    image.resize((image.width // 2, image.height // 2)).save(half, "JPEG", quality=60)
+    ingestor = Ingestor(Store(str(tmp_path / "store")), key, config)
+    original = ingestor.submit(str(photo))
+    near = ingestor.submit(half.getvalue(), source="half.jpg")
+    copy = ingestor.submit(half.getvalue(), source="half-again.jpg")
+    assert near.kind == "duplicate" and near.duplicate_of == original.image_id
+    assert (copy.kind, copy.duplicate_of, copy.distance) == ("duplicate", original.image_id, near.distance)
+    # A fresh reader classifies the committed rows the same way.
+    reread = Ingestor(Store(str(tmp_path / "store")), key, config)
+    assert reread.submit(half.getvalue(), source="half-again.jpg") == copy

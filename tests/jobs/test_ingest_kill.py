@@ -3,7 +3,8 @@
 Each trial starts ``imgdedup ingest`` on a fresh store with two images per
 micro-batch, kills it with SIGKILL after a random delay (anywhere from start-up
 to the last commit), runs it again to the end, and checks the store: one
-fingerprints row per distinct image, one error row for the bad file, every
+fingerprints row per upload (a byte-identical copy under another name is one
+too, a pointer to the first), one error row for the bad file, every
 committed blob decrypts to the bytes of its source, every pointer names a
 stored image. Twenty trials, as the crash-safety requirement asks (about
 forty seconds on two cores); ``IMGDEDUP_KILL_TRIALS=N`` runs another number.
@@ -32,7 +33,7 @@ TRIALS = int(os.environ.get("IMGDEDUP_KILL_TRIALS", "20"))
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, test_data) -> Path:
-    """Nine distinct pictures, a turned copy of one of them, and a file that is not an image."""
+    """Nine distinct pictures, a turned copy of one of them, a byte-for-byte copy of another, and a non-image."""
     folder = tmp_path_factory.mktemp("incoming")
     for seed in range(6):
         (folder / f"noise{seed}.png").write_bytes(noise_png(seed))
@@ -41,6 +42,7 @@ def images(tmp_path_factory, test_data) -> Path:
         small.thumbnail((480, 480))
         small.save(folder / photo.name, quality=90)
     Image.open(folder / photo.name).transpose(Image.Transpose.ROTATE_90).save(folder / "turned.png")
+    (folder / "same-as-noise0.png").write_bytes(noise_png(0))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     return folder
 
@@ -64,9 +66,12 @@ def full_run_seconds(images: Path, tmp_path: Path, key_file: Path) -> float:
 
 def check_store(store: Store, images: Path, key: GroupKey) -> None:
     rows = store.read_table(schemas.FINGERPRINTS).to_pylist()
-    sources = {Path(r["source"].removeprefix("file://")).name for r in rows}
-    assert sources == {p.name for p in images.iterdir()} - {"broken.jpg"}
-    assert set(rows_per_digest(store).values()) == {1}
+    sources = sorted(Path(r["source"].removeprefix("file://")).name for r in rows)
+    assert sources == sorted({p.name for p in images.iterdir()} - {"broken.jpg"})  # each upload once
+    assert sorted(rows_per_digest(store).values()) == [1] * (len(rows) - 2) + [2]
+    by_name = {Path(r["source"]).name: r for r in rows}
+    copy, first = by_name["same-as-noise0.png"], by_name["noise0.png"]
+    assert (copy["duplicate_of"], copy["distance"], copy["blob"]) == (first["image_id"], 0, None)
     errors = store.read_table(schemas.ERRORS).to_pylist()
     assert [Path(e["source"].removeprefix("file://")).name for e in errors] == ["broken.jpg"]
     stored = {r["image_id"]: r for r in rows if r["blob"] is not None}

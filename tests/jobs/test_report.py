@@ -123,6 +123,18 @@ def test_an_earlier_run_is_reported_as_the_store_stood_then(tmp_path, built, con
     assert read(tmp_path, rt.SUMMARY).num_rows == 1
 
 
+def test_without_run_the_report_covers_the_whole_store_with_a_row_per_run(tmp_path, built, config):
+    headline = write_report(built.store, tmp_path, config)
+    assert headline["run_id"] is None and headline["runs"] == 2 and headline["version"] == 2
+    assert headline["errors"] == 3  # every run's, not the latest run's alone
+    page = (tmp_path / "report.html").read_text()
+    assert "the whole store (2 runs)" in page and "No stage timings" not in page
+    runs_table = page.split('<table id="runs">', 1)[1].split("</table>", 1)[0]
+    assert all(run_id in runs_table for run_id in built.runs)
+    # The stage table names every run's stages, with the run.
+    assert page.count("<td>run-1</td><th>fingerprint</th>") == 1 and page.count("<td>run-2</td><th>dedup</th>") == 1
+
+
 def test_without_a_key_the_html_holds_no_pixels_and_says_so(report_dir):
     page = (report_dir / "report.html").read_text()
     assert "data:image" not in page and "<img" not in page

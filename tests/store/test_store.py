@@ -34,7 +34,8 @@ def fingerprint_rows(image_ids: list[str], width: int = 32) -> pa.Table:
         "ingested_at": [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)] * n,
         "hash_sealed": [b"sealed" + i.encode() for i in image_ids],
         "content_digest": [hashlib.sha256(b"c" + i.encode()).digest() for i in image_ids],
-        "quality": [80] * n,
+        "quality": [80] * n, "format": ["JPEG"] * n, "lossless": [False] * n, "jpeg_quality": [90] * n,
+        "exif": [True] * n, "upload_id": [None] * n,
     }, schema=schema)
 
 
