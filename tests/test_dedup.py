@@ -148,7 +148,7 @@ def test_a_chain_of_near_pairs_is_split_into_stars_within_t():
     labels = np.zeros(3, np.int64)
     to_centre = np.bitwise_count(fingerprints ^ centres[labels]).sum(axis=1)
     decided = dedup_decisions(fingerprints, None, labels, to_centre, centres, np.full(3, 90), digests,
-                              np.array([900, 400, 100]), np.zeros(3, bool), threshold_t=64, min_quality=20)
+                              np.arange(3), np.zeros(3, bool), threshold_t=64, min_quality=20)
     assert decided.plan.duplicate_of.tolist() == [NONE, 0, NONE]
     assert decided.plan.distance.tolist() == [NONE, 40, NONE]
     assert decided.review.tolist() == [2]
@@ -166,7 +166,7 @@ def test_a_split_member_joins_another_within_t_not_its_chain():
     labels = np.zeros(4, np.int64)
     to_centre = np.bitwise_count(fingerprints ^ centres[labels]).sum(axis=1)
     decided = dedup_decisions(fingerprints, None, labels, to_centre, centres, np.full(4, 90), digests,
-                              np.array([900, 400, 300, 100]), np.zeros(4, bool), threshold_t=64, min_quality=20)
+                              np.arange(4), np.zeros(4, bool), threshold_t=64, min_quality=20)
     assert decided.plan.duplicate_of.tolist() == [NONE, 0, NONE, 2]
     assert (decided.plan.distance[decided.plan.is_pointer] <= 64).all()
     assert decided.review.tolist() == [2, 3]

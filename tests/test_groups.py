@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgdedup.pipeline.dedup import choose_canonicals
+from imgdedup.pipeline.dedup import choose_canonicals, keep_rank
 from imgdedup.pipeline.groups import NONE, star_groups
 from imgdedup.pipeline.index.join import connected_components
 
@@ -36,7 +36,8 @@ def test_one_false_pair_does_not_merge_two_whole_groups():
     distances = [10, 20, 25, 12, 18, 22, 60]
     component = connected_components(6, pairs)
     pixels = np.array([900, 400, 400, 800, 400, 400])
-    canonical = choose_canonicals(component, pixels, np.arange(6), np.zeros(6, dtype=bool))
+    canonical = choose_canonicals(component, keep_rank("largest", pixels=pixels, lossless=None, jpeg_quality=None,
+                                                       file_bytes=None, exif=None), np.zeros(6, dtype=bool))
     assert len(set(canonical.tolist())) == 1  # the component rule merges both photos
     rank = np.argsort(np.lexsort((np.arange(6), -pixels)))
     result = star_groups(canonical, rank, pairs, distances, T)
@@ -88,7 +89,8 @@ def test_every_pointer_lies_within_t_of_its_canonical_by_a_pair(case):
     near = distances <= T
     component = connected_components(n, pairs[near])
     order = np.arange(n)
-    canonical = choose_canonicals(component, pixels, order, fixed)
+    canonical = choose_canonicals(component, keep_rank("largest", pixels=pixels, lossless=None, jpeg_quality=None,
+                                                       file_bytes=None, exif=None), fixed)
     rank = np.argsort(np.lexsort((order, -pixels, ~fixed)))
     result = star_groups(canonical, rank, pairs, distances, T)
     pair_distance = {(int(i), int(j)): int(d) for (i, j), d in zip(pairs, distances)}
