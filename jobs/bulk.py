@@ -41,6 +41,7 @@ from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec, fingerprint_
 from imgdedup.jobs.source import SourceFile, image_extensions, list_source
 from imgdedup.pipeline.config import Config, as_dict
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_group_key
+from imgdedup.pipeline.crypto.index_keys import key_for_store
 from imgdedup.pipeline.errors import ImgdedupError
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import FINGERPRINTS, check_comparable
@@ -115,6 +116,7 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"bulk-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     store = Store(store_url, storage_options)
+    key = key_for_store(key, store.key_records())
     seconds: dict[str, float] = {}
 
     spec = PartitionSpec(

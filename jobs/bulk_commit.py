@@ -76,7 +76,7 @@ def _clusters_table(outcome: DedupOutcome, spec: PartitionSpec, version: int) ->
     k, nbytes = len(outcome.centres), spec.bits // 8
     centroids = outcome.centres if spec.mode == "tokens" else seal_hashes(spec.key, centre_ids(k), outcome.centres)
     schema = clusters_schema(fingerprint_width(spec.mode, nbytes), algo=spec.algo, bits=spec.bits,
-                             key_id=spec.key.key_id_hex, mode=spec.mode)
+                             key_id=spec.key.index_key_id_hex, mode=spec.mode)
     return pa.table({
         "cluster_id": pa.array(np.arange(k), pa.int32()),
         "centroid": pa.array([bytes(c) for c in centroids], schema.field("centroid").type),
@@ -179,7 +179,7 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     files[REPORTS].append(store.write_table_part(REPORTS, run_id, "summary", report))
     meta = {
         "job": "bulk", "source": source, "config_digest": config_digest,
-        "algo": spec.algo, "bits": spec.bits, "mode": spec.mode, "key_id": spec.key.key_id_hex,
+        "algo": spec.algo, "bits": spec.bits, "mode": spec.mode, "key_id": spec.key.index_key_id_hex,
         "threshold_t": config.dedup.threshold_t,
         "counts": {name: value for name, (value, _) in metrics.items() if not name.startswith(("seconds", "worker"))},
         "pointer_blobs": sorted(ids[kept_pointers]),

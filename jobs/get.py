@@ -23,6 +23,7 @@ from imgdedup.jobs.lookup import DecidedImages, lookup_like
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import open_stream
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_group_key
+from imgdedup.pipeline.crypto.index_keys import key_for_store
 from imgdedup.pipeline.store import Store
 
 MISS_MESSAGE = "The image does not exist"
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, config: Config) -> int:
     key = load_group_key(args.key, config.crypto.key_file)
     store = Store(args.store or config.store.url)
+    key = key_for_store(key, store.key_records())
     images = DecidedImages.load(store, key, config, searchable=args.like is not None)
     if args.like is not None:
         found = lookup_like(images, key, config, args.like)

@@ -52,6 +52,7 @@ from imgdedup.pipeline.cluster import hamming_kmeans
 from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config, load_config
 from imgdedup.pipeline.crypto.group_key import GroupKey
+from imgdedup.pipeline.crypto.index_keys import key_for_store
 from imgdedup.pipeline.errors import StoreError
 from imgdedup.pipeline.index import ClusterIndex
 from imgdedup.pipeline.store import Store, schemas
@@ -92,9 +93,9 @@ class Ingestor:
 
     def __init__(self, store: Store, key: GroupKey, config: Config | None = None):
         self.store = store
-        self.key = key
+        self.key = key_for_store(key, store.key_records())
         self.config = config or load_config()
-        self.images = DecidedImages.load(store, key, self.config)
+        self.images = DecidedImages.load(store, self.key, self.config)
         # Errors of images read in this process, by digest: the errors table has
         # no digest column, so this only answers repeats of a batch's own failures.
         self._errors_by_digest: dict[bytes, Decision] = {}
@@ -291,7 +292,7 @@ class Ingestor:
         columns["version"] = np.full(len(result.centres), based_on + 1, np.int64)
         width = self.images.nbytes
         table = pa.table(columns, schema=schemas.clusters_schema(
-            width, algo=self.config.hash.algo, bits=self.config.hash.bits, key_id=self.key.key_id_hex,
+            width, algo=self.config.hash.algo, bits=self.config.hash.bits, key_id=self.key.index_key_id_hex,
             mode=self.config.crypto.mode))
         run_id = "recluster-" + hashlib.sha256(
             based_on.to_bytes(8, "big") + result.centres.tobytes()).hexdigest()[:32]

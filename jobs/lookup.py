@@ -113,7 +113,7 @@ class DecidedImages:
         fingerprints = store.read_table(schemas.FINGERPRINTS, version, columns=DECISION_COLUMNS)
         if fingerprints.num_rows:
             schemas.check_comparable(fingerprints.schema, schemas.fingerprints_schema(
-                images.nbytes, algo=config.hash.algo, bits=config.hash.bits, key_id=key.key_id_hex,
+                images.nbytes, algo=config.hash.algo, bits=config.hash.bits, key_id=key.index_key_id_hex,
                 mode=config.crypto.mode))
         images._record_rows(fingerprints)
         images._record_errors(store.read_table(schemas.ERRORS, version, columns=["source", "message"]))

@@ -31,6 +31,7 @@ from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import open_stream
 from imgdedup.pipeline.crypto.keyed_fingerprint import open_hashes
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_key_file
+from imgdedup.pipeline.crypto.index_keys import key_for_store
 from imgdedup.pipeline.errors import DecodeError, StoreError
 from imgdedup.pipeline.hashing.decode import decode
 from imgdedup.pipeline.store import Store, schemas
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     store = Store(args.store or config.store.url)
-    key = load_key_file(args.key) if args.key else None
+    key = key_for_store(load_key_file(args.key), store.key_records()) if args.key else None
     out = Path(args.out)
     headline = write_report(store, out, config, run_id=args.run_id, key=key, review=args.review)
     log.info("report of run %s (version %d) written to %s", headline["run_id"], headline["version"], out)

@@ -42,7 +42,7 @@ class RowSettings:
     def schema(self) -> pa.Schema:
         """Schema of the ``fingerprints`` rows this run writes."""
         width = fingerprint_width(self.mode, self.bits // 8)
-        return fingerprints_schema(width, algo=self.algo, bits=self.bits, key_id=self.key.key_id_hex,
+        return fingerprints_schema(width, algo=self.algo, bits=self.bits, key_id=self.key.index_key_id_hex,
                                    mode=self.mode)
 
 
@@ -98,7 +98,7 @@ def fingerprint_rows(settings: RowSettings, ids: Sequence[str], sources: Sequenc
         "image_id": pa.array(ids, pa.string()),
         "fingerprint": _binary(keyed, schema.field("fingerprint").type),
         "algo": pa.array([settings.algo] * n, pa.string()),
-        "key_id": pa.array([settings.key.key_id_hex] * n, pa.string()),
+        "key_id": pa.array([settings.key.index_key_id_hex] * n, pa.string()),
         "width": pa.array(joined(widths), pa.int32()),
         "height": pa.array(joined(heights), pa.int32()),
         "bytes": pa.array(sizes, pa.int64()),

@@ -174,7 +174,7 @@ def seal_hashes(key: GroupKey, image_ids: Sequence[str], hashes: np.ndarray) -> 
     out = np.empty((hashes.shape[0], nbytes + SEAL_OVERHEAD), dtype=np.uint8)
     for row, (image_id, value) in enumerate(zip(image_ids, hashes)):
         nonce = os.urandom(SEAL_NONCE_BYTES)
-        sealed = aead.encrypt(nonce, value.tobytes(), _seal_aad(key.key_id, image_id, nbytes))
+        sealed = aead.encrypt(nonce, value.tobytes(), _seal_aad(key.index_key_id, image_id, nbytes))
         out[row] = np.frombuffer(nonce + sealed, dtype=np.uint8)
     return out
 
@@ -203,7 +203,7 @@ def open_hashes(key: GroupKey, image_ids: Sequence[str], sealed: np.ndarray) -> 
         data = value.tobytes()
         try:
             plain = aead.decrypt(data[:SEAL_NONCE_BYTES], data[SEAL_NONCE_BYTES:],
-                                 _seal_aad(key.key_id, image_id, nbytes))
+                                 _seal_aad(key.index_key_id, image_id, nbytes))
         except InvalidTag:
             raise IntegrityError(image_id, "sealed hash failed authentication (edited, moved to "
                                  "another image id, or sealed under another key)",

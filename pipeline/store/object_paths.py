@@ -23,7 +23,7 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_-]
 TABLE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 #: Top-level folders that belong to the store itself, never to a table.
-RESERVED_TOP_LEVEL = frozenset({"blobs", "_commits"})
+RESERVED_TOP_LEVEL = frozenset({"blobs", "_commits", "_keys"})
 
 #: The unique part of a data file's or temporary file's name: ``uuid4().hex``.
 _UNIQUE = r"[0-9a-f]{32}"
@@ -178,6 +178,19 @@ def is_store_key(key: str) -> bool:
         return _is_valid(check_run_id, part.group(1))
     run_file = _RUN_FILE_NAME_PATTERN.fullmatch(name)
     return run_file is not None and _is_valid(check_run_id, run_file.group(1)) and not name.endswith(".parquet")
+
+
+def key_record_key(wrap_key_id: str) -> str:
+    """Key of the store's index keys wrapped under one group key: ``_keys/<wrap_key_id>.json`` (32 hex digits)."""
+    if not isinstance(wrap_key_id, str) or re.fullmatch(r"[0-9a-f]{32}", wrap_key_id) is None:
+        raise StoreError(repr(wrap_key_id), "a key id is 32 lower-case hex digits")
+    return f"_keys/{wrap_key_id}.json"
+
+
+def key_record_id(key: str) -> str | None:
+    """The group key id a ``_keys/`` record is wrapped under, or None for any other key."""
+    match = re.fullmatch(r"_keys/([0-9a-f]{32})\.json", key)
+    return match.group(1) if match else None
 
 
 def commit_key(version: int) -> str:

@@ -453,6 +453,31 @@ class Store:
     def _committed_blob_ids(self) -> set[str]:
         return self._log.live_blob_ids()
 
+    # -- wrapped index keys ----------------------------------------------------
+
+    def key_records(self) -> dict[str, bytes]:
+        """``{wrap_key_id: record bytes}`` of every ``_keys/`` record (empty for a store never rotated).
+
+        The records are opaque here: the client side wraps and unwraps them
+        (``imgdedup.pipeline.crypto.index_keys``). gc never removes them.
+        """
+        records = {}
+        for key in list_keys(self.fs, self.root, "_keys"):
+            wrap_key_id = object_paths.key_record_id(key)
+            if wrap_key_id is not None:
+                records[wrap_key_id] = self.fs.cat_file(self._path(key))
+        return records
+
+    def write_key_record(self, wrap_key_id: str, record: bytes) -> None:
+        """Atomically write (or replace) the record wrapped under ``wrap_key_id``, durably."""
+        write_atomic(self.fs, self._path(object_paths.key_record_key(wrap_key_id)), [bytes(record)])
+
+    def remove_key_record(self, wrap_key_id: str) -> None:
+        """Remove the record wrapped under ``wrap_key_id``; a missing one is not an error."""
+        path = self._path(object_paths.key_record_key(wrap_key_id))
+        if self.fs.exists(path):
+            self.fs.rm_file(path)
+
     # -- garbage collection --------------------------------------------------
 
     def gc(self, grace_seconds: float, now: float | dt.datetime | None = None) -> list[str]:
