@@ -25,6 +25,7 @@ from imgdedup.jobs.bulk_dedup import DedupOutcome, centre_ids
 from imgdedup.jobs.bulk_task import ERROR_COLUMNS, PartitionResult, PartitionSpec
 from imgdedup.jobs.upload import with_decisions
 from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import fingerprint_width, seal_hashes
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import CLUSTERS, ERRORS, FINGERPRINTS, REPORTS, clusters_schema, errors_schema, \
@@ -60,14 +61,14 @@ class BulkSummary:
         return self.metrics[name][0]
 
 
-def _new_rows(results: list[PartitionResult], outcome: DedupOutcome) -> list[pa.Table]:
+def _new_rows(results: list[PartitionResult], outcome: DedupOutcome, key: GroupKey) -> list[pa.Table]:
     """Each partition's rows with the cluster, blob and pointer columns filled in."""
     tables, start = [], 0
     for result in results:
         stop = start + result.rows.num_rows
         pointer_of = outcome.duplicate_of[start:stop]
         distance = [int(d) if p is not None else None for d, p in zip(outcome.distance[start:stop], pointer_of)]
-        tables.append(with_decisions(result.rows, outcome.cluster_id[start:stop], pointer_of, distance))
+        tables.append(with_decisions(key, result.rows, outcome.cluster_id[start:stop], pointer_of, distance))
         start = stop
     return tables
 
@@ -127,7 +128,7 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     """Write the run's tables and commit them with its blobs; ``seconds["commit"]`` is set here."""
     clock = dt.datetime.now(dt.timezone.utc)
     files: dict[str, list[str]] = {FINGERPRINTS: [], CLUSTERS: [], ERRORS: [], REPORTS: []}
-    tables = _new_rows(results, outcome)
+    tables = _new_rows(results, outcome, spec.key)
     for result, table in zip(results, tables):
         if table.num_rows:
             files[FINGERPRINTS].append(store.write_table_part(FINGERPRINTS, run_id, result.index, table))

@@ -7,7 +7,11 @@ By id: the image's row names its blob, or (a pointer) the canonical image whose
 blob stands for it. By a query image: the file's keyed content digest is looked
 up first (an exact copy); otherwise its fingerprint (with its dihedral forms
 when configured) is searched in the class index and the nearest stored image
-within ``dedup.threshold_t`` is taken, and reported with its distance. The blob
+within ``dedup.threshold_t`` is taken, and reported with its distance. The
+rows that map the id to its canonical are checked against their
+``resolution_mac`` first (a forged or edited mapping is an IntegrityError,
+exit status 3; a row written before the MAC existed is refused unless
+``--allow-unauthenticated``). The blob
 is decrypted into a temporary file beside ``--out`` and renamed onto it only
 once every segment has verified, so ``--out`` never holds a partial or forged
 image. A miss prints ``The image does not exist`` and exits with status 1.
@@ -42,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
     parser.add_argument("--key", metavar="FILE", default=None,
                         help="group key file (default: $IMGDEDUP_KEY_FILE, else crypto.key_file)")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="follow a row written before mappings were MACed (refused by default)")
     parser.set_defaults(run=run)
 
 
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         match = f" (distance {distance} bits)"
     else:
         image_id, match = args.image_id, ""
-    canonical = images.canonical_of(image_id)
+    canonical = images.verified_canonical(image_id, allow_unauthenticated=args.allow_unauthenticated)
     if canonical is None:
         print(MISS_MESSAGE)
         return 1

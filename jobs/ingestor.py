@@ -215,7 +215,7 @@ class Ingestor:
         table = fingerprint_rows(spec, [i.image_id for i in decided], [i.source for i in decided],
                                  [len(i.data) for i in decided], [i.digest for i in decided], batch.hashes,
                                  [batch.width], [batch.height], [batch.quality])
-        return with_decisions(table, [d.cluster_id for d in decisions], [d.duplicate_of for d in decisions],
+        return with_decisions(spec.key, table, [d.cluster_id for d in decisions], [d.duplicate_of for d in decisions],
                               [d.distance for d in decisions])
 
     # -- publishing ---------------------------------------------------------

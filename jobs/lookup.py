@@ -23,17 +23,18 @@ from imgdedup.jobs.source import read_source
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import dihedral_tokens, tokens
-from imgdedup.pipeline.errors import ConfigError
+from imgdedup.pipeline.crypto.resolution import check_resolution
+from imgdedup.pipeline.errors import ConfigError, IntegrityError
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
-from imgdedup.pipeline.store import Store, schemas
+from imgdedup.pipeline.store import Store, object_paths, schemas
 
 if TYPE_CHECKING:
     from imgdedup.pipeline.index import ClusterIndex
 
 #: Columns of the fingerprints table kept in memory for lookups.
 DECISION_COLUMNS = ["image_id", "fingerprint", "cluster_id", "duplicate_of", "distance",
-                    "content_digest", "quality", "source"]
+                    "content_digest", "quality", "source", "blob", "resolution_mac"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class DecidedImages:
         self.by_digest: dict[bytes, Decision] = {}
         self.errors: dict[str, Decision] = {}
         self._canonical: dict[str, str] = {}
+        self._mappings: dict[str, tuple[str | None, str | None, bytes | None]] = {}
         self.index: ClusterIndex | None = None
         if searchable:
             from imgdedup.pipeline.index import ClusterIndex  # loads the compiled scans (Numba)
@@ -128,9 +130,12 @@ class DecidedImages:
         """Remember the decisions of ``rows``; return the positions of rows deciding a new digest."""
         fresh = []
         columns = {name: rows.column(name).to_pylist() for name in
-                   ("image_id", "cluster_id", "duplicate_of", "distance", "content_digest", "source")}
-        for i, (image_id, cluster_id, duplicate_of, distance, digest, source) in enumerate(zip(*columns.values())):
+                   ("image_id", "cluster_id", "duplicate_of", "distance", "content_digest", "source", "blob",
+                    "resolution_mac")}
+        for i, (image_id, cluster_id, duplicate_of, distance, digest, source, blob, mac) in \
+                enumerate(zip(*columns.values())):
             self._canonical[image_id] = duplicate_of or image_id
+            self._mappings[image_id] = (duplicate_of, blob, mac)
             if digest is None or digest in self.by_digest:
                 continue
             self.by_digest[digest] = Decision(image_id, "stored" if duplicate_of is None else "duplicate",
@@ -216,6 +221,29 @@ class DecidedImages:
     def canonical_of(self, image_id: str) -> str | None:
         """The image whose blob holds ``image_id``'s picture (itself when stored); None if unknown."""
         return self._canonical.get(image_id)
+
+    def verified_canonical(self, image_id: str, *, allow_unauthenticated: bool = False) -> str | None:
+        """:meth:`canonical_of`, once the committed rows of ``image_id`` and of its canonical pass their MACs.
+
+        Raises
+        ------
+        IntegrityError
+            A row's ``resolution_mac`` fails or is missing (see
+            :func:`~imgdedup.pipeline.crypto.resolution.check_resolution`), or the
+            canonical is not a stored image with its own blob.
+        """
+        canonical = self._canonical.get(image_id)
+        if canonical is None:
+            return None
+        for row_id in dict.fromkeys((image_id, canonical)):
+            if row_id not in self._mappings:
+                raise IntegrityError(image_id, f"points to {row_id}, which the store has no row for",
+                                     stage="resolve")
+            check_resolution(self.key, row_id, *self._mappings[row_id],
+                             allow_unauthenticated=allow_unauthenticated)
+        if self._mappings[canonical][:2] != (None, object_paths.blob_body_key(canonical)):
+            raise IntegrityError(image_id, f"points to {canonical}, which is not a stored image", stage="resolve")
+        return canonical
 
     def point(self, image_id: str, canonical: str) -> None:
         """Note that ``image_id``'s blob is ``canonical``'s (itself when stored), as soon as it is decided.

@@ -19,6 +19,7 @@ import pyarrow as pa
 from imgdedup.pipeline.crypto.blob import seal_stream
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import fingerprint_width, fingerprints, seal_hashes
+from imgdedup.pipeline.crypto.resolution import resolution_macs
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.object_paths import blob_body_key
 from imgdedup.pipeline.store.schemas import fingerprints_schema
@@ -111,20 +112,24 @@ def fingerprint_rows(settings: RowSettings, ids: Sequence[str], sources: Sequenc
     return pa.table([columns.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
 
 
-def with_decisions(rows: pa.Table, cluster_id: Sequence[int | None], duplicate_of: Sequence[str | None],
-                   distance: Sequence[int | None]) -> pa.Table:
-    """``rows`` with their dedup decisions filled in.
+def with_decisions(key: GroupKey, rows: pa.Table, cluster_id: Sequence[int | None],
+                   duplicate_of: Sequence[str | None], distance: Sequence[int | None]) -> pa.Table:
+    """``rows`` with their dedup decisions filled in, each mapping MACed under ``key``.
 
     A row whose ``duplicate_of`` is None is a canonical and names its own blob;
-    a pointer has no blob and a ``distance`` (bits) to its canonical.
+    a pointer has no blob and a ``distance`` (bits) to its canonical. The
+    ``resolution_mac`` column authenticates the mapping (see
+    :mod:`imgdedup.pipeline.crypto.resolution`).
     """
     ids = rows.column("image_id").to_pylist()
+    blobs = [None if p is not None else blob_body_key(i) for i, p in zip(ids, duplicate_of)]
     filled = {
         "cluster_id": pa.array(cluster_id, pa.int32()),
-        "blob": pa.array([None if p is not None else blob_body_key(i) for i, p in zip(ids, duplicate_of)],
-                         pa.string()),
+        "blob": pa.array(blobs, pa.string()),
         "duplicate_of": pa.array(duplicate_of, pa.string()),
         "distance": pa.array(distance, pa.int16()),
+        "resolution_mac": pa.array(resolution_macs(key, ids, duplicate_of, blobs),
+                                   rows.schema.field("resolution_mac").type),
     }
     for name, column in filled.items():
         rows = rows.set_column(rows.schema.get_field_index(name), rows.schema.field(name), column)

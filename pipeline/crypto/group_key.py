@@ -48,12 +48,13 @@ PURPOSES = (
     "fingerprint-seal",     # AEAD of raw hashes (sealed fingerprints, sealed hash column)
     "content-digest",       # HMAC of file bytes (exact-duplicate / idempotency keys)
     "index-wrap",           # wraps a store's index keys in its _keys/ records (key rotation)
+    "resolution-mac",       # MACs each row's mapping image id -> canonical, blob (what get follows)
 )
 #: Purposes whose sub-keys key the store's tables rather than its blobs: they
 #: outlive a key rotation (the store keeps them wrapped under each current group
 #: key, see :mod:`imgdedup.pipeline.crypto.index_keys`), so every token, sealed
 #: hash, content digest and image id written under the first key stays valid.
-INDEX_PURPOSES = ("fingerprint-tokens", "fingerprint-seal", "content-digest")
+INDEX_PURPOSES = ("fingerprint-tokens", "fingerprint-seal", "content-digest", "resolution-mac")
 _LABEL_PREFIX = b"imgdedup/v1/"
 
 

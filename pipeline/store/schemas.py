@@ -24,6 +24,7 @@ REPORTS = "reports"
 
 #: Width in bytes of a keyed content digest (HMAC-SHA-256).
 CONTENT_DIGEST_BYTES = 32
+RESOLUTION_MAC_BYTES = 32
 
 _PREFIX = "imgdedup."
 
@@ -124,7 +125,9 @@ def fingerprints_schema(
     (timestamp[us, UTC]), ``hash_sealed`` (binary: the raw hash inside AEAD
     ciphertext, so tokens can be re-keyed after a key rotation),
     ``content_digest`` (fixed_size_binary(32): keyed HMAC of the file bytes),
-    ``quality`` (uint8, 0-100).
+    ``quality`` (uint8, 0-100), ``resolution_mac`` (fixed_size_binary(32):
+    HMAC of the row's image id, ``duplicate_of`` and ``blob`` under the group's
+    ``resolution-mac`` sub-key; null in rows written before it existed).
     """
     if fingerprint_bytes < 1:
         raise StoreError("fingerprints", f"fingerprint width must be >= 1 byte, got {fingerprint_bytes}")
@@ -145,6 +148,7 @@ def fingerprints_schema(
         pa.field("hash_sealed", pa.binary()),
         pa.field("content_digest", pa.binary(CONTENT_DIGEST_BYTES)),
         pa.field("quality", pa.uint8()),
+        pa.field("resolution_mac", pa.binary(RESOLUTION_MAC_BYTES)),
     ]
     return pa.schema(fields, metadata=_metadata(
         FINGERPRINTS, hash_algo=algo, hash_bits=bits, key_id=key_id, fingerprint_mode=mode,

@@ -275,7 +275,8 @@ class Store:
             schema of the first part read, or :func:`schemas.default_schema`
             when the table has no committed part. Columns a part lacks are
             filled with nulls if nullable (parts written before a column was
-            added); a part missing a required column, or whose types do not
+            added; such a column may be named in ``columns`` even when the first
+            part lacks it); a part missing a required column, or whose types do not
             cast, raises StoreError naming it.
         columns : list of str, optional
             Read only these columns (only their bytes are fetched), in this order.
@@ -293,10 +294,15 @@ class Store:
         if schema is None:
             schema = tables[0].schema if tables else schemas.default_schema(table)
         if columns is not None:
-            missing = [c for c in columns if c not in schema.names]
+            # A nullable column added to the table after its first part was
+            # written reads as nulls in the parts that predate it.
+            later = schemas.default_schema(table)
+            fields = {f.name: f for f in later if f.nullable}
+            fields.update({f.name: f for f in schema})
+            missing = [c for c in columns if c not in fields]
             if missing:
                 raise StoreError(table, f"no such columns: {missing}")
-            schema = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
+            schema = pa.schema([fields[c] for c in columns], metadata=schema.metadata)
         conformed = [_conform(t, schema, key) for t, key in zip(tables, parts)]
         return pa.concat_tables(conformed) if conformed else schema.empty_table()
 

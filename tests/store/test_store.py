@@ -35,6 +35,7 @@ def fingerprint_rows(image_ids: list[str], width: int = 32) -> pa.Table:
         "hash_sealed": [b"sealed" + i.encode() for i in image_ids],
         "content_digest": [hashlib.sha256(b"c" + i.encode()).digest() for i in image_ids],
         "quality": [80] * n,
+        "resolution_mac": [None] * n,
     }, schema=schema)
 
 
