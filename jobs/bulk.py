@@ -73,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     key = load_group_key(args.key, config.crypto.key_file)
+    # A store that cannot be opened or written is refused before Dask starts.
+    Store(args.store or config.store.url).check_writable()
     summary = run_bulk(args.source, args.store or config.store.url, key, config,
                        scheduler=args.scheduler if args.scheduler is not None else config.dask.scheduler)
     print_summary(summary)

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from imgdedup.jobs.bulk_dedup import DedupOutcome, centre_ids
 from imgdedup.jobs.bulk_task import ERROR_COLUMNS, PartitionResult, PartitionSpec
+from imgdedup.jobs.source import printable
 from imgdedup.jobs.upload import with_decisions
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import GroupKey
@@ -215,4 +216,5 @@ def print_summary(summary: BulkSummary, file=None) -> None:
     print("  seconds: " + ", ".join(f"{stage} {s[f'seconds_{stage}']:.2f}" for stage in STAGES)
           + f" (total {s['seconds_total']:.2f})", file=file)
     for error in s.errors:
-        print(f"  error: {error['source']}: {error['stage']}: {error['error_type']}: {error['message']}", file=file)
+        print(f"  error: {printable(error['source'])}: {error['stage']}: {error['error_type']}: "
+              f"{printable(error['message'])}", file=file)

@@ -24,7 +24,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.jobs.source import SIGNATURE_BYTES, SourceFile, looks_like_image
+from imgdedup.jobs.source import NOT_REGULAR, SIGNATURE_BYTES, SourceError, SourceFile, looks_like_image
 from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store
 from imgdedup.pipeline.crypto.digest import content_digest, image_id
 from imgdedup.pipeline.crypto.keyed_fingerprint import dihedral_tokens, tokens
@@ -154,6 +154,9 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
             started = time.perf_counter()
             batch = []  # (file, bytes, digest, image id) of files to fingerprint
             for file in files[start:start + READ_BATCH]:
+                if not file.regular:
+                    errors.append(_error_row(file.url, SourceError(file.url, NOT_REGULAR), "list"))
+                    continue
                 try:
                     data = source_fs.cat_file(fsspec.core.strip_protocol(file.url))
                 except OSError as exc:

@@ -139,6 +139,7 @@ def run_rotate(args: argparse.Namespace, config: Config) -> int:
         log.error("rotate-key: the new key %s is also given as an old key", new.key_id_hex)
         return 2
     store = Store(args.store or config.store.url)
+    store.check_writable()
     # Order makes every step resumable and every moment readable: the new key's
     # record before any blob is re-wrapped under it, the old keys' records
     # removed only once no blob needs them.

@@ -288,6 +288,11 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config,
     -------
     (image_id, distance) or None
         Distance 0 for an exact copy (same keyed content digest).
+
+    Raises
+    ------
+    DecodeError
+        The query file is not an image this store's hash can read.
     """
     image = read_source(key, path)
     exact = images.by_digest.get(image.digest)
@@ -295,7 +300,7 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config,
         return exact.image_id, 0
     batch = fingerprint_images([image.data], [path], config)
     if not len(batch):
-        return None
+        raise batch.errors[0]  # a DecodeError naming the file and why
     return nearest_within(images.index, query_tokens(key, batch), config)[0]
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 from imgdedup.jobs import report_tables as rt
 from imgdedup.jobs.report_html import ReportPage, write_html_report
+from imgdedup.jobs.source import printable
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import open_stream
 from imgdedup.pipeline.crypto.keyed_fingerprint import open_hashes
@@ -78,7 +79,7 @@ def print_review(groups: pa.Table, threshold_t: int, review_margin: int) -> None
     marked = groups.filter(pc.greater_equal(pc.fill_null(groups.column("distance"), -1), threshold_t - review_margin))
     for member in sorted(marked.to_pylist(), key=lambda m: (-m["spread"], m["group_rank"], -m["distance"])):
         print(f"review group {member['group_id']} (spread {member['spread']} of t = {threshold_t}): "
-              f"{member['image_id']} at {member['distance']} bits, {member['source']} -- if wrong: "
+              f"{member['image_id']} at {member['distance']} bits, {printable(member['source'])} -- if wrong: "
               f"imgdedup unmerge {member['group_id']} {member['image_id']}")
 
 

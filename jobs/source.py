@@ -50,12 +50,20 @@ class SourceFile:
         Bytes.
     mtime : float
         Last modification, POSIX seconds (0.0 when the filesystem does not say).
+    regular : bool
+        False for a symbolic link or another special file: listed so the jobs
+        report it (an error row), never read (a link could name a file outside
+        the source).
     """
 
     url: str
     name: str
     size: int
     mtime: float
+    regular: bool = True
+
+#: Why a :class:`SourceFile` that is not ``regular`` is not read.
+NOT_REGULAR = "symbolic link or special file, not followed (it could name a file outside the source)"
 
 
 def _mtime(info: Mapping[str, object]) -> float:
@@ -82,6 +90,8 @@ def _selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool
 def list_source(source: str, *, include: Sequence[str] = ("*",), exclude: Sequence[str] = (),
                 storage_options: Mapping[str, object] | None = None) -> list[SourceFile]:
     """Every file under ``source`` that the glob filters select, sorted by name.
+
+    Symbolic links and special files are listed too, with ``regular`` False.
 
     Parameters
     ----------
@@ -111,12 +121,26 @@ def list_source(source: str, *, include: Sequence[str] = ("*",), exclude: Sequen
     root = root.rstrip("/")
     files = []
     for path, info in found.items():
-        if info.get("type", "file") != "file":
+        kind = info.get("type", "file")
+        if kind == "directory":
             continue
         name = posixpath.basename(path) if path.rstrip("/") == root else posixpath.relpath(path, root)
         if _selected(name, include, exclude):
-            files.append(SourceFile(fs.unstrip_protocol(path), name, int(info.get("size") or 0), _mtime(info)))
+            regular = kind == "file" and not info.get("islink", False)
+            files.append(SourceFile(fs.unstrip_protocol(path), name, int(info.get("size") or 0) if regular else 0,
+                                    _mtime(info) if regular else 0.0, regular))
     return sorted(files, key=lambda f: f.name)
+
+
+def printable(name: str) -> str:
+    """``name`` as the jobs print it: control and format characters and backslashes escaped.
+
+    A file name may hold a newline, a carriage return, a terminal escape or a
+    bidirectional override; printed raw it could forge a decision line or hide
+    part of one. ``"a\nb.png"`` prints as ``a\\nb.png``.
+    """
+    return "".join(c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
+                   for c in name)
 
 
 def image_extensions(formats: Sequence[str]) -> frozenset[str]:

@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     store = Store(args.store or config.store.url)
+    store.check_writable()
     key = key_for_store(load_group_key(args.key, config.crypto.key_file), store.key_records())
     version = unmerge(store, key, args.group_id, args.image_id)
     print(f"{args.image_id} is its own canonical image again (store version {version})")

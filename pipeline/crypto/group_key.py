@@ -220,7 +220,7 @@ def load_key_file(path: str | Path) -> GroupKey:
     Raises
     ------
     KeyFileError
-        Missing or unreadable, open to group or others (any permission bit),
+        Missing or unreadable, not a regular file, open to group or others (any permission bit),
         not a key file, an unknown format version, a key that is not base64 or
         of the wrong length, or a key id that does not match the key.
     """
@@ -229,8 +229,13 @@ def load_key_file(path: str | Path) -> GroupKey:
     try:
         # One descriptor for the permission check and the read, so the bytes read
         # are those of the file whose mode was checked (no swap in between).
-        with path.open("rb") as reader:
+        # Opened non-blocking: a FIFO or a device given as the key file is
+        # refused by its type instead of blocking the open or the read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb") as reader:
             mode = os.fstat(reader.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise KeyFileError(subject, "not a regular file (a FIFO, device or folder cannot be a key file)")
             if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise KeyFileError(subject, f"permissions {stat.filemode(mode)} give group or "
                                    f"others access to it; run `chmod 600 {path}`")

@@ -83,6 +83,9 @@ def unwrap_index_keys(record: bytes, wrapping: GroupKey) -> GroupKey:
         raise IntegrityError(name, "index-keys record failed authentication (edited, or made under "
                              "another key)", stage="keys") from None
     content = json.loads(plaintext)
+    missing = [p for p in INDEX_PURPOSES if p not in content["subkeys"]]
+    if missing:
+        raise IntegrityError(name, f"index-keys record lacks the sub-keys {missing}", stage="keys")
     subkeys = {p: base64.b64decode(content["subkeys"][p]) for p in INDEX_PURPOSES}
     return wrapping.with_index(bytes.fromhex(content["index_key_id"]), subkeys)
 

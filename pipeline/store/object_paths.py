@@ -200,6 +200,15 @@ def commit_key(version: int) -> str:
     return f"_commits/{version:020d}.json"
 
 
+def write_probe_key() -> str:
+    """A fresh key to test that the store is writable: the temporary of commit record 0.
+
+    No commit has version 0, so no reader takes it for a record; it is shaped
+    like a store key, so gc removes one that was left behind.
+    """
+    return f"_commits/{0:020d}.json{temporary_suffix()}"
+
+
 def commit_version(key: str) -> int | None:
     """The version a commit-record key names, or None for anything else in ``_commits/``."""
     match = re.fullmatch(r"_commits/(\d{20})\.json", key)

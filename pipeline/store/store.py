@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from imgdedup.pipeline.errors import StoreError
 from imgdedup.pipeline.store import object_paths, schemas
-from imgdedup.pipeline.store.backend import flush_filesystem, list_keys, open_flush_handle, write_atomic
+from imgdedup.pipeline.store.backend import check_root, flush_filesystem, list_keys, open_flush_handle, write_atomic
 from imgdedup.pipeline.store.commitlog import CommitLog
 from imgdedup.pipeline.store.gc import collect_garbage
 
@@ -83,8 +83,18 @@ class Store:
         deferred_sync: bool = True,
     ):
         self.url = url
-        self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        if not isinstance(url, str) or not url.strip():
+            raise StoreError(repr(url), "the store URL is empty; pass --store URL or set store.url "
+                             "(a folder, memory://name or s3://bucket/prefix)")
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        except ValueError as exc:  # fsspec's "Protocol not known: ..."
+            raise StoreError(url, f"cannot open the store: {exc}; use a folder, memory://name or "
+                             "s3://bucket/prefix") from None
+        except ImportError as exc:
+            raise StoreError(url, f"cannot open the store: {exc} (for s3:// install imgdedup's s3 extra)") from None
         self.root = root.rstrip("/")
+        check_root(self.fs, self.root, url)
         self._on_step = on_step
         self._deferred_sync = deferred_sync
         self._flush_handle = open_flush_handle(self.fs, self.root) if deferred_sync else None
@@ -459,6 +469,26 @@ class Store:
     def _committed_blob_ids(self) -> set[str]:
         return self._log.live_blob_ids()
 
+    def check_writable(self) -> None:
+        """Refuse, before a job starts, a store it could not write: write and remove one small object.
+
+        The probe (:func:`object_paths.write_probe_key`) is a name gc removes
+        should the removal not happen.
+
+        Raises
+        ------
+        StoreError
+            The write was refused (read-only filesystem or bucket, no permission).
+        """
+        probe = self._path(object_paths.write_probe_key())
+        try:
+            write_atomic(self.fs, probe, [b""], durable=False)
+            self.fs.rm_file(probe)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StoreError(self.url, f"cannot write to the store ({reason}); this command writes blobs and "
+                             "tables: use a writable store, or fix its permissions") from None
+
     # -- wrapped index keys ----------------------------------------------------
 
     def key_records(self) -> dict[str, bytes]:
@@ -490,5 +520,15 @@ class Store:
         """Remove files no commit refers to that are older than ``grace_seconds``.
 
         See :func:`imgdedup.pipeline.store.gc.collect_garbage`; returns the removed keys, sorted.
+
+        Raises
+        ------
+        StoreError
+            The URL holds no commit record: it is not a store (a mistyped or
+            empty ``--store`` naming some other folder), or a store whose first
+            run never committed. gc deletes nothing there.
         """
+        if self.latest_version() == 0:
+            raise StoreError(self.url, "not a store (no commit record under _commits/); gc deletes only inside "
+                             "a store's own layout. Check --store / store.url")
         return collect_garbage(self.fs, self.root, self._log, grace_seconds, now)
