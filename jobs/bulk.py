@@ -158,16 +158,17 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
 
 def _new_files(files: list[SourceFile], stored: StoredRows,
                incremental: str) -> tuple[list[SourceFile], dict[str, str], int]:
-    """Files to read, ``{url: stored image id}`` for them, and how many ``stat`` skipped unread."""
+    """Files to read, ``{source name: stored image id}`` for them, and how many ``stat`` skipped unread."""
     latest = stored.latest_by_source()
     if incremental == "stat":
         kept = [f for f in files
-                if not (f.url in latest and latest[f.url].bytes == f.size and f.mtime <= latest[f.url].ingested_at)]
+                if not (f.source in latest and latest[f.source].bytes == f.size
+                        and f.mtime <= latest[f.source].ingested_at)]
         skipped = len(files) - len(kept)
         files = kept
     else:
         skipped = 0
-    return files, {f.url: latest[f.url].image_id for f in files if f.url in latest}, skipped
+    return files, {f.source: latest[f.source].image_id for f in files if f.source in latest}, skipped
 
 
 def _submit_partitions(client: Client, files: list[SourceFile], known: dict[str, str], spec: PartitionSpec,
@@ -179,7 +180,7 @@ def _submit_partitions(client: Client, files: list[SourceFile], known: dict[str,
     for index, start in enumerate(range(0, len(files), size)):
         part = files[start:start + size]
         futures.append(client.submit(
-            fingerprint_partition, index, part, {f.url: known[f.url] for f in part if f.url in known},
+            fingerprint_partition, index, part, {f.source: known[f.source] for f in part if f.source in known},
             spec_future, key=f"fingerprint-{run_id}-{index}", retries=config.bulk.retries, pure=False,
         ))
     return futures

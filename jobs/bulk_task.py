@@ -129,7 +129,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
         Partition number (carried into the result).
     files : sequence of SourceFile
     known : mapping of str to str
-        ``{source URL: image id}`` of rows the store already holds for these
+        ``{source name (SourceFile.source): image id}`` of rows the store already holds for these
         files; a file whose new id equals its known one is counted unchanged and
         not fingerprinted again.
     spec : PartitionSpec
@@ -155,20 +155,20 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
             batch = []  # (file, bytes, digest, image id) of files to fingerprint
             for file in files[start:start + READ_BATCH]:
                 if not file.regular:
-                    errors.append(_error_row(file.url, SourceError(file.url, NOT_REGULAR), "list"))
+                    errors.append(_error_row(file.source, SourceError(file.source, NOT_REGULAR), "list"))
                     continue
                 try:
                     data = source_fs.cat_file(fsspec.core.strip_protocol(file.url))
                 except OSError as exc:
-                    errors.append(_error_row(file.url, exc, "read"))
+                    errors.append(_error_row(file.source, exc, "read"))
                     continue
                 bytes_read += len(data)
                 if not looks_like_image(file.name, data[:SIGNATURE_BYTES], spec.extensions):
                     skipped += 1
                     continue
                 digest = content_digest(spec.key, io.BytesIO(data))
-                new_id = image_id(spec.key, digest, file.url)
-                if known.get(file.url) == new_id:
+                new_id = image_id(spec.key, digest, file.source)
+                if known.get(file.source) == new_id:
                     unchanged += 1
                     continue
                 batch.append((file, data, digest, new_id))
@@ -176,7 +176,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
 
             started = time.perf_counter()
             result = fingerprint_batch([data for _, data, _, _ in batch], algorithm, dihedral=spec.dihedral,
-                                       names=[file.url for file, *_ in batch], **dict(spec.decode))
+                                       names=[file.source for file, *_ in batch], **dict(spec.decode))
             seconds["decode_hash"] += time.perf_counter() - started
             errors.extend(_error_row(exc.subject, exc, "decode") for exc in result.errors)
 
@@ -192,7 +192,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
                     stored_digests.add(digest)
                 written.append(first_copy)
                 ids.append(new_id)
-                sources.append(file.url)
+                sources.append(file.source)
                 sizes.append(len(data))
                 digests.append(digest)
             seconds["encrypt_write"] += time.perf_counter() - started

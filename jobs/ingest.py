@@ -68,8 +68,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
             with stop.deferred():
                 for file in (f for f in batch if not f.regular):
                     counts["error"] += 1
-                    print(f"error {printable(file.url)}: {NOT_REGULAR}", flush=True)
-                for decision in ingestor.submit_batch([f.url for f in batch if f.regular]):
+                    print(f"error {printable(file.source)}: {NOT_REGULAR}", flush=True)
+                regular = [f for f in batch if f.regular]
+                for decision in ingestor.submit_batch([f.url for f in regular], sources=[f.source for f in regular]):
                     counts[decision.kind] += 1
                     print(_describe(decision), flush=True)
     except KeyboardInterrupt:

@@ -42,8 +42,7 @@ class SourceFile:
     Attributes
     ----------
     url : str
-        Full fsspec URL a worker opens (``file:///...`` for local files); also
-        the ``source`` column of the file's rows.
+        Full fsspec URL a worker opens (``file:///...`` for local files).
     name : str
         Path below the source root, ``/``-separated (what the glob filters match).
     size : int
@@ -54,6 +53,11 @@ class SourceFile:
         False for a symbolic link or another special file: listed so the jobs
         report it (an error row), never read (a link could name a file outside
         the source).
+    source : str
+        The ``source`` column of the file's rows and the name its image id is
+        keyed with: the source as the user gave it, joined with ``name`` (the
+        file itself when a file was given). A relative folder stays relative,
+        so the store does not learn the user's absolute paths. Empty: ``url``.
     """
 
     url: str
@@ -61,6 +65,11 @@ class SourceFile:
     size: int
     mtime: float
     regular: bool = True
+    source: str = ""
+
+    def __post_init__(self):
+        if not self.source:
+            object.__setattr__(self, "source", self.url)
 
 #: Why a :class:`SourceFile` that is not ``regular`` is not read.
 NOT_REGULAR = "symbolic link or special file, not followed (it could name a file outside the source)"
@@ -119,6 +128,7 @@ def list_source(source: str, *, include: Sequence[str] = ("*",), exclude: Sequen
     except (OSError, ValueError, ImportError) as exc:
         raise SourceError(source, f"cannot list the source ({exc})") from exc
     root = root.rstrip("/")
+    given = source.rstrip("/") or source
     files = []
     for path, info in found.items():
         kind = info.get("type", "file")
@@ -127,8 +137,9 @@ def list_source(source: str, *, include: Sequence[str] = ("*",), exclude: Sequen
         name = posixpath.basename(path) if path.rstrip("/") == root else posixpath.relpath(path, root)
         if _selected(name, include, exclude):
             regular = kind == "file" and not info.get("islink", False)
+            recorded = given if path.rstrip("/") == root else f"{given}/{name}"
             files.append(SourceFile(fs.unstrip_protocol(path), name, int(info.get("size") or 0) if regular else 0,
-                                    _mtime(info) if regular else 0.0, regular))
+                                    _mtime(info) if regular else 0.0, regular, recorded))
     return sorted(files, key=lambda f: f.name)
 
 

@@ -21,6 +21,8 @@ FINGERPRINTS = "fingerprints"
 CLUSTERS = "clusters"
 ERRORS = "errors"
 REPORTS = "reports"
+#: Every table a store holds.
+TABLES = (FINGERPRINTS, CLUSTERS, ERRORS, REPORTS)
 
 #: Width in bytes of a keyed content digest (HMAC-SHA-256).
 CONTENT_DIGEST_BYTES = 32

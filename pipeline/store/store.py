@@ -524,11 +524,16 @@ class Store:
         Raises
         ------
         StoreError
-            The URL holds no commit record: it is not a store (a mistyped or
-            empty ``--store`` naming some other folder), or a store whose first
-            run never committed. gc deletes nothing there.
+            The URL is not a store: no commit record, and something besides the
+            store's own folders at its top (a mistyped ``--store`` naming some
+            other folder). gc deletes nothing there. A store whose first run
+            never committed holds only its own folders, and is collected.
         """
         if self.latest_version() == 0:
-            raise StoreError(self.url, "not a store (no commit record under _commits/); gc deletes only inside "
-                             "a store's own layout. Check --store / store.url")
+            own = set(object_paths.RESERVED_TOP_LEVEL) | set(schemas.TABLES)
+            foreign = sorted({key.split("/", 1)[0] for key in list_keys(self.fs, self.root)} - own)
+            if foreign:
+                raise StoreError(self.url, f"not a store (no commit record, and {foreign[:3]} at its top are not "
+                                 "the store's); gc deletes only inside a store's own layout: check --store / "
+                                 "store.url")
         return collect_garbage(self.fs, self.root, self._log, grace_seconds, now)

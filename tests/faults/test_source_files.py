@@ -67,3 +67,19 @@ def test_bulk_records_links_as_error_rows_and_counts_non_images(mixed, key_file,
     assert sorted(e["source"].rsplit("/", 1)[1] for e in errors) == ["dangling.jpg", "link.jpg"]
     assert all(e["stage"] == "list" and "not followed" in e["message"] for e in errors)
     assert all(line.startswith(("run ", "  ")) for line in out.splitlines())
+
+
+@pytest.mark.parametrize("command", ["ingest", "bulk"])
+def test_the_source_column_holds_what_the_user_gave_not_absolute_paths(command, photos, key_file, tmp_path,
+                                                                        monkeypatch, scheduler):
+    monkeypatch.chdir(tmp_path)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    extra = ["--scheduler", scheduler] if command == "bulk" else []
+    assert cli(command, "photos", "--store", "store", "--key", key_file("k.key"), *extra) == 1
+    store = Store(str(tmp_path / "store"))
+    sources = store.read_table(schemas.FINGERPRINTS, columns=["source"]).column("source").to_pylist()
+    assert sorted(sources) == sorted(f"photos/{p.name}" for p in photos.iterdir() if p.name != "broken.jpg")
+    assert [e["source"] for e in store.read_table(schemas.ERRORS).to_pylist()] == ["photos/broken.jpg"]
+    # No absolute path of the user's in any table part.
+    for key in store.committed_files(schemas.FINGERPRINTS) + store.committed_files(schemas.ERRORS):
+        assert str(tmp_path).encode() not in (tmp_path / "store" / key).read_bytes()
