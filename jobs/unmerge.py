@@ -113,8 +113,12 @@ def unmerge(store: Store, key: GroupKey, group_id: str, image_id: str) -> int:
     run_id = f"unmerge-{image_id}-{stamp}"
     for _ in range(UNMERGE_ATTEMPTS):
         version = store.latest_version()
-        table = unmerged_table(key, store.read_table(schemas.FINGERPRINTS, version), group_id, image_id)
+        fingerprints = store.read_table(schemas.FINGERPRINTS, version)
+        table = unmerged_table(key, fingerprints, group_id, image_id)
         if not store.blob_exists(image_id) or image_id in store.released_blob_ids():
+            if _same_bytes(fingerprints, image_id, group_id):
+                raise MergeError(image_id, f"is a byte-for-byte copy of {group_id}: no blob of its own was "
+                                 "kept, and there is no merge to undo (the images are the same file)")
             raise MergeError(image_id, "its blob is no longer kept (the grace period for undoing merges, "
                              "dedup.pointer_blob_grace_days, has passed); add the file again instead")
         part = store.write_table_part(schemas.FINGERPRINTS, run_id, 0, table)
@@ -127,6 +131,13 @@ def unmerge(store: Store, key: GroupKey, group_id: str, image_id: str) -> int:
         return committed
     raise StoreError(store.url, f"the store changed during each of {UNMERGE_ATTEMPTS} attempts to unmerge "
                      f"{image_id}; try again")
+
+
+def _same_bytes(fingerprints: pa.Table, image_id: str, group_id: str) -> bool:
+    """True if the rows of ``image_id`` and ``group_id`` carry one keyed content digest (the same file)."""
+    ids = fingerprints.column("image_id").to_pylist()
+    digests = dict(zip(ids, fingerprints.column("content_digest").to_pylist()))
+    return digests.get(image_id) is not None and digests.get(image_id) == digests.get(group_id)
 
 
 def _restore_overtaken_rows(store: Store, run_id: str, read_version: int, committed: int) -> None:

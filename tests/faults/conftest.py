@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import pytest
+from distributed import Client, LocalCluster
 from PIL import Image
 
 from imgdedup.jobs.cli import main
@@ -38,6 +39,14 @@ def key_file(tmp_path):
     def make(name: str) -> Path:
         return write_key_file(tmp_path / name, GroupKey.generate())
     return make
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """Address of an in-process Dask cluster for ``bulk --scheduler`` (memory and local stores alike)."""
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster):
+        yield cluster.scheduler_address
 
 
 def cli(*argv) -> int:

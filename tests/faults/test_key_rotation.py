@@ -10,7 +10,6 @@ import json
 import re
 
 import pytest
-from distributed import Client, LocalCluster
 
 from imgdedup.pipeline.crypto.blob import parse_header
 from imgdedup.pipeline.store import Store, schemas
@@ -24,10 +23,6 @@ def _ids(store: Store) -> list[str]:
     return store.read_table(schemas.FINGERPRINTS, columns=["image_id"]).column("image_id").to_pylist()
 
 
-def _store_args(location) -> list[str]:
-    return ["--store", location.url]
-
-
 @pytest.fixture
 def s3_env(monkeypatch, s3_options):  # noqa: F811
     """Point the CLI's S3 client at the loopback server, as an operator would with AWS_* variables."""
@@ -35,13 +30,6 @@ def s3_env(monkeypatch, s3_options):  # noqa: F811
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_options["secret"])
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_options["client_kwargs"]["endpoint_url"])
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-
-
-@pytest.fixture(scope="module")
-def scheduler():
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster):
-        yield cluster.scheduler_address
 
 
 def test_every_command_works_with_the_new_key_alone_and_the_old_one_is_refused(

@@ -106,3 +106,16 @@ def test_get_like_checks_the_mapping_of_what_it_found(merged, photos, tmp_path):
     _edit_row(url, canonical, duplicate_of=other, blob=None)
     assert cli("get", "--like", photos / "perception_image1.jpg", "--out", tmp_path / "x.jpg",
                "--store", url, "--key", key) == 3
+
+
+def test_unmerge_of_a_byte_for_byte_copy_says_so(photos, key_file, tmp_path, capsys, scheduler):
+    key = key_file("group.key")
+    url = str(tmp_path / "store")
+    (photos / "same.jpg").write_bytes((photos / "perception_image2.jpg").read_bytes())
+    assert cli("bulk", photos, "--store", url, "--key", key, "--scheduler", scheduler) == 0
+    rows = Store(url).read_table(schemas.FINGERPRINTS).to_pylist()
+    copy = next(r for r in rows if r["duplicate_of"] is not None)
+    capsys.readouterr()
+    assert cli("unmerge", copy["duplicate_of"], copy["image_id"], "--store", url, "--key", key) == 2
+    err = capsys.readouterr().err
+    assert "byte-for-byte copy" in err and "grace period" not in err

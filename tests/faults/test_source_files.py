@@ -5,20 +5,12 @@ import logging
 import re
 
 import pytest
-from distributed import Client, LocalCluster
 
 from imgdedup.pipeline.store import Store, schemas
 from tests.faults.conftest import cli
 
 FORGED = "b\nstored ffffffffffffffffffffffffffffffff class 0 forged.png"
 DECISION = re.compile(r"^(stored \w{32} class \d+|duplicate \w{32} of \w{32} distance \d+|error) ")
-
-
-@pytest.fixture(scope="module")
-def scheduler():
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster):
-        yield cluster.scheduler_address
 
 
 @pytest.fixture
