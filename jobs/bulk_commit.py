@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.jobs.bulk_dedup import DedupOutcome, centre_ids
+from imgdedup.jobs.bulk_dedup import DedupOutcome
 from imgdedup.jobs.bulk_task import ERROR_COLUMNS, PartitionResult, PartitionSpec
 from imgdedup.jobs.source import printable
 from imgdedup.jobs.upload import with_decisions
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import GroupKey
-from imgdedup.pipeline.crypto.keyed_fingerprint import fingerprint_width, seal_hashes
+from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, fingerprint_width, seal_hashes
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import CLUSTERS, ERRORS, FINGERPRINTS, REPORTS, clusters_schema, errors_schema, \
     reports_schema

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.jobs.lookup import DecidedImages, Decision, fingerprint_images, nearest_within, query_tokens
+from imgdedup.jobs.lookup import DecidedImages, Decision, fingerprint_images, nearest_within, queries
 from imgdedup.jobs.source import SourceImage, read_source
 from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store, with_decisions
 from imgdedup.pipeline.cluster import hamming_kmeans
@@ -53,6 +53,7 @@ from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config, load_config
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.index_keys import key_for_store
+from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, fingerprint_width, seal_hashes
 from imgdedup.pipeline.errors import StoreError
 from imgdedup.pipeline.index import ClusterIndex
 from imgdedup.pipeline.store import Store, schemas
@@ -177,11 +178,11 @@ class Ingestor:
                                                     source=exc.subject)
             self._errors_by_digest[pending[position].digest] = error_decisions[exc.subject]
         decided = [pending[i] for i in batch.indices]
-        queries = query_tokens(self.key, batch)
-        plain = queries[:, 0] if queries.ndim == 3 else queries
+        searched = queries(self.key, self.config.crypto.mode, batch)
+        plain = searched[:, 0] if searched.ndim == 3 else searched
         decisions = {}
         for row, image in enumerate(decided):
-            decisions[image.digest] = self._decide_one(image, plain[row], queries[row:row + 1],
+            decisions[image.digest] = self._decide_one(image, plain[row], searched[row:row + 1],
                                                        int(batch.quality[row]) >= self.config.hash.min_quality)
         to_store = [image for image in decided if decisions[image.digest].kind == "stored"]
         spec = self._spec()
@@ -288,9 +289,12 @@ class Ingestor:
         result = hamming_kmeans(fingerprints, k, **dataclasses.asdict(self.config.cluster))
         index = ClusterIndex.build(fingerprints, ids, result.centres, result.labels)
         columns = index.to_cluster_columns()
+        if self.config.crypto.mode == "sealed":  # the centres are hashes here: sealed like fingerprints
+            sealed = seal_hashes(self.key, centre_ids(len(index.centres)), index.centres)
+            columns["centroid"] = [row.tobytes() for row in sealed]
         based_on = self.images.version
         columns["version"] = np.full(len(result.centres), based_on + 1, np.int64)
-        width = self.images.nbytes
+        width = fingerprint_width(self.config.crypto.mode, self.images.nbytes)
         table = pa.table(columns, schema=schemas.clusters_schema(
             width, algo=self.config.hash.algo, bits=self.config.hash.bits, key_id=self.key.index_key_id_hex,
             mode=self.config.crypto.mode))

@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 from imgdedup.jobs.source import read_source
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import GroupKey
-from imgdedup.pipeline.crypto.keyed_fingerprint import dihedral_tokens, tokens
+from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, query_space, search_space
 from imgdedup.pipeline.crypto.resolution import check_resolution
-from imgdedup.pipeline.errors import ConfigError, IntegrityError
+from imgdedup.pipeline.errors import IntegrityError
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
 from imgdedup.pipeline.store import Store, object_paths, schemas
@@ -81,7 +81,7 @@ class DecidedImages:
         The store version everything here reflects.
     index : ClusterIndex or None
         None unless loaded ``searchable``; every fingerprint of a stored or duplicate image whose quality allows
-        automatic dedup, in token space.
+        automatic dedup, in the search space (tokens; raw hashes opened by the key in ``sealed`` mode).
     by_digest : dict of bytes to Decision
         First committed decision per keyed content digest.
     errors : dict of str to Decision
@@ -106,8 +106,6 @@ class DecidedImages:
     @classmethod
     def load(cls, store: Store, key: GroupKey, config: Config, *, searchable: bool = True) -> DecidedImages:
         """Read the latest committed decisions and, when ``searchable``, build the index from the latest clusters."""
-        if config.crypto.mode != "tokens":
-            raise ConfigError("crypto.mode", "ingest and get search keyed tokens; sealed mode is not supported")
         images = cls(store, config, key, searchable=searchable)
         version = store.latest_version()
         if version == 0:
@@ -152,7 +150,8 @@ class DecidedImages:
         quality = rows.column("quality").to_numpy(zero_copy_only=False)
         keep = ~(np.nan_to_num(quality.astype(float), nan=100.0) < self.config.hash.min_quality)
         ids = np.array(rows.column("image_id").to_pylist(), dtype=object)[keep]
-        return ids, schemas.binary_matrix(rows.column("fingerprint"))[keep]
+        return ids, search_space(self.key, self.config.crypto.mode, list(ids),
+                                 schemas.binary_matrix(rows.column("fingerprint"))[keep])
 
     def _build_index(self, rows: pa.Table, clusters: pa.Table) -> None:
         """Index the searchable rows under the committed classes.
@@ -170,7 +169,8 @@ class DecidedImages:
         near = np.zeros(len(ids), bool)
         if clusters.num_rows:
             order = np.argsort(clusters.column("cluster_id").to_numpy())
-            centres = schemas.binary_matrix(clusters.column("centroid"))[order]
+            centres = search_space(self.key, self.config.crypto.mode, centre_ids(len(order)),
+                                   schemas.binary_matrix(clusters.column("centroid"))[order])
             labels, distances = assign(fps, centres)
             near = distances <= N
             self.index = ClusterIndex.build(fps[near], ids[near], centres, labels[near])
@@ -270,7 +270,7 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config) -> 
     ----------
     index : ClusterIndex
     queries : ndarray of uint8, shape (m, nbytes) or (m, 8, nbytes)
-        Tokens, or each query's 8 dihedral tokens.
+        Queries in the index's space (:func:`queries`), or each query's 8 dihedral forms.
     config : Config
         ``dedup.threshold_t``, ``dedup.centre_threshold`` and ``[index]``.
     """
@@ -301,14 +301,13 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config,
     batch = fingerprint_images([image.data], [path], config)
     if not len(batch):
         raise batch.errors[0]  # a DecodeError naming the file and why
-    return nearest_within(images.index, query_tokens(key, batch), config)[0]
+    return nearest_within(images.index, queries(key, config.crypto.mode, batch), config)[0]
 
 
-def query_tokens(key: GroupKey, batch: FingerprintBatch) -> np.ndarray:
-    """Token-space queries for a fingerprint batch: (B, 8, nbytes) with dihedral forms, else (B, nbytes)."""
-    if batch.dihedral is not None:
-        return dihedral_tokens(key, batch.dihedral)
-    return tokens(key, batch.hashes)
+def queries(key: GroupKey, mode: str, batch: FingerprintBatch) -> np.ndarray:
+    """A fingerprint batch as queries in the index's space (tokens, or the hashes themselves in
+    ``sealed`` mode): (B, 8, nbytes) with dihedral forms, else (B, nbytes)."""
+    return query_space(key, mode, batch.dihedral if batch.dihedral is not None else batch.hashes)
 
 
 def fingerprint_images(data: list[bytes], names: list[str], config: Config) -> FingerprintBatch:

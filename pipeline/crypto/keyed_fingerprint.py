@@ -225,6 +225,34 @@ def fingerprints(key: GroupKey, mode: str, image_ids: Sequence[str],
     return tokens(key, hashes) if mode == "tokens" else seal_hashes(key, image_ids, hashes)
 
 
+def centre_ids(k: int) -> list[str]:
+    """The ids ``k`` sealed class centres are bound to (``sealed`` mode seals centres like fingerprints)."""
+    return [f"centre-{i}" for i in range(k)]
+
+
+def search_space(key: GroupKey, mode: str, image_ids: Sequence[str], values: np.ndarray) -> np.ndarray:
+    """Stored fingerprint cells as the vectors search compares: tokens as they are, sealed hashes opened.
+
+    Parameters
+    ----------
+    values : ndarray of uint8, shape (n, fingerprint_width(mode, nbytes))
+    image_ids : sequence of str, length n
+        The ids sealed cells are bound to (:func:`centre_ids` for class centres).
+
+    Returns
+    -------
+    (n, nbytes) uint8
+    """
+    return values if mode == "tokens" else open_hashes(key, image_ids, values)
+
+
+def query_space(key: GroupKey, mode: str, hashes: np.ndarray) -> np.ndarray:
+    """Raw query hashes, (B, nbytes) or dihedral (B, 8, nbytes), in the space of :func:`search_space`."""
+    if mode == "sealed":
+        return hashes
+    return tokens(key, hashes) if hashes.ndim == 2 else dihedral_tokens(key, hashes)
+
+
 def rekey(old: GroupKey, new: GroupKey, mode: str, image_ids: Sequence[str],
           sealed_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fingerprint and sealed-hash columns under ``new``, from the sealed hashes under ``old``.

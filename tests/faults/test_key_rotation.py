@@ -16,7 +16,7 @@ from imgdedup.pipeline.store import Store, schemas
 from tests.faults.conftest import cli, half_size_copy
 from tests.store.conftest import new_location, s3_options  # noqa: F401  (the loopback S3 server fixture)
 
-MODES = ["tokens"]
+MODES = ["tokens", "sealed"]
 
 
 def _ids(store: Store) -> list[str]:
