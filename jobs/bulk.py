@@ -136,6 +136,8 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config, *, sche
     clock = time.perf_counter()
     files = list_source(source, include=config.bulk.include, exclude=config.bulk.exclude,
                         storage_options=source_options)
+    # Taken before the rows are read: a commit landing in between is then seen twice, never missed.
+    spec = dataclasses.replace(spec, based_on=store.latest_version())
     stored = read_stored_rows(store, key, config.crypto.mode, config.hash.bits // 8)
     files, known, unchanged_by_stat = _new_files(files, stored, config.bulk.incremental)
     seconds["list"] = time.perf_counter() - clock
