@@ -18,9 +18,10 @@ Two trust modes (``crypto.mode``):
     hash length; equal hashes give unrelated ciphertexts. Search runs in the
     key-holding jobs after :func:`open_hashes`.
 
-In both modes the raw hash is also kept as :func:`seal_hashes` output, so after
-a key rotation the tokens can be recomputed (:func:`rekey`) without reading any
-image again. In ``sealed`` mode the fingerprint column and the sealed-hash column
+In both modes the raw hash is also kept as :func:`seal_hashes` output, so the
+tokens could be recomputed under new index keys without reading any image
+again. (Key rotation does not need that: it re-wraps the index keys, see
+:mod:`imgdedup.pipeline.crypto.index_keys`.) In ``sealed`` mode the fingerprint column and the sealed-hash column
 hold the same kind of value.
 
 Hashes are packed bits: ``(B, nbytes)`` uint8 rows, most significant bit first
@@ -251,16 +252,3 @@ def query_space(key: GroupKey, mode: str, hashes: np.ndarray) -> np.ndarray:
     if mode == "sealed":
         return hashes
     return tokens(key, hashes) if hashes.ndim == 2 else dihedral_tokens(key, hashes)
-
-
-def rekey(old: GroupKey, new: GroupKey, mode: str, image_ids: Sequence[str],
-          sealed_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fingerprint and sealed-hash columns under ``new``, from the sealed hashes under ``old``.
-
-    Returns
-    -------
-    fingerprints : (B, width) uint8
-    sealed_hashes : (B, nbytes + 28) uint8
-    """
-    hashes = open_hashes(old, image_ids, sealed_hashes)
-    return fingerprints(new, mode, image_ids, hashes), seal_hashes(new, image_ids, hashes)
