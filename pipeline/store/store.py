@@ -520,20 +520,5 @@ class Store:
         """Remove files no commit refers to that are older than ``grace_seconds``.
 
         See :func:`imgdedup.pipeline.store.gc.collect_garbage`; returns the removed keys, sorted.
-
-        Raises
-        ------
-        StoreError
-            The URL is not a store: no commit record, and something besides the
-            store's own folders at its top (a mistyped ``--store`` naming some
-            other folder). gc deletes nothing there. A store whose first run
-            never committed holds only its own folders, and is collected.
         """
-        if self.latest_version() == 0:
-            own = set(object_paths.RESERVED_TOP_LEVEL) | set(schemas.TABLES)
-            foreign = sorted({key.split("/", 1)[0] for key in list_keys(self.fs, self.root)} - own)
-            if foreign:
-                raise StoreError(self.url, f"not a store (no commit record, and {foreign[:3]} at its top are not "
-                                 "the store's); gc deletes only inside a store's own layout: check --store / "
-                                 "store.url")
         return collect_garbage(self.fs, self.root, self._log, grace_seconds, now)
