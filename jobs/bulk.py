@@ -45,6 +45,7 @@ from imgdedup.jobs.source import SourceFile, image_extensions, list_source
 from imgdedup.pipeline.config import Config, as_dict, load_config
 from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_group_key
+from imgdedup.pipeline.crypto.index_keys import key_for_store
 from imgdedup.pipeline.errors import ImgdedupError
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import FINGERPRINTS, check_comparable
@@ -80,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     key = load_group_key(args.key, config.crypto.key_file)
+    # A store that cannot be opened or written is refused before Dask starts.
+    Store(args.store or config.store.url).check_writable()
     summary = run_bulk(args.source, args.store or config.store.url, key, config,
                        scheduler=args.scheduler if args.scheduler is not None else config.dask.scheduler,
                        re_elect=args.re_elect)
@@ -169,6 +172,7 @@ def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds:
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"bulk-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     store = Store(store_url, storage_options)
+    key = key_for_store(key, store.key_records())
     seconds: dict[str, float] = {}
 
     spec = PartitionSpec(
@@ -185,6 +189,8 @@ def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds:
         check_comparable(present.schema, spec.schema())
 
     clock = time.perf_counter()
+    # Taken before the rows are read: a commit landing in between is then seen twice, never missed.
+    spec = dataclasses.replace(spec, based_on=store.latest_version())
     stored = read_stored_rows(store, key, config.crypto.mode, config.hash.bits // 8)
     files, known, unchanged_by_stat = _new_files(listed, stored, config.bulk.incremental)
     seconds["list"] = listing_seconds + time.perf_counter() - clock
@@ -213,16 +219,17 @@ def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds:
 
 def _new_files(files: list[SourceFile], stored: StoredRows,
                incremental: str) -> tuple[list[SourceFile], dict[str, str], int]:
-    """Files to read, ``{url: stored image id}`` for them, and how many ``stat`` skipped unread."""
+    """Files to read, ``{source name: stored image id}`` for them, and how many ``stat`` skipped unread."""
     latest = stored.latest_by_source()
     if incremental == "stat":
         kept = [f for f in files
-                if not (f.url in latest and latest[f.url].bytes == f.size and f.mtime <= latest[f.url].ingested_at)]
+                if not (f.source in latest and latest[f.source].bytes == f.size
+                        and f.mtime <= latest[f.source].ingested_at)]
         skipped = len(files) - len(kept)
         files = kept
     else:
         skipped = 0
-    return files, {f.url: latest[f.url].image_id for f in files if f.url in latest}, skipped
+    return files, {f.source: latest[f.source].image_id for f in files if f.source in latest}, skipped
 
 
 def _submit_partitions(client: Client, files: list[SourceFile], known: dict[str, str], spec: PartitionSpec,
@@ -234,7 +241,7 @@ def _submit_partitions(client: Client, files: list[SourceFile], known: dict[str,
     for index, start in enumerate(range(0, len(files), size)):
         part = files[start:start + size]
         futures.append(client.submit(
-            fingerprint_partition, index, part, {f.url: known[f.url] for f in part if f.url in known},
+            fingerprint_partition, index, part, {f.source: known[f.source] for f in part if f.source in known},
             spec_future, key=f"fingerprint-{run_id}-{index}", retries=config.bulk.retries, pure=False,
         ))
     return futures

@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.jobs.bulk_dedup import DedupOutcome, centre_ids
+from imgdedup.jobs.bulk_dedup import DedupOutcome
 from imgdedup.jobs.bulk_task import ERROR_COLUMNS, PartitionResult, PartitionSpec
+from imgdedup.jobs.source import printable
 from imgdedup.jobs.unmerge import restore_overtaken_rows
 from imgdedup.jobs.upload import with_decisions
 from imgdedup.pipeline.config import Config
-from imgdedup.pipeline.crypto.keyed_fingerprint import fingerprint_width, seal_hashes
+from imgdedup.pipeline.crypto.group_key import GroupKey
+from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, fingerprint_width, seal_hashes
+from imgdedup.pipeline.crypto.resolution import resolution_mac
 from imgdedup.pipeline.errors import StoreError
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.object_paths import blob_body_key
@@ -75,14 +78,14 @@ class BulkSummary:
         return self.metrics[name][0]
 
 
-def _new_rows(results: list[PartitionResult], outcome: DedupOutcome) -> list[pa.Table]:
+def _new_rows(results: list[PartitionResult], outcome: DedupOutcome, key: GroupKey) -> list[pa.Table]:
     """Each partition's rows with the cluster, blob and pointer columns filled in."""
     tables, start = [], 0
     for result in results:
         stop = start + result.rows.num_rows
         pointer_of = outcome.duplicate_of[start:stop]
         distance = [int(d) if p is not None else None for d, p in zip(outcome.distance[start:stop], pointer_of)]
-        tables.append(with_decisions(result.rows, outcome.cluster_id[start:stop], pointer_of, distance))
+        tables.append(with_decisions(key, result.rows, outcome.cluster_id[start:stop], pointer_of, distance))
         start = stop
     return tables
 
@@ -91,7 +94,7 @@ def _clusters_table(outcome: DedupOutcome, spec: PartitionSpec, version: int) ->
     k, nbytes = len(outcome.centres), spec.bits // 8
     centroids = outcome.centres if spec.mode == "tokens" else seal_hashes(spec.key, centre_ids(k), outcome.centres)
     schema = clusters_schema(fingerprint_width(spec.mode, nbytes), algo=spec.algo, bits=spec.bits,
-                             key_id=spec.key.key_id_hex, mode=spec.mode)
+                             key_id=spec.key.index_key_id_hex, mode=spec.mode)
     return pa.table({
         "cluster_id": pa.array(np.arange(k), pa.int32()),
         "centroid": pa.array([bytes(c) for c in centroids], schema.field("centroid").type),
@@ -136,21 +139,25 @@ def expired_pointer_blobs(store: Store, now: dt.datetime) -> tuple[list[str], in
     return sorted(candidates & (pointers - canonicals)), latest
 
 
-def with_re_elected(fingerprints: pa.Table, changes: dict[str, tuple[str | None, int | None]]) -> pa.Table:
+def with_re_elected(key: GroupKey, fingerprints: pa.Table,
+                    changes: dict[str, tuple[str | None, int | None]]) -> pa.Table:
     """``fingerprints`` with the rows of ``changes`` re-pointed (row order kept).
 
     ``changes`` maps an image id to its new ``(duplicate_of, distance)``;
     ``(None, None)`` makes it a canonical holding its own blob, and a row
     that becomes a pointer loses its ``blob`` (the blob itself stays listed
-    through the grace period).
+    through the grace period). A changed row's ``resolution_mac`` is made anew
+    under ``key``; every other row keeps the MAC it had (a bad one stays bad).
     """
     ids = fingerprints.column("image_id").to_pylist()
-    columns = {name: fingerprints.column(name).to_pylist() for name in ("duplicate_of", "distance", "blob")}
+    columns = {name: fingerprints.column(name).to_pylist()
+               for name in ("duplicate_of", "distance", "blob", "resolution_mac")}
     for row, image_id in enumerate(ids):
         if image_id in changes:
             duplicate_of, distance = changes[image_id]
-            columns["duplicate_of"][row], columns["distance"][row] = duplicate_of, distance
-            columns["blob"][row] = blob_body_key(image_id) if duplicate_of is None else None
+            blob = blob_body_key(image_id) if duplicate_of is None else None
+            columns["duplicate_of"][row], columns["distance"][row], columns["blob"][row] = duplicate_of, distance, blob
+            columns["resolution_mac"][row] = resolution_mac(key, image_id, duplicate_of, blob)
     for name, values in columns.items():
         index = fingerprints.schema.get_field_index(name)
         field_ = fingerprints.schema.field(name)
@@ -169,7 +176,7 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     """
     clock = dt.datetime.now(dt.timezone.utc)
     files: dict[str, list[str]] = {FINGERPRINTS: [], CLUSTERS: [], ERRORS: [], REPORTS: []}
-    tables = _new_rows(results, outcome)
+    tables = _new_rows(results, outcome, spec.key)
     fresh = sum(t.num_rows for t in tables)
     errors = [row for r in results for row in r.errors]
     if not (fresh or errors or outcome.re_elected or expired_pointer_blobs(store, clock)[0]):
@@ -179,7 +186,7 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
         if store.latest_version() != read_at:
             raise StoreError(store.url, f"{run_id}: the store changed while the run re-elected canonicals "
                              "(another run committed); nothing was committed, run it again")
-        table = with_re_elected(store.read_table(FINGERPRINTS, read_at), outcome.re_elected)
+        table = with_re_elected(spec.key, store.read_table(FINGERPRINTS, read_at), outcome.re_elected)
         files[FINGERPRINTS].append(store.write_table_part(FINGERPRINTS, run_id, "re-elected", table))
         replace.append(FINGERPRINTS)
     for result, table in zip(results, tables):
@@ -209,7 +216,7 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     files[REPORTS].append(store.write_table_part(REPORTS, run_id, "summary", _report_table(run_id, metrics)))
     meta = {
         "job": "bulk", "source": source, "config_digest": config_digest,
-        "algo": spec.algo, "bits": spec.bits, "mode": spec.mode, "key_id": spec.key.key_id_hex,
+        "algo": spec.algo, "bits": spec.bits, "mode": spec.mode, "key_id": spec.key.index_key_id_hex,
         "threshold_t": outcome.threshold_t, "keep": config.dedup.keep,
         "split_for_review": sorted(outcome.review),
         "counts": {name: value for name, (value, _) in metrics.items() if not name.startswith(("seconds", "worker"))},
@@ -304,4 +311,5 @@ def print_summary(summary: BulkSummary, file=None) -> None:
     print("  seconds: " + ", ".join(f"{stage} {s[f'seconds_{stage}']:.2f}" for stage in STAGES)
           + f" (total {s['seconds_total']:.2f})", file=file)
     for error in s.errors:
-        print(f"  error: {error['source']}: {error['stage']}: {error['error_type']}: {error['message']}", file=file)
+        print(f"  error: {printable(error['source'])}: {error['stage']}: {error['error_type']}: "
+              f"{printable(error['message'])}", file=file)

@@ -25,7 +25,7 @@ from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config
-from imgdedup.pipeline.crypto.keyed_fingerprint import open_hashes
+from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, search_space
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.dedup import NONE, dedup_decisions, keep_rank, re_pointed
 from imgdedup.pipeline.store import Store
@@ -37,11 +37,6 @@ log = logging.getLogger(__name__)
 _STORED_COLUMNS = ["image_id", "fingerprint", "cluster_id", "width", "height", "bytes", "duplicate_of",
                    "distance", "source", "ingested_at", "content_digest", "quality", "lossless", "jpeg_quality",
                    "exif"]
-
-
-def centre_ids(k: int) -> list[str]:
-    """The ids a sealed centroid is bound to (``sealed`` mode seals centres like fingerprints)."""
-    return [f"centre-{i}" for i in range(k)]
 
 
 @dataclass(frozen=True)
@@ -91,12 +86,6 @@ class StoredRows:
         return self.table.column("duplicate_of").is_null().to_numpy(zero_copy_only=False)
 
 
-def _search_space(key: GroupKey, mode: str, ids: Sequence[str], column: pa.ChunkedArray) -> np.ndarray:
-    """A fingerprint-like binary column as (n, nbytes) uint8 in the search space."""
-    packed = binary_matrix(column)
-    return packed if mode == "tokens" else open_hashes(key, list(ids), packed)
-
-
 def read_stored_rows(store: Store, key: GroupKey, mode: str, nbytes: int) -> StoredRows:
     """The store's latest fingerprint rows and class centres, in the search space."""
     version = store.latest_version()
@@ -104,14 +93,14 @@ def read_stored_rows(store: Store, key: GroupKey, mode: str, nbytes: int) -> Sto
     table = store.read_table(FINGERPRINTS, version, schema=present.schema,
                              columns=[c for c in _STORED_COLUMNS if c in present.schema.names])
     ids = table.column("image_id").to_pylist()
-    vectors = (_search_space(key, mode, ids, table.column("fingerprint"))
+    vectors = (search_space(key, mode, ids, binary_matrix(table.column("fingerprint")))
                if table.num_rows else np.zeros((0, nbytes), np.uint8))
     clusters = store.read_table(CLUSTERS, version)
     centres = None
     if clusters.num_rows:
         clusters = clusters.sort_by("cluster_id")
         k = clusters.num_rows
-        centres = _search_space(key, mode, centre_ids(k), clusters.column("centroid"))
+        centres = search_space(key, mode, centre_ids(k), binary_matrix(clusters.column("centroid")))
     return StoredRows(version, table, vectors, centres)
 
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from imgdedup.jobs.source import SIGNATURE_BYTES, SourceFile, looks_like_image
+from imgdedup.jobs.source import NOT_REGULAR, SIGNATURE_BYTES, SourceError, SourceFile, looks_like_image
 from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store
 from imgdedup.pipeline.crypto.digest import content_digest, image_id
 from imgdedup.pipeline.crypto.keyed_fingerprint import dihedral_tokens, tokens
@@ -32,6 +33,7 @@ from imgdedup.pipeline.errors import ImgdedupError
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch
 from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.store.schemas import FINGERPRINTS
 
 #: Files a task holds in memory at once; bounds a worker's memory by file size, not partition size.
 READ_BATCH = 16
@@ -51,7 +53,8 @@ class PartitionSpec(RowSettings):
     configure the hash and the decoder; ``extensions`` are the file name
     extensions taken for images. ``deferred_sync``: the workers share the
     client's host, so the commit's filesystem flush covers their writes (see
-    :class:`imgdedup.pipeline.store.Store`).
+    :class:`imgdedup.pipeline.store.Store`). ``based_on``: the store version
+    the run's view of the stored rows reflects.
     """
 
     store_url: str
@@ -63,6 +66,23 @@ class PartitionSpec(RowSettings):
     decode: Mapping[str, object]
     extensions: frozenset[str]
     deferred_sync: bool
+    based_on: int = 0
+
+
+def committed_since(store: Store, version: int) -> set[str]:
+    """Image ids that commits after ``version`` hold (an ingest or another run that landed meanwhile).
+
+    Reads only those commits' fingerprints parts. A task takes such an image as
+    unchanged, never writing its blob again (committed bodies are immutable)
+    nor a second row; a write that loses this race fails the task, and its
+    retry finds the image here.
+    """
+    ids: set[str] = set()
+    for later in range(version + 1, store.latest_version() + 1):
+        for part in store.commit_record(later)["files"].get(FINGERPRINTS, []):
+            with store.open_committed_file(part) as reader:
+                ids.update(pq.read_table(reader, columns=["image_id"]).column("image_id").to_pylist())
+    return ids
 
 
 @dataclass
@@ -130,7 +150,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
         Partition number (carried into the result).
     files : sequence of SourceFile
     known : mapping of str to str
-        ``{source URL: image id}`` of rows the store already holds for these
+        ``{source name (SourceFile.source): image id}`` of rows the store already holds for these
         files; a file whose new id equals its known one is counted unchanged and
         not fingerprinted again.
     spec : PartitionSpec
@@ -141,6 +161,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
     """
     algorithm = get_algorithm(spec.algo, size=spec.size, bits=spec.bits, trim_borders=spec.trim_borders)
     store = Store(spec.store_url, spec.storage_options, deferred_sync=spec.deferred_sync)
+    landed = committed_since(store, spec.based_on)
     seconds = {"read": 0.0, "decode_hash": 0.0, "encrypt_write": 0.0}
     ids, sources, sizes, digests, hashes, variants = [], [], [], [], [], []
     images, written, errors = [], [], []
@@ -155,18 +176,21 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
             started = time.perf_counter()
             batch = []  # (file, bytes, digest, image id) of files to fingerprint
             for file in files[start:start + READ_BATCH]:
+                if not file.regular:
+                    errors.append(_error_row(file.source, SourceError(file.source, NOT_REGULAR), "list"))
+                    continue
                 try:
                     data = source_fs.cat_file(fsspec.core.strip_protocol(file.url))
                 except OSError as exc:
-                    errors.append(_error_row(file.url, exc, "read"))
+                    errors.append(_error_row(file.source, exc, "read"))
                     continue
                 bytes_read += len(data)
                 if not looks_like_image(file.name, data[:SIGNATURE_BYTES], spec.extensions):
                     skipped += 1
                     continue
                 digest = content_digest(spec.key, io.BytesIO(data))
-                new_id = image_id(spec.key, digest, file.url)
-                if known.get(file.url) == new_id:
+                new_id = image_id(spec.key, digest, file.source)
+                if known.get(file.source) == new_id or new_id in landed:
                     unchanged += 1
                     continue
                 batch.append((file, data, digest, new_id))
@@ -174,7 +198,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
 
             started = time.perf_counter()
             result = fingerprint_batch([data for _, data, _, _ in batch], algorithm, dihedral=spec.dihedral,
-                                       names=[file.url for file, *_ in batch], **dict(spec.decode))
+                                       names=[file.source for file, *_ in batch], **dict(spec.decode))
             seconds["decode_hash"] += time.perf_counter() - started
             errors.extend(_error_row(exc.subject, exc, "decode") for exc in result.errors)
 
@@ -190,7 +214,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
                     stored_digests.add(digest)
                 written.append(first_copy)
                 ids.append(new_id)
-                sources.append(file.url)
+                sources.append(file.source)
                 sizes.append(len(data))
                 digests.append(digest)
             seconds["encrypt_write"] += time.perf_counter() - started

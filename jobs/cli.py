@@ -9,6 +9,14 @@ Start-up imports only what the chosen command needs: :data:`COMMANDS` names each
 command's module and one-line help, ``imgdedup --help`` lists them without
 importing any, and ``imgdedup COMMAND ...`` imports that command's module alone
 (Dask, Numba and Matplotlib load only for the commands that use them).
+
+Exit statuses, the same for every command (README lists them):
+
+- 0: done;
+- 1: some inputs failed or were not found (error rows, "The image does not exist");
+- 2: usage, configuration, key or store error: nothing was done, one line on stderr says why;
+- 3: integrity error: the store's data failed authentication (tampered, forged or
+  made under another key); nothing was written.
 """
 from __future__ import annotations
 
@@ -18,7 +26,10 @@ import logging
 import sys
 
 from imgdedup.pipeline.config import load_config
-from imgdedup.pipeline.errors import ImgdedupError
+from imgdedup.pipeline.errors import ImgdedupError, IntegrityError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTEGRITY = 0, 1, 2, 3
+log = logging.getLogger("imgdedup")
 
 #: Command name -> (module that registers it, one-line help), in the order ``--help`` lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -80,7 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, config)
     except ImgdedupError as exc:
         print(f"imgdedup: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INTEGRITY if isinstance(exc, IntegrityError) else EXIT_USAGE
+    except OSError as exc:
+        # What the operating system refused (a read-only store, a missing
+        # folder...) and no stage turned into a typed error: one line, the
+        # trace only with -v.
+        log.debug("%s failed", args.command, exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"imgdedup: error: {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import fsspec
 import numpy as np
 from PIL import Image, ImageEnhance
 
@@ -177,8 +176,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
     by_file = {s.file: s for s in samples}
     names = [s.file for s in samples]
-    local = fsspec.filesystem("file")
-    groups = store_groups(Store(store_url), {local.unstrip_protocol(str(images_dir / name)): name for name in names})
+    # The source column holds the folder as given to the bulk job joined with each file's name.
+    groups = store_groups(Store(store_url), {f"{images_dir}/{name}": name for name in names})
     print(f"duplicate groups found: {len(groups)}")
     for number, members in enumerate(groups, 1):
         print(f"  group {number} ({len(members)} images): {' '.join(members)}")

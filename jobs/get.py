@@ -7,7 +7,11 @@ By id: the image's row names its blob, or (a pointer) the canonical image whose
 blob stands for it. By a query image: the file's keyed content digest is looked
 up first (an exact copy); otherwise its fingerprint (with its dihedral forms
 when configured) is searched in the class index and the nearest stored image
-within ``dedup.threshold_t`` is taken, and reported with its distance. The blob
+within ``dedup.threshold_t`` is taken, and reported with its distance. The
+rows that map the id to its canonical are checked against their
+``resolution_mac`` first (a forged or edited mapping is an IntegrityError,
+exit status 3; a row written before the MAC existed is refused unless
+``--allow-unauthenticated``). The blob
 is decrypted into a temporary file beside ``--out`` and renamed onto it only
 once every segment has verified, so ``--out`` never holds a partial or forged
 image. A miss prints ``The image does not exist`` and exits with status 1.
@@ -16,13 +20,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from imgdedup.jobs.lookup import DecidedImages, lookup_like
+from imgdedup.jobs.source import printable
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import open_stream
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_group_key
+from imgdedup.pipeline.crypto.index_keys import key_for_store
+from imgdedup.pipeline.errors import UsageError
 from imgdedup.pipeline.store import Store
 
 MISS_MESSAGE = "The image does not exist"
@@ -37,16 +45,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("image_id", nargs="?", metavar="IMAGE_ID", help="id of a stored or pointer image")
     target.add_argument("--like", metavar="FILE", help="query image: its exact copy, else its nearest duplicate")
-    parser.add_argument("--out", metavar="PATH", required=True, help="where to write the decrypted image")
+    parser.add_argument("--out", metavar="PATH", required=True,
+                        help="where to write the decrypted image: a new file or a regular file it replaces, "
+                             "in an existing folder")
     parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
     parser.add_argument("--key", metavar="FILE", default=None,
                         help="group key file (default: $IMGDEDUP_KEY_FILE, else crypto.key_file)")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="follow a row written before mappings were MACed (refused by default)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    out = check_out_path(Path(args.out))
+    if args.like is not None:
+        check_regular_file(Path(args.like), "--like")
     key = load_group_key(args.key, config.crypto.key_file)
     store = Store(args.store or config.store.url)
+    key = key_for_store(key, store.key_records())
     images = DecidedImages.load(store, key, config, searchable=args.like is not None)
     if args.like is not None:
         found = lookup_like(images, key, config, args.like)
@@ -57,13 +73,45 @@ def run(args: argparse.Namespace, config: Config) -> int:
         match = f" (distance {distance} bits)"
     else:
         image_id, match = args.image_id, ""
-    canonical = images.canonical_of(image_id)
+    canonical = images.verified_canonical(image_id, allow_unauthenticated=args.allow_unauthenticated)
     if canonical is None:
         print(MISS_MESSAGE)
         return 1
-    download(store, key, canonical, Path(args.out))
-    print(f"{image_id}{match} -> {args.out}" + ("" if canonical == image_id else f" (stored as {canonical})"))
+    download(store, key, canonical, out)
+    print(f"{image_id}{match} -> {printable(str(out))}" + ("" if canonical == image_id else f" (stored as {canonical})"))
     return 0
+
+
+def check_regular_file(path: Path, option: str) -> Path:
+    """``path`` if it is an existing regular file (symlinks followed), else UsageError naming ``option``."""
+    try:
+        mode = path.expanduser().stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(str(path), f"{option}: no such file") from None
+    except OSError as exc:
+        raise UsageError(str(path), f"{option}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(str(path), f"{option}: not a regular file")
+    return path
+
+
+def check_out_path(out: Path) -> Path:
+    """``out`` (expanded) if an image may be written there: a new name or a regular file, in an existing folder.
+
+    A folder, a device (``/dev/full``), a FIFO or a socket is refused, as is a
+    missing folder: :func:`download` writes a temporary file in ``out``'s folder
+    and renames it onto ``out``, which would replace such a node.
+
+    Raises
+    ------
+    UsageError
+    """
+    out = out.expanduser()
+    if out.exists():
+        check_regular_file(out, "--out")
+    elif not out.parent.is_dir():
+        raise UsageError(str(out), f"--out: the folder {out.parent} does not exist")
+    return out
 
 
 def download(store: Store, key: GroupKey, blob_id: str, out: Path) -> None:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from imgdedup.jobs.source import printable
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.hashing.algorithms import ALGORITHMS, HashAlgorithm, get_algorithm
 from imgdedup.pipeline.hashing.bits import to_hex
@@ -93,7 +94,7 @@ def fingerprint_in_batches(files: Sequence[str | Path], algorithm: HashAlgorithm
                                   names=None if names is None else names[start:start + size],
                                   **dataclasses.asdict(config.decode))
         for error in batch.errors:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {printable(str(error))}", file=sys.stderr)
         log.info("fingerprinted %d/%d files", min(start + size, len(files)), len(files))
         yield batch
 

@@ -30,7 +30,8 @@ from collections.abc import Iterator, Sequence
 import fsspec
 
 from imgdedup.jobs.ingestor import Decision, Ingestor
-from imgdedup.jobs.source import SIGNATURE_BYTES, SourceError, SourceFile, image_extensions, list_source, looks_like_image
+from imgdedup.jobs.source import NOT_REGULAR, SIGNATURE_BYTES, SourceError, SourceFile, image_extensions, \
+    list_source, looks_like_image, printable
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import load_group_key
 from imgdedup.pipeline.store import Store
@@ -57,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     key = load_group_key(args.key, config.crypto.key_file)
-    ingestor = Ingestor(Store(args.store or config.store.url), key, config)
+    store = Store(args.store or config.store.url)
+    store.check_writable()
+    ingestor = Ingestor(store, key, config)
     counts = dict.fromkeys(OUTCOMES, 0)
     failed = False
     files = stable_files(args.sources, config) if args.watch else iter(_images(args.sources, config))
@@ -67,7 +70,12 @@ def run(args: argparse.Namespace, config: Config) -> int:
     try:
         for batch in _batches(files, config.ingest.batch_size):
             with stop.deferred():
-                for decision in ingestor.submit_batch([f.url for f in batch]):
+                for file in (f for f in batch if not f.regular):
+                    counts["error"] += 1
+                    failed = True
+                    print(f"error {printable(file.source)}: {NOT_REGULAR}", flush=True)
+                regular = [f for f in batch if f.regular]
+                for decision in ingestor.submit_batch([f.url for f in regular], sources=[f.source for f in regular]):
                     counts[decision.outcome] += 1
                     failed |= decision.kind == "error"
                     print(_describe(decision), flush=True)
@@ -115,25 +123,39 @@ class _StopBetweenBatches:
 
 
 def _describe(decision: Decision) -> str:
-    """One line per upload; ``source`` is the file given (an upload's identity includes it)."""
+    """One line per upload; names are escaped, so one line is one decision."""
     replay = "replayed " if decision.replayed else ""
+    source = printable(decision.source)
     if decision.kind in ("duplicate", "exact_duplicate"):
         return (f"{replay}{decision.kind} {decision.image_id} of {decision.duplicate_of} "
-                f"distance {decision.distance} {decision.source}")
+                f"distance {decision.distance} {source}")
     if decision.kind == "stored":
-        return f"{replay}stored {decision.image_id} class {decision.cluster_id} {decision.source}"
-    return f"{replay}error {decision.source}: {decision.message}"
+        return f"{replay}stored {decision.image_id} class {decision.cluster_id} {source}"
+    return f"{replay}error {source}: {printable(decision.message)}"
 
 
 def _images(sources: Sequence[str], config: Config) -> list[SourceFile]:
-    """The image files of ``sources`` (by name or first bytes), in listing order."""
+    """The image files of ``sources`` (by name or first bytes), in listing order.
+
+    A file named on its own is kept whatever it holds (not an image: its
+    decision is an error); in a folder, files that are not images are counted
+    and logged, and links and special files kept to be reported as errors.
+    """
     extensions = image_extensions(config.decode.formats)
     found = []
     for source in sources:
-        for file in list_source(source, include=config.bulk.include, exclude=config.bulk.exclude):
-            if _is_image(file, extensions):
-                found.append(file)
+        listing = list_source(source, include=config.bulk.include, exclude=config.bulk.exclude)
+        named = len(listing) == 1 and _is_file(source)
+        kept = [f for f in listing if named or not f.regular or _is_image(f, extensions)]
+        if len(kept) < len(listing):
+            log.info("%s: skipped %d files that are not images", printable(source), len(listing) - len(kept))
+        found += kept
     return found
+
+
+def _is_file(source: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(source)
+    return fs.isfile(path)
 
 
 def _is_image(file: SourceFile, extensions: frozenset[str]) -> bool:

@@ -49,13 +49,15 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.jobs.lookup import DecidedImages, Decision, News, fingerprint_images, nearest_within, query_tokens
+from imgdedup.jobs.lookup import DecidedImages, Decision, News, fingerprint_images, nearest_within, queries
 from imgdedup.jobs.source import SourceImage, read_source
 from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store, with_decisions
 from imgdedup.pipeline.cluster import hamming_kmeans
 from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config, load_config
 from imgdedup.pipeline.crypto.group_key import GroupKey
+from imgdedup.pipeline.crypto.index_keys import key_for_store
+from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, fingerprint_width, seal_hashes
 from imgdedup.pipeline.errors import StoreError
 from imgdedup.pipeline.index import ClusterIndex
 from imgdedup.pipeline.store import Store, schemas
@@ -113,9 +115,9 @@ class Ingestor:
 
     def __init__(self, store: Store, key: GroupKey, config: Config | None = None):
         self.store = store
-        self.key = key
+        self.key = key_for_store(key, store.key_records())
         self.config = config or load_config()
-        self.images = DecidedImages.load(store, key, self.config)
+        self.images = DecidedImages.load(store, self.key, self.config)
 
     def submit(self, image: bytes | str | os.PathLike, *, source: str | None = None,
                upload_id: str | None = None) -> Decision:
@@ -132,8 +134,8 @@ class Ingestor:
         ----------
         images : sequence of bytes, str or path-like
         sources : sequence of str or None, optional
-            Name recorded per image (default: its fsspec URL, ``file:///...``
-            for a local path; for bytes, ``upload:`` and a prefix of the keyed digest).
+            Name recorded per image (default: its path or URL as given, as the
+            bulk job names the files it lists; for bytes, ``upload:`` and a prefix of the keyed digest).
         upload_ids : sequence of str or None, optional
             Caller-supplied id per upload (a request id; prefix it with the
             caller's name where callers share a store). Given, it identifies
@@ -216,8 +218,8 @@ class Ingestor:
             error_decisions[exc.subject] = Decision(pending[position].image_id, "error", message=exc.reason,
                                                     source=exc.subject)
         decided = [pending[i] for i in batch.indices]
-        queries = query_tokens(self.key, batch)
-        plain = queries[:, 0] if queries.ndim == 3 else queries
+        searched = queries(self.key, self.config.crypto.mode, batch)
+        plain = searched[:, 0] if searched.ndim == 3 else searched
         decisions: dict[str, Decision] = {}
         first_of: dict[bytes, Decision] = {}  # this batch's first decision per content digest
         for row, image in enumerate(decided):
@@ -225,7 +227,7 @@ class Ingestor:
             if earlier is not None:
                 decision = self._copy_of_known_bytes(image, earlier)
             else:
-                decision = self._decide_one(image, plain[row], queries[row:row + 1],
+                decision = self._decide_one(image, plain[row], searched[row:row + 1],
                                             int(batch.quality[row]) >= self.config.hash.min_quality)
                 first_of[image.digest] = decision
             decisions[image.image_id] = decision
@@ -276,8 +278,8 @@ class Ingestor:
         table = fingerprint_rows(spec, [i.image_id for i in decided], [i.source for i in decided],
                                  [len(i.data) for i in decided], [i.digest for i in decided], batch.hashes,
                                  [batch.image_columns()], [i.upload_id for i in decided])
-        return with_decisions(table, [d.cluster_id for d in decisions], [d.duplicate_of for d in decisions],
-                              [d.distance for d in decisions])
+        return with_decisions(spec.key, table, [d.cluster_id for d in decisions],
+                              [d.duplicate_of for d in decisions], [d.distance for d in decisions])
 
     # -- publishing ---------------------------------------------------------
 
@@ -360,11 +362,14 @@ class Ingestor:
         result = hamming_kmeans(fingerprints, k, **dataclasses.asdict(self.config.cluster))
         index = ClusterIndex.build(fingerprints, ids, result.centres, result.labels)
         columns = index.to_cluster_columns()
+        if self.config.crypto.mode == "sealed":  # the centres are hashes here: sealed like fingerprints
+            sealed = seal_hashes(self.key, centre_ids(len(index.centres)), index.centres)
+            columns["centroid"] = [row.tobytes() for row in sealed]
         based_on = self.images.version
         columns["version"] = np.full(len(result.centres), based_on + 1, np.int64)
-        width = self.images.nbytes
+        width = fingerprint_width(self.config.crypto.mode, self.images.nbytes)
         table = pa.table(columns, schema=schemas.clusters_schema(
-            width, algo=self.config.hash.algo, bits=self.config.hash.bits, key_id=self.key.key_id_hex,
+            width, algo=self.config.hash.algo, bits=self.config.hash.bits, key_id=self.key.index_key_id_hex,
             mode=self.config.crypto.mode))
         run_id = "recluster-" + hashlib.sha256(
             based_on.to_bytes(8, "big") + result.centres.tobytes()).hexdigest()[:32]

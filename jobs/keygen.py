@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import parse_header, rewrap_header, verify_header
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_key_file, resolve_key_path, write_key_file
-from imgdedup.pipeline.errors import ImgdedupError
-from imgdedup.pipeline.store import Store
+from imgdedup.pipeline.crypto.index_keys import key_for_store, wrap_index_keys
+from imgdedup.pipeline.errors import ImgdedupError, KeyFileError
+from imgdedup.pipeline.store import Store, schemas
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rotate = subparsers.add_parser(
         "rotate-key",
-        description="Re-wrap each blob's data key under NEW by rewriting only the small header "
-                    "object; image ciphertext is never re-encrypted or rewritten. Resumable: "
-                    "blobs already under NEW are skipped, so re-running after an interruption "
-                    "completes the rotation. Every blob stays readable throughout, with "
-                    "whichever key wraps it at that moment.",
+        description="Re-wrap each blob's data key, and the store's index keys (those of its "
+                    "tokens, sealed hashes and content digests), under NEW by rewriting only small "
+                    "objects; image ciphertext and tables are never rewritten. Resumable: blobs "
+                    "already under NEW are skipped, so re-running after an interruption completes "
+                    "the rotation. Every blob stays readable throughout, with whichever key wraps "
+                    "it at that moment. Once every blob is under NEW the old keys are retired: "
+                    "every command then needs NEW and refuses the old keys.",
     )
     rotate.add_argument("--store", metavar="URL", default=None,
                         help="store URL (default: store.url)")
@@ -98,6 +101,37 @@ def rotate_store(store: Store, old: list[GroupKey], new: GroupKey, *,
     return summary
 
 
+def store_index_key(store: Store, old: list[GroupKey], new: GroupKey) -> GroupKey:
+    """The store's index keys, opened with one of ``old`` or ``new`` (:mod:`~imgdedup.pipeline.crypto.index_keys`).
+
+    A store never rotated has no ``_keys/`` record: its index keys are those of
+    the old key its fingerprints name (the first old key for a store without
+    fingerprints), and that key's own record is written first, so it keeps
+    working until the rotation completes.
+
+    Raises
+    ------
+    KeyFileError
+        None of the keys opens the store's index keys, or (never rotated) none
+        of ``old`` is the key its fingerprints were made under.
+    """
+    records = store.key_records()
+    if records:
+        holder = next((k for k in [new, *old] if k.key_id_hex in records), None)
+        if holder is None:
+            raise KeyFileError(", ".join(k.key_id_hex for k in old), "none of the old keys is a current key of "
+                               f"this store (its keys: {', '.join(sorted(records))})")
+        return key_for_store(holder, records)
+    present = store.read_table(schemas.FINGERPRINTS, columns=["image_id"])
+    made_under = schemas.schema_metadata(present.schema).get("key_id") if present.num_rows else old[0].key_id_hex
+    origin = next((k for k in old if k.key_id_hex == made_under), None)
+    if origin is None:
+        raise KeyFileError(", ".join(k.key_id_hex for k in old), f"the store's fingerprints were made under key "
+                           f"{made_under}, which is not among the old keys given")
+    store.write_key_record(origin.key_id_hex, wrap_index_keys(origin, origin))
+    return origin
+
+
 def run_rotate(args: argparse.Namespace, config: Config) -> int:
     old = [load_key_file(path) for path in args.old]
     new = load_key_file(args.new)
@@ -105,8 +139,18 @@ def run_rotate(args: argparse.Namespace, config: Config) -> int:
         log.error("rotate-key: the new key %s is also given as an old key", new.key_id_hex)
         return 2
     store = Store(args.store or config.store.url)
+    store.check_writable()
+    # Order makes every step resumable and every moment readable: the new key's
+    # record before any blob is re-wrapped under it, the old keys' records
+    # removed only once no blob needs them.
+    index = store_index_key(store, old, new)
+    store.write_key_record(new.key_id_hex, wrap_index_keys(index, new))
     summary = rotate_store(store, old, new, progress_every=max(1, args.progress_every))
+    if not summary.failed:
+        for retired in set(store.key_records()) - {new.key_id_hex}:
+            store.remove_key_record(retired)
     print(f"rotate-key {store.url}: {summary.seen} blobs, {summary.rotated} re-wrapped, "
           f"{summary.already_new} already under key {new.key_id_hex}, "
-          f"{len(summary.failed)} failed")
+          f"{len(summary.failed)} failed"
+          + ("; the old keys are retired" if not summary.failed else "; re-run to finish, the old keys still work"))
     return 1 if summary.failed else 0

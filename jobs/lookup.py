@@ -24,18 +24,19 @@ import pyarrow.parquet as pq
 from imgdedup.jobs.source import read_source
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import GroupKey
-from imgdedup.pipeline.crypto.keyed_fingerprint import dihedral_tokens, tokens
-from imgdedup.pipeline.errors import ConfigError
+from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, query_space, search_space
+from imgdedup.pipeline.crypto.resolution import check_resolution
+from imgdedup.pipeline.errors import IntegrityError
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
-from imgdedup.pipeline.store import Store, schemas
+from imgdedup.pipeline.store import Store, object_paths, schemas
 
 if TYPE_CHECKING:
     from imgdedup.pipeline.index import ClusterIndex
 
 #: Columns of the fingerprints table kept in memory for lookups.
 DECISION_COLUMNS = ["image_id", "fingerprint", "cluster_id", "duplicate_of", "distance",
-                    "content_digest", "quality", "source"]
+                    "content_digest", "quality", "source", "blob", "resolution_mac"]
 
 #: What a decision can be; a replayed upload reports the kind first decided for it.
 KINDS = ("stored", "duplicate", "exact_duplicate", "error")
@@ -119,7 +120,7 @@ class DecidedImages:
         The store version everything here reflects.
     index : ClusterIndex or None
         None unless loaded ``searchable``; every fingerprint of a stored or duplicate image whose quality allows
-        automatic dedup, in token space.
+        automatic dedup, in the search space (tokens; raw hashes opened by the key in ``sealed`` mode).
     by_id : dict of str to Decision
         First committed decision per image id (per upload).
     by_digest : dict of bytes to Decision
@@ -139,6 +140,7 @@ class DecidedImages:
         self.errors: dict[str, Decision] = {}
         self._canonical: dict[str, str] = {}
         self._canonical_digest: dict[str, bytes] = {}
+        self._mappings: dict[str, tuple[str | None, str | None, bytes | None]] = {}
         self.index: ClusterIndex | None = None
         if searchable:
             from imgdedup.pipeline.index import ClusterIndex  # loads the compiled scans (Numba)
@@ -147,8 +149,6 @@ class DecidedImages:
     @classmethod
     def load(cls, store: Store, key: GroupKey, config: Config, *, searchable: bool = True) -> DecidedImages:
         """Read the latest committed decisions and, when ``searchable``, build the index from the latest clusters."""
-        if config.crypto.mode != "tokens":
-            raise ConfigError("crypto.mode", "ingest and get search keyed tokens; sealed mode is not supported")
         images = cls(store, config, key, searchable=searchable)
         version = store.latest_version()
         if version == 0:
@@ -156,7 +156,7 @@ class DecidedImages:
         fingerprints = store.read_table(schemas.FINGERPRINTS, version, columns=DECISION_COLUMNS)
         if fingerprints.num_rows:
             schemas.check_comparable(fingerprints.schema, schemas.fingerprints_schema(
-                images.nbytes, algo=config.hash.algo, bits=config.hash.bits, key_id=key.key_id_hex,
+                images.nbytes, algo=config.hash.algo, bits=config.hash.bits, key_id=key.index_key_id_hex,
                 mode=config.crypto.mode))
         images._record_rows(fingerprints)
         images._record_errors(store.read_table(schemas.ERRORS, version, columns=["source", "message"]))
@@ -179,13 +179,16 @@ class DecidedImages:
         """
         fresh, digests = [], set()
         columns = {name: rows.column(name).to_pylist() for name in
-                   ("image_id", "cluster_id", "duplicate_of", "distance", "content_digest", "source")}
+                   ("image_id", "cluster_id", "duplicate_of", "distance", "content_digest", "source", "blob",
+                    "resolution_mac")}
         for image_id, duplicate_of, digest in zip(columns["image_id"], columns["duplicate_of"],
                                                   columns["content_digest"]):
             if duplicate_of is None and digest is not None:
                 self._canonical_digest.setdefault(image_id, digest)
-        for i, (image_id, cluster_id, duplicate_of, distance, digest, source) in enumerate(zip(*columns.values())):
+        for i, (image_id, cluster_id, duplicate_of, distance, digest, source, blob, mac) in \
+                enumerate(zip(*columns.values())):
             self._canonical[image_id] = duplicate_of or image_id
+            self._mappings[image_id] = (duplicate_of, blob, mac)
             if image_id in self.by_id:
                 continue
             if duplicate_of is None:
@@ -210,7 +213,8 @@ class DecidedImages:
         quality = rows.column("quality").to_numpy(zero_copy_only=False)
         keep = ~(np.nan_to_num(quality.astype(float), nan=100.0) < self.config.hash.min_quality)
         ids = np.array(rows.column("image_id").to_pylist(), dtype=object)[keep]
-        return ids, schemas.binary_matrix(rows.column("fingerprint"))[keep]
+        return ids, search_space(self.key, self.config.crypto.mode, list(ids),
+                                 schemas.binary_matrix(rows.column("fingerprint"))[keep])
 
     def _build_index(self, rows: pa.Table, clusters: pa.Table) -> None:
         """Index the searchable rows under the committed classes.
@@ -228,7 +232,8 @@ class DecidedImages:
         near = np.zeros(len(ids), bool)
         if clusters.num_rows:
             order = np.argsort(clusters.column("cluster_id").to_numpy())
-            centres = schemas.binary_matrix(clusters.column("centroid"))[order]
+            centres = search_space(self.key, self.config.crypto.mode, centre_ids(len(order)),
+                                   schemas.binary_matrix(clusters.column("centroid"))[order])
             labels, distances = assign(fps, centres)
             near = distances <= N
             self.index = ClusterIndex.build(fps[near], ids[near], centres, labels[near])
@@ -269,6 +274,29 @@ class DecidedImages:
         """The image whose blob holds ``image_id``'s picture (itself when stored); None if unknown."""
         return self._canonical.get(image_id)
 
+    def verified_canonical(self, image_id: str, *, allow_unauthenticated: bool = False) -> str | None:
+        """:meth:`canonical_of`, once the committed rows of ``image_id`` and of its canonical pass their MACs.
+
+        Raises
+        ------
+        IntegrityError
+            A row's ``resolution_mac`` fails or is missing (see
+            :func:`~imgdedup.pipeline.crypto.resolution.check_resolution`), or the
+            canonical is not a stored image with its own blob.
+        """
+        canonical = self._canonical.get(image_id)
+        if canonical is None:
+            return None
+        for row_id in dict.fromkeys((image_id, canonical)):
+            if row_id not in self._mappings:
+                raise IntegrityError(image_id, f"points to {row_id}, which the store has no row for",
+                                     stage="resolve")
+            check_resolution(self.key, row_id, *self._mappings[row_id],
+                             allow_unauthenticated=allow_unauthenticated)
+        if self._mappings[canonical][:2] != (None, object_paths.blob_body_key(canonical)):
+            raise IntegrityError(image_id, f"points to {canonical}, which is not a stored image", stage="resolve")
+        return canonical
+
     def point(self, image_id: str, canonical: str) -> None:
         """Note that ``image_id``'s blob is ``canonical``'s (itself when stored), as soon as it is decided.
 
@@ -298,7 +326,7 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config) -> 
     ----------
     index : ClusterIndex
     queries : ndarray of uint8, shape (m, nbytes) or (m, 8, nbytes)
-        Tokens, or each query's 8 dihedral tokens.
+        Queries in the index's space (:func:`queries`), or each query's 8 dihedral forms.
     config : Config
         ``[dedup]`` and ``[index]``.
     """
@@ -318,6 +346,11 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config,
     -------
     (image_id, distance) or None
         Distance 0 for an exact copy (same keyed content digest).
+
+    Raises
+    ------
+    DecodeError
+        The query file is not an image this store's hash can read.
     """
     image = read_source(key, path)
     exact = images.by_digest.get(image.digest)
@@ -325,15 +358,14 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config,
         return exact.image_id, 0
     batch = fingerprint_images([image.data], [path], config)
     if not len(batch):
-        return None
-    return nearest_within(images.index, query_tokens(key, batch), config)[0]
+        raise batch.errors[0]  # a DecodeError naming the file and why
+    return nearest_within(images.index, queries(key, config.crypto.mode, batch), config)[0]
 
 
-def query_tokens(key: GroupKey, batch: FingerprintBatch) -> np.ndarray:
-    """Token-space queries for a fingerprint batch: (B, 8, nbytes) with dihedral forms, else (B, nbytes)."""
-    if batch.dihedral is not None:
-        return dihedral_tokens(key, batch.dihedral)
-    return tokens(key, batch.hashes)
+def queries(key: GroupKey, mode: str, batch: FingerprintBatch) -> np.ndarray:
+    """A fingerprint batch as queries in the index's space (tokens, or the hashes themselves in
+    ``sealed`` mode): (B, 8, nbytes) with dihedral forms, else (B, nbytes)."""
+    return query_space(key, mode, batch.dihedral if batch.dihedral is not None else batch.hashes)
 
 
 def fingerprint_images(data: list[bytes], names: list[str], config: Config) -> FingerprintBatch:

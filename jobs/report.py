@@ -28,10 +28,12 @@ from PIL import Image
 
 from imgdedup.jobs import report_tables as rt
 from imgdedup.jobs.report_html import ReportPage, write_html_report
+from imgdedup.jobs.source import printable
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.blob import open_stream
 from imgdedup.pipeline.crypto.keyed_fingerprint import open_hashes
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_key_file
+from imgdedup.pipeline.crypto.index_keys import key_for_store
 from imgdedup.pipeline.errors import DecodeError, StoreError
 from imgdedup.pipeline.hashing.decode import decode
 from imgdedup.pipeline.store import Store, schemas
@@ -56,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     store = Store(args.store or config.store.url)
-    key = load_key_file(args.key) if args.key else None
+    key = key_for_store(load_key_file(args.key), store.key_records()) if args.key else None
     out = Path(args.out)
     headline = write_report(store, out, config, run_id=args.run_id, key=key, review=args.review)
     scope = f"run {headline['run_id']}" if headline["run_id"] is not None else f"the whole store ({headline['runs']} runs)"
@@ -79,7 +81,7 @@ def print_review(groups: pa.Table, threshold_t: int, review_margin: int) -> None
     marked = groups.filter(pc.greater_equal(pc.fill_null(groups.column("distance"), -1), threshold_t - review_margin))
     for member in sorted(marked.to_pylist(), key=lambda m: (-m["spread"], m["group_rank"], -m["distance"])):
         print(f"review group {member['group_id']} (spread {member['spread']} of t = {threshold_t}): "
-              f"{member['image_id']} at {member['distance']} bits, {member['source']} -- if wrong: "
+              f"{member['image_id']} at {member['distance']} bits, {printable(member['source'])} -- if wrong: "
               f"imgdedup unmerge {member['group_id']} {member['image_id']}")
 
 

@@ -42,20 +42,37 @@ class SourceFile:
     Attributes
     ----------
     url : str
-        Full fsspec URL a worker opens (``file:///...`` for local files); also
-        the ``source`` column of the file's rows.
+        Full fsspec URL a worker opens (``file:///...`` for local files).
     name : str
         Path below the source root, ``/``-separated (what the glob filters match).
     size : int
         Bytes.
     mtime : float
         Last modification, POSIX seconds (0.0 when the filesystem does not say).
+    regular : bool
+        False for a symbolic link or another special file: listed so the jobs
+        report it (an error row), never read (a link could name a file outside
+        the source).
+    source : str
+        The ``source`` column of the file's rows and the name its image id is
+        keyed with: the source as the user gave it, joined with ``name`` (the
+        file itself when a file was given). A relative folder stays relative,
+        so the store does not learn the user's absolute paths. Empty: ``url``.
     """
 
     url: str
     name: str
     size: int
     mtime: float
+    regular: bool = True
+    source: str = ""
+
+    def __post_init__(self):
+        if not self.source:
+            object.__setattr__(self, "source", self.url)
+
+#: Why a :class:`SourceFile` that is not ``regular`` is not read.
+NOT_REGULAR = "symbolic link or special file, not followed (it could name a file outside the source)"
 
 
 def _mtime(info: Mapping[str, object]) -> float:
@@ -83,6 +100,8 @@ def list_source(source: str, *, include: Sequence[str] = ("*",), exclude: Sequen
                 storage_options: Mapping[str, object] | None = None) -> list[SourceFile]:
     """Every file under ``source`` that the glob filters select, sorted by name.
 
+    Symbolic links and special files are listed too, with ``regular`` False.
+
     Parameters
     ----------
     source : str
@@ -109,14 +128,30 @@ def list_source(source: str, *, include: Sequence[str] = ("*",), exclude: Sequen
     except (OSError, ValueError, ImportError) as exc:
         raise SourceError(source, f"cannot list the source ({exc})") from exc
     root = root.rstrip("/")
+    given = source.rstrip("/") or source
     files = []
     for path, info in found.items():
-        if info.get("type", "file") != "file":
+        kind = info.get("type", "file")
+        if kind == "directory":
             continue
         name = posixpath.basename(path) if path.rstrip("/") == root else posixpath.relpath(path, root)
         if _selected(name, include, exclude):
-            files.append(SourceFile(fs.unstrip_protocol(path), name, int(info.get("size") or 0), _mtime(info)))
+            regular = kind == "file" and not info.get("islink", False)
+            recorded = given if path.rstrip("/") == root else f"{given}/{name}"
+            files.append(SourceFile(fs.unstrip_protocol(path), name, int(info.get("size") or 0) if regular else 0,
+                                    _mtime(info) if regular else 0.0, regular, recorded))
     return sorted(files, key=lambda f: f.name)
+
+
+def printable(name: str) -> str:
+    """``name`` as the jobs print it: control and format characters and backslashes escaped.
+
+    A file name may hold a newline, a carriage return, a terminal escape or a
+    bidirectional override; printed raw it could forge a decision line or hide
+    part of one. ``"a\nb.png"`` prints as ``a\\nb.png``.
+    """
+    return "".join(c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
+                   for c in name)
 
 
 def image_extensions(formats: Sequence[str]) -> frozenset[str]:
@@ -183,9 +218,9 @@ def read_source(key: GroupKey, image: bytes | str | os.PathLike, source: str | N
     image : bytes, str or path-like
         The content itself, or where to read it from.
     source : str, optional
-        Name recorded for the image; by default its fsspec URL (a local path
-        becomes ``file:///abs/path``), and for bytes ``upload:`` and the first
-        32 hex digits of the keyed digest.
+        Name recorded for the image; by default the path or URL as given (as
+        the bulk job names the files it lists), and for bytes ``upload:`` and
+        the first 32 hex digits of the keyed digest.
     upload_id : str, optional
         Identifies the upload instead of ``source`` (a caller's request id):
         the same bytes under the same upload id are the same upload.
@@ -201,7 +236,7 @@ def read_source(key: GroupKey, image: bytes | str | os.PathLike, source: str | N
         name = f"upload:{digest.hex()[:32]}" if source is None else source
     else:
         fs, path = fsspec.core.url_to_fs(os.fspath(image))
-        name = fs.unstrip_protocol(path) if source is None else source
+        name = os.fspath(image) if source is None else source
         with fs.open(path, "rb") as reader:
             data = reader.read()
         digest = content_digest(key, io.BytesIO(data))

@@ -1,11 +1,12 @@
 """``imgdedup unmerge``: undo a wrong merge.
 
-    imgdedup unmerge GROUP_ID IMAGE_ID [--store URL]
+    imgdedup unmerge GROUP_ID IMAGE_ID [--store URL] [--key FILE]
 
 Makes a pointer image its own canonical image again, by a commit that
 replaces the fingerprints table with the image's row changed (``duplicate_of``
-and ``distance`` null, ``blob`` its own blob). Possible only while the image's
-blob is kept (``dedup.pointer_blob_grace_days``). It needs no key.
+and ``distance`` null, ``blob`` its own blob, a new ``resolution_mac``). Possible
+only while the image's blob is kept (``dedup.pointer_blob_grace_days``). It
+needs the key: the changed mapping is MACed, as every mapping ``get`` follows.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import pyarrow.compute as pc
 
 from imgdedup.jobs.report_tables import canonical_of
 from imgdedup.pipeline.config import Config
+from imgdedup.pipeline.crypto.group_key import GroupKey, load_group_key
+from imgdedup.pipeline.crypto.index_keys import key_for_store
+from imgdedup.pipeline.crypto.resolution import resolution_mac
 from imgdedup.pipeline.errors import MergeError, StoreError
 from imgdedup.pipeline.store import Store, object_paths, schemas
 
@@ -34,18 +38,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("group_id", metavar="GROUP_ID")
     parser.add_argument("image_id", metavar="IMAGE_ID")
     parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
+    parser.add_argument("--key", metavar="FILE", default=None,
+                        help="group key file (default: $IMGDEDUP_KEY_FILE, else crypto.key_file)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     store = Store(args.store or config.store.url)
-    version = unmerge(store, args.group_id, args.image_id)
+    store.check_writable()
+    key = key_for_store(load_group_key(args.key, config.crypto.key_file), store.key_records())
+    version = unmerge(store, key, args.group_id, args.image_id)
     print(f"{args.image_id} is its own canonical image again (store version {version})")
     return 0
 
 
-def unmerged_table(fingerprints: pa.Table, group_id: str, image_id: str) -> pa.Table:
-    """``fingerprints`` with ``image_id`` made its own canonical image (row order kept).
+def unmerged_table(key: GroupKey, fingerprints: pa.Table, group_id: str, image_id: str) -> pa.Table:
+    """``fingerprints`` with ``image_id`` made its own canonical image (row order kept), its mapping MACed under ``key``.
 
     Raises
     ------
@@ -63,11 +71,18 @@ def unmerged_table(fingerprints: pa.Table, group_id: str, image_id: str) -> pa.T
     group = canonical_of(ids, duplicate_of)[row]
     if group != group_id:
         raise MergeError(image_id, f"belongs to duplicate group {group}, not {group_id}")
+    if "resolution_mac" not in fingerprints.column_names:  # a table written before mappings were MACed
+        mac_field = schemas.fingerprints_schema().field("resolution_mac")
+        fingerprints = fingerprints.append_column(mac_field, pa.nulls(fingerprints.num_rows, mac_field.type))
     is_row = pc.equal(fingerprints.column("image_id"), image_id)
+    blob = object_paths.blob_body_key(image_id)
+    mac_type = fingerprints.schema.field("resolution_mac").type
     changed = {
         "duplicate_of": pc.if_else(is_row, pa.scalar(None, pa.string()), fingerprints.column("duplicate_of")),
         "distance": pc.if_else(is_row, pa.scalar(None, pa.int16()), fingerprints.column("distance")),
-        "blob": pc.if_else(is_row, pa.scalar(object_paths.blob_body_key(image_id)), fingerprints.column("blob")),
+        "blob": pc.if_else(is_row, pa.scalar(blob), fingerprints.column("blob")),
+        "resolution_mac": pc.if_else(is_row, pa.scalar(resolution_mac(key, image_id, None, blob), mac_type),
+                                     fingerprints.column("resolution_mac")),
     }
     for name, column in changed.items():
         index = fingerprints.schema.get_field_index(name)
@@ -75,7 +90,7 @@ def unmerged_table(fingerprints: pa.Table, group_id: str, image_id: str) -> pa.T
     return fingerprints
 
 
-def unmerge(store: Store, group_id: str, image_id: str) -> int:
+def unmerge(store: Store, key: GroupKey, group_id: str, image_id: str) -> int:
     """Make pointer ``image_id`` of group ``group_id`` its own canonical image again; return the commit version.
 
     The fingerprints table is read, changed in one row and committed whole
@@ -98,8 +113,12 @@ def unmerge(store: Store, group_id: str, image_id: str) -> int:
     run_id = f"unmerge-{image_id}-{stamp}"
     for _ in range(UNMERGE_ATTEMPTS):
         version = store.latest_version()
-        table = unmerged_table(store.read_table(schemas.FINGERPRINTS, version), group_id, image_id)
+        fingerprints = store.read_table(schemas.FINGERPRINTS, version)
+        table = unmerged_table(key, fingerprints, group_id, image_id)
         if not store.blob_exists(image_id) or image_id in store.released_blob_ids():
+            if _same_bytes(fingerprints, image_id, group_id):
+                raise MergeError(image_id, f"is a byte-for-byte copy of {group_id}: no blob of its own was "
+                                 "kept, and there is no merge to undo (the images are the same file)")
             raise MergeError(image_id, "its blob is no longer kept (the grace period for undoing merges, "
                              "dedup.pointer_blob_grace_days, has passed); add the file again instead")
         part = store.write_table_part(schemas.FINGERPRINTS, run_id, 0, table)
@@ -112,6 +131,13 @@ def unmerge(store: Store, group_id: str, image_id: str) -> int:
         return committed
     raise StoreError(store.url, f"the store changed during each of {UNMERGE_ATTEMPTS} attempts to unmerge "
                      f"{image_id}; try again")
+
+
+def _same_bytes(fingerprints: pa.Table, image_id: str, group_id: str) -> bool:
+    """True if the rows of ``image_id`` and ``group_id`` carry one keyed content digest (the same file)."""
+    ids = fingerprints.column("image_id").to_pylist()
+    digests = dict(zip(ids, fingerprints.column("content_digest").to_pylist()))
+    return digests.get(image_id) is not None and digests.get(image_id) == digests.get(group_id)
 
 
 def restore_overtaken_rows(store: Store, run_id: str, read_version: int, committed: int) -> None:

@@ -19,6 +19,7 @@ import pyarrow as pa
 from imgdedup.pipeline.crypto.blob import seal_stream
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import fingerprint_width, fingerprints, seal_hashes
+from imgdedup.pipeline.crypto.resolution import resolution_macs
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.object_paths import blob_body_key
 from imgdedup.pipeline.store.schemas import fingerprints_schema
@@ -42,7 +43,7 @@ class RowSettings:
     def schema(self) -> pa.Schema:
         """Schema of the ``fingerprints`` rows this run writes."""
         width = fingerprint_width(self.mode, self.bits // 8)
-        return fingerprints_schema(width, algo=self.algo, bits=self.bits, key_id=self.key.key_id_hex,
+        return fingerprints_schema(width, algo=self.algo, bits=self.bits, key_id=self.key.index_key_id_hex,
                                    mode=self.mode)
 
 
@@ -103,7 +104,7 @@ def fingerprint_rows(settings: RowSettings, ids: Sequence[str], sources: Sequenc
         "image_id": pa.array(ids, pa.string()),
         "fingerprint": _binary(keyed, schema.field("fingerprint").type),
         "algo": pa.array([settings.algo] * n, pa.string()),
-        "key_id": pa.array([settings.key.key_id_hex] * n, pa.string()),
+        "key_id": pa.array([settings.key.index_key_id_hex] * n, pa.string()),
         "width": pa.array(joined("width", np.int64), pa.int32()),
         "height": pa.array(joined("height", np.int64), pa.int32()),
         "bytes": pa.array(sizes, pa.int64()),
@@ -121,20 +122,24 @@ def fingerprint_rows(settings: RowSettings, ids: Sequence[str], sources: Sequenc
     return pa.table([columns.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
 
 
-def with_decisions(rows: pa.Table, cluster_id: Sequence[int | None], duplicate_of: Sequence[str | None],
-                   distance: Sequence[int | None]) -> pa.Table:
-    """``rows`` with their dedup decisions filled in.
+def with_decisions(key: GroupKey, rows: pa.Table, cluster_id: Sequence[int | None],
+                   duplicate_of: Sequence[str | None], distance: Sequence[int | None]) -> pa.Table:
+    """``rows`` with their dedup decisions filled in, each mapping MACed under ``key``.
 
     A row whose ``duplicate_of`` is None is a canonical and names its own blob;
-    a pointer has no blob and a ``distance`` (bits) to its canonical.
+    a pointer has no blob and a ``distance`` (bits) to its canonical. The
+    ``resolution_mac`` column authenticates the mapping (see
+    :mod:`imgdedup.pipeline.crypto.resolution`).
     """
     ids = rows.column("image_id").to_pylist()
+    blobs = [None if p is not None else blob_body_key(i) for i, p in zip(ids, duplicate_of)]
     filled = {
         "cluster_id": pa.array(cluster_id, pa.int32()),
-        "blob": pa.array([None if p is not None else blob_body_key(i) for i, p in zip(ids, duplicate_of)],
-                         pa.string()),
+        "blob": pa.array(blobs, pa.string()),
         "duplicate_of": pa.array(duplicate_of, pa.string()),
         "distance": pa.array(distance, pa.int16()),
+        "resolution_mac": pa.array(resolution_macs(key, ids, duplicate_of, blobs),
+                                   rows.schema.field("resolution_mac").type),
     }
     for name, column in filled.items():
         rows = rows.set_column(rows.schema.get_field_index(name), rows.schema.field(name), column)

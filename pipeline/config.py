@@ -193,6 +193,42 @@ _CHOICES = {
 }
 
 
+#: Inclusive bounds of numeric keys (None: unbounded), checked when a config is
+#: loaded so a zero batch or segment size is a ConfigError, not a crash later.
+_RANGES = {
+    ("hash", "size"): (8, 1024),
+    ("hash", "min_quality"): (0, 100),
+    ("decode", "max_pixels"): (1, None),
+    ("decode", "draft_min_side"): (1, None),
+    ("dedup", "threshold_t"): (0, None),
+    ("dedup", "centre_threshold"): (0, None),
+    ("dedup", "clusters"): (1, None),
+    ("dedup", "pointer_blob_grace_days"): (0, None),
+    ("cluster", "batch_size"): (1, None),
+    ("cluster", "max_batches"): (1, None),
+    ("cluster", "seed_sample_size"): (1, None),
+    ("cluster", "tol"): (0, None),
+    ("cluster", "reassign_ratio"): (0, 1),
+    # The blob format's own limit (pipeline/crypto/blob.py, MAX_SEGMENT_BYTES).
+    ("crypto", "segment_bytes"): (1, 1 << 28),
+    ("store", "gc_grace_seconds"): (0, None),
+    ("dask", "partition_size"): (1, None),
+    ("dask", "workers"): (0, None),
+    ("bulk", "retries"): (0, None),
+    ("ingest", "batch_size"): (1, None),
+    ("ingest", "poll_interval_ms"): (0, None),
+    ("ingest", "stable_size_ms"): (0, None),
+    ("ingest", "recluster_new_classes"): (1, None),
+    ("ingest", "recluster_centre_shift"): (0, None),
+    ("report", "page_size"): (1, None),
+    ("report", "thumbnail_px"): (1, None),
+    ("report", "members_shown"): (0, None),
+    ("report", "review_margin"): (0, None),
+    ("index", "query_batch"): (1, None),
+    ("index", "threads"): (0, None),
+}
+
+
 def _parse_override(text: str) -> tuple[str, str, object]:
     """``"hash.bits=256"`` → ``("hash", "bits", 256)``; a value that is not TOML is a string."""
     key, sep, raw = text.partition("=")
@@ -233,6 +269,11 @@ def _coerce(section: str, name: str, value: object, annotation: object) -> objec
     choices = _CHOICES.get((section, name))
     if choices is not None and value not in choices:
         raise ConfigError(where, f"must be one of {sorted(choices, key=str)}, got {value!r}")
+    low, high = _RANGES.get((section, name), (None, None))
+    if isinstance(value, int | float) and not isinstance(value, bool) and (
+            (low is not None and value < low) or (high is not None and value > high)):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ConfigError(where, f"must be {bounds}, got {value!r}")
     return value
 
 

@@ -51,6 +51,13 @@ class KeyFileError(ImgdedupError):
     stage = "key"
 
 
+class UsageError(ImgdedupError):
+    """A path given on the command line cannot be used: a missing folder, a file that
+    is not a regular file, a query image that is not there."""
+
+    stage = "usage"
+
+
 class IntegrityError(ImgdedupError):
     """Ciphertext failed authentication: wrong key, tampered, truncated or moved blob."""
 

@@ -22,9 +22,15 @@ mode's, driven by :mod:`imgdedup.pipeline.index.substrings`).
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+
+from imgdedup.pipeline.compile_cache import compile_cache_enabled
+
+# Before Numba is imported: it reads NUMBA_CACHE_DIR once, at import.
+_CACHE = compile_cache_enabled(__file__)
+
+from llvmlite import ir  # noqa: E402
+from numba import njit, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 #: Words compared per pass of the inner loop; rows are padded to a multiple of it.
 LANES = 4
@@ -84,7 +90,7 @@ def _popcount(typingctx, word):
     return signature, codegen
 
 
-@njit(nogil=True, fastmath=True, boundscheck=False, cache=True)
+@njit(nogil=True, fastmath=True, boundscheck=False, cache=_CACHE)
 def block_distances(columns, start, stop, forms, low, high, acc):
     """Smallest and largest distance over ``forms`` of rows ``start:stop``, into ``low``/``high[:stop-start]``."""
     n = stop - start
@@ -111,7 +117,7 @@ def block_distances(columns, start, stop, forms, low, high, acc):
             high[i] = max(high[i], acc[i])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=_CACHE)
 def _dense(queries, columns, low, high):
     """Fill ``low``/``high`` (m, n) with the distances of every query to every row."""
     n = columns.shape[1]
@@ -122,7 +128,7 @@ def _dense(queries, columns, low, high):
             block_distances(columns, start, stop, queries[q], low[q, start:stop], high[q, start:stop], acc)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=_CACHE)
 def _nearest(points, centre_columns, labels, distances):
     k = centre_columns.shape[1]
     low = np.empty(BLOCK, np.uint16)
@@ -203,7 +209,7 @@ def dense_distances(queries: np.ndarray, columns: np.ndarray, *, high: bool = Fa
 # loop they inline: Numba checks a cached function against its own file only.
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=_CACHE)
 def scan_into(queries, columns, query, lo, hi, t, p, start, found_q, found_r, found_d):
     """Matches within ``t`` over the ranges ``lo[p]:hi[p]`` of ``query[p]``, from range ``p`` at row ``start``.
 
@@ -241,7 +247,7 @@ def scan_into(queries, columns, query, lo, hi, t, p, start, found_q, found_r, fo
     return count, p, start
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=_CACHE)
 def candidate_ranges_into(queries, centre_columns, radii, keys, offsets, stride, t, query, lo, hi):
     """Fill ``query``/``lo``/``hi`` (room for every query and class) and return how many ranges."""
     k = centre_columns.shape[1]

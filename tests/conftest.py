@@ -22,6 +22,9 @@ PLATFORM_LIMITS = {
         "an fsspec backend other than local, memory and S3 has no atomic publish to test (docs/store.md)",
     "needs /proc/self/fd":
         "counting open files needs Linux's /proc",
+    "needs a private mount namespace":
+        ("read-only mounts that hold for root need `unshare -m` as root; as another user the store's "
+         "file modes make it read-only, which the same commands meet"),
     "Chromium is not installed":
         ("the browser is an explicit install (`make browser`); .ci/run installs it and sets "
          "IMGDEDUP_REQUIRE_BROWSER=1, which turns a missing Chromium into a failure"),

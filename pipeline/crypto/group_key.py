@@ -13,6 +13,10 @@ whose key or id was damaged is caught on loading. The file is created with mode
 Every use of the key goes through a sub-key derived with HKDF-SHA256 under a
 distinct label (:data:`PURPOSES`), so a token mask can never be reused as a
 wrapping key and so on.
+
+A key may carry a store's *index keys* (:meth:`GroupKey.with_index`): the
+sub-keys of :data:`INDEX_PURPOSES` and the id they were made under, taken from
+the first group key of the store. Blob purposes always come from the key itself.
 """
 from __future__ import annotations
 
@@ -43,7 +47,14 @@ PURPOSES = (
     "fingerprint-tokens",   # permutation and mask of similarity tokens
     "fingerprint-seal",     # AEAD of raw hashes (sealed fingerprints, sealed hash column)
     "content-digest",       # HMAC of file bytes (exact-duplicate / idempotency keys)
+    "index-wrap",           # wraps a store's index keys in its _keys/ records (key rotation)
+    "resolution-mac",       # MACs each row's mapping image id -> canonical, blob (what get follows)
 )
+#: Purposes whose sub-keys key the store's tables rather than its blobs: they
+#: outlive a key rotation (the store keeps them wrapped under each current group
+#: key, see :mod:`imgdedup.pipeline.crypto.index_keys`), so every token, sealed
+#: hash, content digest and image id written under the first key stays valid.
+INDEX_PURPOSES = ("fingerprint-tokens", "fingerprint-seal", "content-digest", "resolution-mac")
 _LABEL_PREFIX = b"imgdedup/v1/"
 
 
@@ -64,14 +75,23 @@ class GroupKey:
         32 secret bytes.
     """
 
-    __slots__ = ("_key", "_key_id", "_subkeys")
+    __slots__ = ("_key", "_key_id", "_subkeys", "_index_key_id")
 
-    def __init__(self, key: bytes):
+    def __init__(self, key: bytes, index: tuple[bytes, Mapping[str, bytes]] | None = None):
         if not isinstance(key, bytes) or len(key) != KEY_BYTES:
             raise ValueError(f"a group key is {KEY_BYTES} bytes")
         self._key = key
         self._key_id = _hkdf(key, "key-id", KEY_ID_BYTES)
         self._subkeys: dict[str, bytes] = {}
+        self._index_key_id = self._key_id
+        if index is not None:
+            index_key_id, subkeys = index
+            if len(index_key_id) != KEY_ID_BYTES or set(subkeys) != set(INDEX_PURPOSES) \
+                    or any(len(v) != 32 for v in subkeys.values()):
+                raise ValueError(f"index keys are a {KEY_ID_BYTES}-byte id and one 32-byte sub-key "
+                                 f"per purpose of {INDEX_PURPOSES}")
+            self._index_key_id = bytes(index_key_id)
+            self._subkeys.update(subkeys)
 
     @classmethod
     def generate(cls) -> GroupKey:
@@ -86,6 +106,24 @@ class GroupKey:
     @property
     def key_id_hex(self) -> str:
         return self._key_id.hex()
+
+    @property
+    def index_key_id(self) -> bytes:
+        """16-byte id of the key the store's tables are keyed under: this key's id, or
+        that of the store's first key once :meth:`with_index` gave it the store's index keys."""
+        return self._index_key_id
+
+    @property
+    def index_key_id_hex(self) -> str:
+        return self._index_key_id.hex()
+
+    def index_subkeys(self) -> dict[str, bytes]:
+        """The 32-byte sub-keys of :data:`INDEX_PURPOSES` this key uses (for wrapping them)."""
+        return {purpose: self.subkey(purpose) for purpose in INDEX_PURPOSES}
+
+    def with_index(self, index_key_id: bytes, subkeys: Mapping[str, bytes]) -> GroupKey:
+        """This key with a store's index keys: ``subkeys`` (one per :data:`INDEX_PURPOSES`) made under ``index_key_id``."""
+        return GroupKey(self._key, (index_key_id, dict(subkeys)))
 
     def subkey(self, purpose: str) -> bytes:
         """The 32-byte sub-key for one of :data:`PURPOSES`."""
@@ -108,10 +146,12 @@ class GroupKey:
 
     def __getstate__(self):
         # Keys travel to Dask workers by pickling; the cache is rebuilt there.
-        return self._key
+        if self._index_key_id == self._key_id:
+            return self._key, None
+        return self._key, (self._index_key_id, self.index_subkeys())
 
-    def __setstate__(self, key: bytes):
-        self.__init__(key)
+    def __setstate__(self, state: tuple[bytes, tuple[bytes, dict[str, bytes]] | None]):
+        self.__init__(*state)
 
 
 def resolve_key_path(configured: str, environ: Mapping[str, str] = os.environ) -> Path:
@@ -180,7 +220,7 @@ def load_key_file(path: str | Path) -> GroupKey:
     Raises
     ------
     KeyFileError
-        Missing or unreadable, open to group or others (any permission bit),
+        Missing or unreadable, not a regular file, open to group or others (any permission bit),
         not a key file, an unknown format version, a key that is not base64 or
         of the wrong length, or a key id that does not match the key.
 
@@ -197,8 +237,13 @@ def load_key_file(path: str | Path) -> GroupKey:
     try:
         # One descriptor for the permission check and the read, so the bytes read
         # are those of the file whose mode was checked (no swap in between).
-        with path.open("rb") as reader:
+        # Opened non-blocking: a FIFO or a device given as the key file is
+        # refused by its type instead of blocking the open or the read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb") as reader:
             mode = os.fstat(reader.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise KeyFileError(subject, "not a regular file (a FIFO, device or folder cannot be a key file)")
             if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise KeyFileError(subject, f"permissions {stat.filemode(mode)} give group or "
                                    f"others access to it; run `chmod 600 {path}`")

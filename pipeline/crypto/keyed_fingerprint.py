@@ -18,9 +18,10 @@ Two trust modes (``crypto.mode``):
     hash length; equal hashes give unrelated ciphertexts. Search runs in the
     key-holding jobs after :func:`open_hashes`.
 
-In both modes the raw hash is also kept as :func:`seal_hashes` output, so after
-a key rotation the tokens can be recomputed (:func:`rekey`) without reading any
-image again. In ``sealed`` mode the fingerprint column and the sealed-hash column
+In both modes the raw hash is also kept as :func:`seal_hashes` output, so the
+tokens could be recomputed under new index keys without reading any image
+again. (Key rotation does not need that: it re-wraps the index keys, see
+:mod:`imgdedup.pipeline.crypto.index_keys`.) In ``sealed`` mode the fingerprint column and the sealed-hash column
 hold the same kind of value.
 
 Hashes are packed bits: ``(B, nbytes)`` uint8 rows, most significant bit first
@@ -174,7 +175,7 @@ def seal_hashes(key: GroupKey, image_ids: Sequence[str], hashes: np.ndarray) -> 
     out = np.empty((hashes.shape[0], nbytes + SEAL_OVERHEAD), dtype=np.uint8)
     for row, (image_id, value) in enumerate(zip(image_ids, hashes)):
         nonce = os.urandom(SEAL_NONCE_BYTES)
-        sealed = aead.encrypt(nonce, value.tobytes(), _seal_aad(key.key_id, image_id, nbytes))
+        sealed = aead.encrypt(nonce, value.tobytes(), _seal_aad(key.index_key_id, image_id, nbytes))
         out[row] = np.frombuffer(nonce + sealed, dtype=np.uint8)
     return out
 
@@ -203,7 +204,7 @@ def open_hashes(key: GroupKey, image_ids: Sequence[str], sealed: np.ndarray) -> 
         data = value.tobytes()
         try:
             plain = aead.decrypt(data[:SEAL_NONCE_BYTES], data[SEAL_NONCE_BYTES:],
-                                 _seal_aad(key.key_id, image_id, nbytes))
+                                 _seal_aad(key.index_key_id, image_id, nbytes))
         except InvalidTag:
             raise IntegrityError(image_id, "sealed hash failed authentication (edited, moved to "
                                  "another image id, or sealed under another key)",
@@ -225,14 +226,29 @@ def fingerprints(key: GroupKey, mode: str, image_ids: Sequence[str],
     return tokens(key, hashes) if mode == "tokens" else seal_hashes(key, image_ids, hashes)
 
 
-def rekey(old: GroupKey, new: GroupKey, mode: str, image_ids: Sequence[str],
-          sealed_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fingerprint and sealed-hash columns under ``new``, from the sealed hashes under ``old``.
+def centre_ids(k: int) -> list[str]:
+    """The ids ``k`` sealed class centres are bound to (``sealed`` mode seals centres like fingerprints)."""
+    return [f"centre-{i}" for i in range(k)]
+
+
+def search_space(key: GroupKey, mode: str, image_ids: Sequence[str], values: np.ndarray) -> np.ndarray:
+    """Stored fingerprint cells as the vectors search compares: tokens as they are, sealed hashes opened.
+
+    Parameters
+    ----------
+    values : ndarray of uint8, shape (n, fingerprint_width(mode, nbytes))
+    image_ids : sequence of str, length n
+        The ids sealed cells are bound to (:func:`centre_ids` for class centres).
 
     Returns
     -------
-    fingerprints : (B, width) uint8
-    sealed_hashes : (B, nbytes + 28) uint8
+    (n, nbytes) uint8
     """
-    hashes = open_hashes(old, image_ids, sealed_hashes)
-    return fingerprints(new, mode, image_ids, hashes), seal_hashes(new, image_ids, hashes)
+    return values if mode == "tokens" else open_hashes(key, image_ids, values)
+
+
+def query_space(key: GroupKey, mode: str, hashes: np.ndarray) -> np.ndarray:
+    """Raw query hashes, (B, nbytes) or dihedral (B, 8, nbytes), in the space of :func:`search_space`."""
+    if mode == "sealed":
+        return hashes
+    return tokens(key, hashes) if hashes.ndim == 2 else dihedral_tokens(key, hashes)

@@ -35,6 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractBufferedFile
 
+from imgdedup.pipeline.errors import StoreError
 from imgdedup.pipeline.store import object_paths
 
 #: Multipart part size for object stores: the S3 minimum, so a streamed blob
@@ -191,6 +192,19 @@ def write_atomic(
         _abandon(f)
         raise
     f.close()
+
+
+def check_root(fs: AbstractFileSystem, root: str, url: str) -> None:
+    """Refuse a store root that is a file (a local path only: on object stores a key
+    and a prefix may share a name, and checking would cost a request per open).
+
+    Raises
+    ------
+    StoreError
+        ``root`` names an existing local file (or device, FIFO...), not a folder.
+    """
+    if isinstance(fs, LocalFileSystem) and os.path.exists(root) and not os.path.isdir(root):
+        raise StoreError(url, "is a file, not a store folder; pass the store's folder (or a new one) as --store")
 
 
 def open_flush_handle(fs: AbstractFileSystem, path: str) -> int | None:

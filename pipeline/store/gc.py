@@ -7,7 +7,7 @@ import time
 from fsspec import AbstractFileSystem
 
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.store import object_paths
+from imgdedup.pipeline.store import object_paths, schemas
 from imgdedup.pipeline.store.backend import list_keys
 from imgdedup.pipeline.store.commitlog import CommitLog
 
@@ -47,9 +47,24 @@ def collect_garbage(
     -------
     list of str
         Store-relative keys removed, sorted.
+
+    Raises
+    ------
+    StoreError
+        A negative grace period; or ``root`` is not a store: no commit record,
+        and something besides the store's own folders at its top (a mistyped
+        ``--store`` naming some other folder); nothing is deleted there. A
+        store whose first run never committed holds only its own folders, and
+        is collected.
     """
     if grace_seconds < 0:
         raise StoreError(str(grace_seconds), "the gc grace period must be >= 0 seconds")
+    if log.latest_version() == 0:
+        own = set(object_paths.RESERVED_TOP_LEVEL) | set(schemas.TABLES)
+        foreign = sorted({key.split("/", 1)[0] for key in list_keys(fs, root)} - own)
+        if foreign:
+            raise StoreError(root, f"not a store (no commit record, and {foreign[:3]} at its top are not the "
+                             "store's); gc deletes only inside a store's own layout: check --store / store.url")
     if now is None:
         now = time.time()
     elif isinstance(now, dt.datetime):

@@ -23,7 +23,7 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_-]
 TABLE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 #: Top-level folders that belong to the store itself, never to a table.
-RESERVED_TOP_LEVEL = frozenset({"blobs", "_commits"})
+RESERVED_TOP_LEVEL = frozenset({"blobs", "_commits", "_keys"})
 
 #: The unique part of a data file's or temporary file's name: ``uuid4().hex``.
 _UNIQUE = r"[0-9a-f]{32}"
@@ -180,11 +180,33 @@ def is_store_key(key: str) -> bool:
     return run_file is not None and _is_valid(check_run_id, run_file.group(1)) and not name.endswith(".parquet")
 
 
+def key_record_key(wrap_key_id: str) -> str:
+    """Key of the store's index keys wrapped under one group key: ``_keys/<wrap_key_id>.json`` (32 hex digits)."""
+    if not isinstance(wrap_key_id, str) or re.fullmatch(r"[0-9a-f]{32}", wrap_key_id) is None:
+        raise StoreError(repr(wrap_key_id), "a key id is 32 lower-case hex digits")
+    return f"_keys/{wrap_key_id}.json"
+
+
+def key_record_id(key: str) -> str | None:
+    """The group key id a ``_keys/`` record is wrapped under, or None for any other key."""
+    match = re.fullmatch(r"_keys/([0-9a-f]{32})\.json", key)
+    return match.group(1) if match else None
+
+
 def commit_key(version: int) -> str:
     """Key of the commit record of ``version``: ``_commits/<version:020d>.json``."""
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise StoreError(repr(version), "a commit version is an integer >= 1")
     return f"_commits/{version:020d}.json"
+
+
+def write_probe_key() -> str:
+    """A fresh key to test that the store is writable: the temporary of commit record 0.
+
+    No commit has version 0, so no reader takes it for a record; it is shaped
+    like a store key, so gc removes one that was left behind.
+    """
+    return f"_commits/{0:020d}.json{temporary_suffix()}"
 
 
 def commit_version(key: str) -> int | None:

@@ -21,9 +21,12 @@ FINGERPRINTS = "fingerprints"
 CLUSTERS = "clusters"
 ERRORS = "errors"
 REPORTS = "reports"
+#: Every table a store holds.
+TABLES = (FINGERPRINTS, CLUSTERS, ERRORS, REPORTS)
 
 #: Width in bytes of a keyed content digest (HMAC-SHA-256).
 CONTENT_DIGEST_BYTES = 32
+RESOLUTION_MAC_BYTES = 32
 
 _PREFIX = "imgdedup."
 
@@ -129,7 +132,9 @@ def fingerprints_schema(
     ``lossless`` (bool), ``jpeg_quality`` (uint8 estimated setting 1-100, null
     for other encodings), ``exif`` (bool, EXIF present); ``upload_id``
     (string: the caller-supplied id an upload was identified by, or null when
-    its ``source`` identifies it). Rows written before a column existed read it
+    its ``source`` identifies it); ``resolution_mac`` (fixed_size_binary(32):
+    HMAC of the row's image id, ``duplicate_of`` and ``blob`` under the group's
+    ``resolution-mac`` sub-key). Rows written before a column existed read it
     as null.
     """
     if fingerprint_bytes < 1:
@@ -156,6 +161,7 @@ def fingerprints_schema(
         pa.field("jpeg_quality", pa.uint8()),
         pa.field("exif", pa.bool_()),
         pa.field("upload_id", pa.string()),
+        pa.field("resolution_mac", pa.binary(RESOLUTION_MAC_BYTES)),
     ]
     return pa.schema(fields, metadata=_metadata(
         FINGERPRINTS, hash_algo=algo, hash_bits=bits, key_id=key_id, fingerprint_mode=mode,

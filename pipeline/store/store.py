@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from imgdedup.pipeline.errors import StoreError
 from imgdedup.pipeline.store import object_paths, schemas
-from imgdedup.pipeline.store.backend import flush_filesystem, list_keys, open_flush_handle, write_atomic
+from imgdedup.pipeline.store.backend import check_root, flush_filesystem, list_keys, open_flush_handle, write_atomic
 from imgdedup.pipeline.store.commitlog import CommitLog
 from imgdedup.pipeline.store.gc import collect_garbage
 
@@ -99,8 +99,18 @@ class Store:
         deferred_sync: bool = True,
     ):
         self.url = url
-        self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        if not isinstance(url, str) or not url.strip():
+            raise StoreError(repr(url), "the store URL is empty; pass --store URL or set store.url "
+                             "(a folder, memory://name or s3://bucket/prefix)")
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        except ValueError as exc:  # fsspec's "Protocol not known: ..."
+            raise StoreError(url, f"cannot open the store: {exc}; use a folder, memory://name or "
+                             "s3://bucket/prefix") from None
+        except ImportError as exc:
+            raise StoreError(url, f"cannot open the store: {exc} (for s3:// install imgdedup's s3 extra)") from None
         self.root = root.rstrip("/")
+        check_root(self.fs, self.root, url)
         self._on_step = on_step
         self._deferred_sync = deferred_sync
         self._flush_handle = open_flush_handle(self.fs, self.root) if deferred_sync else None
@@ -291,7 +301,8 @@ class Store:
             schema of the first part read, or :func:`schemas.default_schema`
             when the table has no committed part. Columns a part lacks are
             filled with nulls if nullable (parts written before a column was
-            added); a part missing a required column, or whose types do not
+            added; such a column may be named in ``columns`` even when the first
+            part lacks it); a part missing a required column, or whose types do not
             cast, raises StoreError naming it.
         columns : list of str, optional
             Read only these columns (only their bytes are fetched), in this order.
@@ -309,10 +320,15 @@ class Store:
         if schema is None:
             schema = tables[0].schema if tables else schemas.default_schema(table)
         if columns is not None:
-            missing = [c for c in columns if c not in schema.names]
+            # A nullable column added to the table after its first part was
+            # written reads as nulls in the parts that predate it.
+            later = schemas.default_schema(table)
+            fields = {f.name: f for f in later if f.nullable}
+            fields.update({f.name: f for f in schema})
+            missing = [c for c in columns if c not in fields]
             if missing:
                 raise StoreError(table, f"no such columns: {missing}")
-            schema = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
+            schema = pa.schema([fields[c] for c in columns], metadata=schema.metadata)
         conformed = [_conform(t, schema, key) for t, key in zip(tables, parts)]
         return pa.concat_tables(conformed) if conformed else schema.empty_table()
 
@@ -484,6 +500,51 @@ class Store:
 
     def _committed_blob_ids(self) -> set[str]:
         return self._log.live_blob_ids()
+
+    def check_writable(self) -> None:
+        """Refuse, before a job starts, a store it could not write: write and remove one small object.
+
+        The probe (:func:`object_paths.write_probe_key`) is a name gc removes
+        should the removal not happen.
+
+        Raises
+        ------
+        StoreError
+            The write was refused (read-only filesystem or bucket, no permission).
+        """
+        probe = self._path(object_paths.write_probe_key())
+        try:
+            write_atomic(self.fs, probe, [b""], durable=False)
+            self.fs.rm_file(probe)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StoreError(self.url, f"cannot write to the store ({reason}); this command writes blobs and "
+                             "tables: use a writable store, or fix its permissions") from None
+
+    # -- wrapped index keys ----------------------------------------------------
+
+    def key_records(self) -> dict[str, bytes]:
+        """``{wrap_key_id: record bytes}`` of every ``_keys/`` record (empty for a store never rotated).
+
+        The records are opaque here: the client side wraps and unwraps them
+        (``imgdedup.pipeline.crypto.index_keys``). gc never removes them.
+        """
+        records = {}
+        for key in list_keys(self.fs, self.root, "_keys"):
+            wrap_key_id = object_paths.key_record_id(key)
+            if wrap_key_id is not None:
+                records[wrap_key_id] = self.fs.cat_file(self._path(key))
+        return records
+
+    def write_key_record(self, wrap_key_id: str, record: bytes) -> None:
+        """Atomically write (or replace) the record wrapped under ``wrap_key_id``, durably."""
+        write_atomic(self.fs, self._path(object_paths.key_record_key(wrap_key_id)), [bytes(record)])
+
+    def remove_key_record(self, wrap_key_id: str) -> None:
+        """Remove the record wrapped under ``wrap_key_id``; a missing one is not an error."""
+        path = self._path(object_paths.key_record_key(wrap_key_id))
+        if self.fs.exists(path):
+            self.fs.rm_file(path)
 
     # -- garbage collection --------------------------------------------------
 

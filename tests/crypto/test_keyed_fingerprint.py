@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from imgdedup.pipeline.crypto.keyed_fingerprint import (SEAL_OVERHEAD, fingerprint_width, fingerprints,
-                                         open_hashes, rekey, seal_hashes, token_parameters,
+                                         open_hashes, seal_hashes, token_parameters,
                                          tokens)
 from imgdedup.pipeline.config import DecodeConfig
 from imgdedup.pipeline.crypto.group_key import GroupKey
@@ -165,20 +165,6 @@ def test_fingerprints_dispatch_on_mode():
     assert np.array_equal(open_hashes(KEY, ids, sealed), hashes)
     with pytest.raises(ValueError, match="trust mode"):
         fingerprints(KEY, "plain", ids, hashes)
-
-
-@pytest.mark.parametrize("mode", ["tokens", "sealed"])
-def test_rekey_after_rotation_needs_no_images(mode):
-    hashes = np.random.default_rng(3).integers(0, 256, (4, 32), dtype=np.uint8)
-    ids = ["p", "q", "r", "s"]
-    new_fingerprints, new_sealed = rekey(KEY, OTHER, mode, ids, seal_hashes(KEY, ids, hashes))
-    assert np.array_equal(open_hashes(OTHER, ids, new_sealed), hashes)
-    with pytest.raises(IntegrityError):
-        open_hashes(KEY, ids, new_sealed)
-    if mode == "tokens":
-        assert np.array_equal(new_fingerprints, tokens(OTHER, hashes))
-    else:
-        assert np.array_equal(open_hashes(OTHER, ids, new_fingerprints), hashes)
 
 
 def test_bad_shapes():

@@ -21,6 +21,7 @@ from imgdedup.pipeline.crypto.blob import seal_bytes
 from imgdedup.pipeline.crypto.digest import content_digest, image_id
 from imgdedup.pipeline.crypto.keyed_fingerprint import tokens
 from imgdedup.pipeline.crypto.group_key import GroupKey
+from imgdedup.pipeline.crypto.resolution import resolution_mac
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.bits import dihedral_hamming
 from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch
@@ -129,6 +130,7 @@ def build_report_store(url: str, dev: Path, key: GroupKey, config: Config) -> Re
                 if column in ("format", "lossless", "jpeg_quality", "exif"):
                     out[column].append(value[i].item() if hasattr(value[i], "item") else value[i])
             out["upload_id"].append(None)
+            out["resolution_mac"].append(resolution_mac(key, ids[i], out["duplicate_of"][-1], out["blob"][-1]))
         schema = schemas.fingerprints_schema(32, algo="lbph", bits=256, key_id=key.key_id_hex, mode="tokens")
         return pa.table(out, schema=schema)
 

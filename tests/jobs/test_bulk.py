@@ -240,7 +240,7 @@ def test_expired_pointer_blobs_are_released_and_gc_removes_only_them(client, lab
     kept = set(store.commit_record(store.latest_version())["meta"]["pointer_blobs"])
     assert len(kept) >= 2
     unmerged = min(kept)
-    unmerge(store, next(r["duplicate_of"] for r in rows if r["image_id"] == unmerged), unmerged)
+    unmerge(store, KEY, next(r["duplicate_of"] for r in rows if r["image_id"] == unmerged), unmerged)
 
     second = _run(client, source, url, "dedup.pointer_blob_grace_days=0")
     record = store.commit_record(second.version)
@@ -258,7 +258,7 @@ def test_expired_pointer_blobs_are_released_and_gc_removes_only_them(client, lab
     canonical = next(r for r in rows if r["image_id"] == pointer["duplicate_of"])
     assert out.read_bytes() == files[canonical["source"].rsplit("/src/", 1)[1]]
     with pytest.raises(MergeError, match="no longer kept"):
-        unmerge(store, pointer["duplicate_of"], pointer["image_id"])
+        unmerge(store, KEY, pointer["duplicate_of"], pointer["image_id"])
     # A third run has nothing left to release, nor anything else to commit.
     third = _run(client, source, url, "dedup.pointer_blob_grace_days=0")
     assert not third.committed and third.version == second.version

@@ -107,7 +107,7 @@ def test_committed_canonicals_stay_unless_re_elected_and_the_swap_is_one_commit(
     key_file = write_key_file(tmp_path / "group.key", KEY)
     name = next(n for n in pairs if n.endswith("a-q50.jpg"))
     out = tmp_path / "got.jpg"
-    assert cli_main(["get", old["file://" + source + "/" + name], "--out", str(out), "--store", url,
+    assert cli_main(["get", old[source + "/" + name], "--out", str(out), "--store", url,
                      "--key", str(key_file)]) == 0
     assert out.read_bytes() == pairs[name.replace("a-q50", "b-q90")]
     again = run_bulk(source, url, KEY, best, client=client, re_elect=True)

@@ -78,7 +78,7 @@ def test_a_tampered_blob_writes_nothing(ingested, tmp_path, capsys):
     saved = body.read_bytes()
     body.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))
     try:
-        assert get(root, key_file, originals[3].image_id, "--out", str(tmp_path / "bad.jpg")) == 2
+        assert get(root, key_file, originals[3].image_id, "--out", str(tmp_path / "bad.jpg")) == 3  # integrity error
     finally:
         body.write_bytes(saved)
     assert list(tmp_path.iterdir()) == []

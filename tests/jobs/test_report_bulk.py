@@ -60,7 +60,7 @@ def test_unmerge_in_a_bulk_store_then_get_returns_the_member_itself(bulk_store, 
     store, key, config, _, files, source = bulk_store
     rows = store.read_table(schemas.FINGERPRINTS).to_pylist()
     pointer = next(r for r in rows if r["duplicate_of"] is not None and store.blob_exists(r["image_id"]))
-    unmerge(store, pointer["duplicate_of"], pointer["image_id"])
+    unmerge(store, key, pointer["duplicate_of"], pointer["image_id"])
     key_file = write_key_file(tmp_path / "group.key", key)
     out = tmp_path / "member.img"
     assert main(["get", pointer["image_id"], "--out", str(out), "--store", store.url, "--key", str(key_file)]) == 0

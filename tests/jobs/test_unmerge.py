@@ -25,12 +25,17 @@ def rows_by_id(store, version=None):
     return {row["image_id"]: row for row in store.read_table(schemas.FINGERPRINTS, version).to_pylist()}
 
 
+def key_file(built, tmp_path):
+    path = tmp_path / "group.key"
+    if not path.exists():
+        write_key_file(path, built.key)
+    return path
+
+
 def get(built, image_id, tmp_path):
-    key_file = tmp_path / "group.key"
-    if not key_file.exists():
-        write_key_file(key_file, built.key)
+    key_file_ = key_file(built, tmp_path)
     out = tmp_path / f"{image_id}.img"
-    assert main(["get", image_id, "--out", str(out), "--store", built.store.url, "--key", str(key_file)]) == 0
+    assert main(["get", image_id, "--out", str(out), "--store", built.store.url, "--key", str(key_file_)]) == 0
     return out.read_bytes()
 
 
@@ -40,13 +45,14 @@ def test_unmerged_image_is_its_own_canonical_and_get_returns_its_own_picture(bui
     assert get(built, image_id, tmp_path) == built.files[group_id]  # merged: get gives the canonical picture
     before = rows_by_id(built.store)
 
-    assert main(["unmerge", group_id, image_id, "--store", built.store.url]) == 0
+    assert main(["unmerge", group_id, image_id, "--store", built.store.url,
+                 "--key", str(key_file(built, tmp_path))]) == 0
     assert "its own canonical image again" in capsys.readouterr().out
 
     after = rows_by_id(built.store)
     assert after[image_id]["duplicate_of"] is None and after[image_id]["distance"] is None
     assert after[image_id]["blob"] == object_paths.blob_body_key(image_id)
-    changed = {"duplicate_of", "distance", "blob"}
+    changed = {"duplicate_of", "distance", "blob", "resolution_mac"}  # the new mapping, MACed anew
     assert {k: v for k, v in after[image_id].items() if k not in changed} == \
         {k: v for k, v in before[image_id].items() if k not in changed}
     assert {i: r for i, r in after.items() if i != image_id} == {i: r for i, r in before.items() if i != image_id}
@@ -63,7 +69,7 @@ def test_unmerged_image_is_its_own_canonical_and_get_returns_its_own_picture(bui
 def test_an_older_version_still_reads_the_merge(built):
     group_id, pointers = next(iter(built.groups.items()))
     version = built.store.latest_version()
-    unmerge(built.store, group_id, pointers[0])
+    unmerge(built.store, built.key, group_id, pointers[0])
     assert rows_by_id(built.store, version)[pointers[0]]["duplicate_of"] == group_id
     assert built.store.latest_version() == version + 1
 
@@ -72,23 +78,24 @@ def test_unmerge_refuses_a_canonical_image_a_wrong_group_and_an_unknown_image(bu
     (first, first_pointers), (second, _) = built.groups.items()
     version = built.store.latest_version()
     with pytest.raises(MergeError, match="canonical image already"):
-        unmerge(built.store, first, first)
+        unmerge(built.store, built.key, first, first)
     with pytest.raises(MergeError, match=f"belongs to duplicate group {first}"):
-        unmerge(built.store, second, first_pointers[0])
+        unmerge(built.store, built.key, second, first_pointers[0])
     with pytest.raises(MergeError, match="no such image"):
-        unmerge(built.store, first, "0" * 32)
+        unmerge(built.store, built.key, first, "0" * 32)
     assert built.store.latest_version() == version  # nothing was committed
 
 
-def test_unmerge_refuses_once_the_blob_is_gone(built, capsys):
+def test_unmerge_refuses_once_the_blob_is_gone(built, capsys, tmp_path):
     group_id, pointers = next(iter(built.groups.items()))
     store = built.store
     for key in (object_paths.blob_body_key(pointers[0]), object_paths.blob_header_key(pointers[0])):
         store.fs.rm_file(f"{store.root}/{key}")
     version = store.latest_version()
     with pytest.raises(MergeError, match="no longer kept"):
-        unmerge(store, group_id, pointers[0])
-    assert main(["unmerge", group_id, pointers[0], "--store", store.url]) == 2
+        unmerge(store, built.key, group_id, pointers[0])
+    assert main(["unmerge", group_id, pointers[0], "--store", store.url,
+                 "--key", str(key_file(built, tmp_path))]) == 2
     assert "no longer kept" in capsys.readouterr().err
     assert store.latest_version() == version
 
@@ -106,7 +113,7 @@ def test_a_run_committed_in_the_instant_before_the_unmerge_keeps_its_rows(built)
             other.commit("late-run", {schemas.FINGERPRINTS: [late_part]})
 
     racing = Store(built.store.url, on_step=commit_first)
-    version = unmerge(racing, group_id, pointers[0])
+    version = unmerge(racing, built.key, group_id, pointers[0])
     latest = rows_by_id(built.store)
     assert latest[pointers[0]]["duplicate_of"] is None
     assert latest["f" * 32]["source"] == "late/arrival.jpg"

@@ -45,6 +45,7 @@ FOREIGN_KEYS = [
 
 def test_gc_removes_only_names_the_store_makes(store):
     """Files that merely share the store's folder survive gc, however old; the store's own leftovers go."""
+    store.commit("first", {})  # a store (without a commit, a folder holding foreign files is not one: below)
     for key in FOREIGN_KEYS:
         write_atomic(store.fs, store._path(key), [b"not the store's"])
     leftovers = [
@@ -59,7 +60,16 @@ def test_gc_removes_only_names_the_store_makes(store):
         write_atomic(store.fs, store._path(key), [b"interrupted"])
     removed = store.gc(grace_seconds=0, now=time.time() + 10)
     assert removed == sorted(leftovers)
-    assert present_keys(store) == set(FOREIGN_KEYS)
+    assert present_keys(store) == set(FOREIGN_KEYS) | {object_paths.commit_key(1)}
+
+
+def test_gc_refuses_a_folder_with_foreign_files_and_no_commit(store):
+    for key in FOREIGN_KEYS:
+        write_atomic(store.fs, store._path(key), [b"not the store's"])
+    leftover = store.write_table_part("errors", "r1", 0, error_rows("r1", ["x"]))
+    with pytest.raises(StoreError, match="not a store"):
+        store.gc(grace_seconds=0, now=time.time() + 10)
+    assert present_keys(store) == set(FOREIGN_KEYS) | {leftover}
 
 
 def test_committing_files_gc_removed_fails_loudly(store):

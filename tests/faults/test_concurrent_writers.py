@@ -1,0 +1,61 @@
+"""A bulk run that meets an ingest commit on the same store: it takes the committed images as
+unchanged instead of failing the whole run, and no image gets a second row or blob."""
+from __future__ import annotations
+
+import collections
+
+import imgdedup.jobs.bulk as bulk
+import imgdedup.jobs.bulk_task as bulk_task
+from imgdedup.pipeline.store import Store, schemas
+from tests.faults.conftest import cli
+
+
+def _rows_per_image(url: str) -> collections.Counter:
+    ids = Store(url).read_table(schemas.FINGERPRINTS, columns=["image_id"]).column("image_id").to_pylist()
+    return collections.Counter(ids)
+
+
+def _ingest_right_after_the_run_reads_the_store(monkeypatch, argv):
+    read = bulk.read_stored_rows
+
+    def then_ingest(*args, **kwargs):
+        rows = read(*args, **kwargs)
+        assert cli(*argv) == 0
+        return rows
+
+    monkeypatch.setattr(bulk, "read_stored_rows", then_ingest)
+
+
+def test_an_ingest_commit_during_a_bulk_run(photos, key_file, tmp_path, monkeypatch, capsys, scheduler):
+    key = key_file("group.key")
+    monkeypatch.chdir(tmp_path)
+    _ingest_right_after_the_run_reads_the_store(
+        monkeypatch, ["ingest", "photos/perception_image2.jpg", "photos/perception_image3.jpg",
+                      "--store", "store", "--key", key])
+    assert cli("bulk", "photos", "--store", "store", "--key", key, "--scheduler", scheduler) == 0
+    assert "unchanged 2" in capsys.readouterr().out
+    counts = _rows_per_image(str(tmp_path / "store"))
+    assert len(counts) == 6 and set(counts.values()) == {1}
+
+
+def test_an_ingest_commit_that_lands_while_a_task_writes_is_retried_away(photos, key_file, tmp_path, monkeypatch,
+                                                                          capsys, scheduler):
+    key = key_file("group.key")
+    monkeypatch.chdir(tmp_path)
+    _ingest_right_after_the_run_reads_the_store(
+        monkeypatch, ["ingest", "photos/perception_image4.jpg", "--store", "store", "--key", key])
+    # The task's first look at the store is stale (as if the ingest landed just after it):
+    # its blob write then meets a committed blob, the task fails, and its retry sees the commit.
+    looks = []
+    real = bulk_task.committed_since
+
+    def stale_first(store, version):
+        looks.append(version)
+        return set() if len(looks) == 1 else real(store, version)
+
+    monkeypatch.setattr(bulk_task, "committed_since", stale_first)
+    assert cli("--set", "dask.partition_size=100", "bulk", "photos", "--store", "store", "--key", key,
+               "--scheduler", scheduler) == 0
+    assert len(looks) == 2 and "unchanged 1" in capsys.readouterr().out
+    counts = _rows_per_image(str(tmp_path / "store"))
+    assert len(counts) == 6 and set(counts.values()) == {1}
