@@ -22,6 +22,7 @@ commits nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from imgdedup.jobs.bulk_dedup import DedupOutcome
-from imgdedup.jobs.bulk_task import ERROR_COLUMNS, PartitionResult, PartitionSpec
+from imgdedup.jobs.bulk_task import ERROR_COLUMNS, PartitionResult, PartitionSpec, rows_committed_since
 from imgdedup.jobs.source import printable
 from imgdedup.jobs.unmerge import restore_overtaken_rows
 from imgdedup.jobs.upload import with_decisions
@@ -76,6 +77,34 @@ class BulkSummary:
 
     def __getitem__(self, name: str) -> float:
         return self.metrics[name][0]
+
+
+def rebased_on_landed(outcome: DedupOutcome, results: list[PartitionResult], landed: dict[str, list]) -> DedupOutcome:
+    """The run's decisions after the commits that landed since it read the store.
+
+    One content digest is never committed as two canonicals: a new canonical
+    whose bytes such a commit (an ingest, another bulk run) already holds as a
+    canonical becomes an exact pointer to it (distance 0, no blob kept), and
+    the run's pointers to it follow. ``landed`` holds the ``image_id``,
+    ``duplicate_of`` and ``content_digest`` lists of those commits' rows.
+    """
+    held = {digest: image_id for image_id, duplicate_of, digest
+            in zip(landed["image_id"], landed["duplicate_of"], landed["content_digest"])
+            if duplicate_of is None and digest is not None}
+    if not held or not results:
+        return outcome
+    ids = [i for r in results for i in r.rows.column("image_id").to_pylist()]
+    digests = [bytes(d) for r in results for d in r.digests]
+    duplicate_of, distance, exact = list(outcome.duplicate_of), outcome.distance.copy(), outcome.exact.copy()
+    moved: dict[str, str] = {}
+    for row, (image_id, digest) in enumerate(zip(ids, digests)):
+        if duplicate_of[row] is None and held.get(digest, image_id) != image_id:
+            moved[image_id] = duplicate_of[row] = held[digest]
+            distance[row], exact[row] = 0, True
+    if not moved:
+        return outcome
+    duplicate_of = [moved.get(p, p) if p is not None else None for p in duplicate_of]
+    return dataclasses.replace(outcome, duplicate_of=duplicate_of, distance=distance, exact=exact)
 
 
 def _new_rows(results: list[PartitionResult], outcome: DedupOutcome, key: GroupKey) -> list[pa.Table]:
@@ -176,6 +205,8 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     """
     clock = dt.datetime.now(dt.timezone.utc)
     files: dict[str, list[str]] = {FINGERPRINTS: [], CLUSTERS: [], ERRORS: [], REPORTS: []}
+    outcome = rebased_on_landed(outcome, results, rows_committed_since(
+        store, spec.based_on, ("image_id", "duplicate_of", "content_digest")))
     tables = _new_rows(results, outcome, spec.key)
     fresh = sum(t.num_rows for t in tables)
     errors = [row for r in results for row in r.errors]

@@ -72,17 +72,26 @@ class PartitionSpec(RowSettings):
 def committed_since(store: Store, version: int) -> set[str]:
     """Image ids that commits after ``version`` hold (an ingest or another run that landed meanwhile).
 
-    Reads only those commits' fingerprints parts. A task takes such an image as
-    unchanged, never writing its blob again (committed bodies are immutable)
-    nor a second row; a write that loses this race fails the task, and its
-    retry finds the image here.
+    A task takes such an image as unchanged, never writing its blob again
+    (committed bodies are immutable) nor a second row; a write that loses this
+    race fails the task, and its retry finds the image here.
     """
-    ids: set[str] = set()
+    return set(rows_committed_since(store, version, ("image_id",))["image_id"])
+
+
+def rows_committed_since(store: Store, version: int, columns: Sequence[str]) -> dict[str, list]:
+    """``columns`` of the fingerprints rows that commits after ``version`` added, as lists of values.
+
+    Reads only those commits' fingerprints parts.
+    """
+    found: dict[str, list] = {name: [] for name in columns}
     for later in range(version + 1, store.latest_version() + 1):
         for part in store.commit_record(later)["files"].get(FINGERPRINTS, []):
             with store.open_committed_file(part) as reader:
-                ids.update(pq.read_table(reader, columns=["image_id"]).column("image_id").to_pylist())
-    return ids
+                table = pq.read_table(reader, columns=list(columns))
+            for name in columns:
+                found[name] += table.column(name).to_pylist()
+    return found
 
 
 @dataclass

@@ -59,3 +59,26 @@ def test_an_ingest_commit_that_lands_while_a_task_writes_is_retried_away(photos,
     assert len(looks) == 2 and "unchanged 1" in capsys.readouterr().out
     counts = _rows_per_image(str(tmp_path / "store"))
     assert len(counts) == 6 and set(counts.values()) == {1}
+
+
+def test_the_same_bytes_under_other_names_committed_during_a_bulk_run_stay_one_canonical(
+        photos, key_file, tmp_path, monkeypatch, capsys, scheduler):
+    key = key_file("group.key")
+    monkeypatch.chdir(tmp_path)
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for name in ("perception_image2.jpg", "perception_image3.jpg"):
+        (renamed / f"copy-of-{name}").write_bytes((photos / name).read_bytes())
+    _ingest_right_after_the_run_reads_the_store(
+        monkeypatch, ["ingest", "renamed", "--store", "store", "--key", key])
+    assert cli("bulk", "photos", "--store", "store", "--key", key, "--scheduler", scheduler) == 0
+    rows = Store(str(tmp_path / "store")).read_table(schemas.FINGERPRINTS).to_pylist()
+    canonicals = collections.Counter(r["content_digest"] for r in rows if r["duplicate_of"] is None)
+    assert len(rows) == 8 and set(canonicals.values()) == {1}
+    by_source = {r["source"]: r for r in rows}
+    for name in ("perception_image2.jpg", "perception_image3.jpg"):
+        mine, theirs = by_source[f"photos/{name}"], by_source[f"renamed/copy-of-{name}"]
+        assert (mine["duplicate_of"], mine["distance"], mine["blob"]) == (theirs["image_id"], 0, None)
+        out = tmp_path / f"got-{name}"
+        assert cli("get", mine["image_id"], "--store", "store", "--key", key, "--out", out) == 0
+        assert out.read_bytes() == (photos / name).read_bytes()
