@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,11 +41,13 @@ from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, fingerprint_width, seal_hashes
 from imgdedup.pipeline.crypto.resolution import resolution_mac
-from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.errors import CommitConflict, StoreError
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.object_paths import blob_body_key
 from imgdedup.pipeline.store.schemas import CLUSTERS, ERRORS, FINGERPRINTS, REPORTS, clusters_schema, errors_schema, \
     reports_schema
+
+log = logging.getLogger(__name__)
 
 #: Stages timed on the client, in order (``seconds_<stage>`` metrics).
 STAGES = ("list", "fingerprint", "cluster", "dedup", "commit")
@@ -77,6 +81,12 @@ class BulkSummary:
 
     def __getitem__(self, name: str) -> float:
         return self.metrics[name][0]
+
+
+#: Commit attempts of a bulk run whose commit keeps meeting copies of its images committed meanwhile.
+COMMIT_ATTEMPTS = 5
+#: What a run reads of the rows committed while it ran.
+LANDED_COLUMNS = ("image_id", "duplicate_of", "content_digest")
 
 
 def rebased_on_landed(outcome: DedupOutcome, results: list[PartitionResult], landed: dict[str, list]) -> DedupOutcome:
@@ -204,9 +214,43 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     commit landed since (its rows would be re-pointed from a stale table).
     """
     clock = dt.datetime.now(dt.timezone.utc)
+    checked = spec.based_on
+    for _ in range(COMMIT_ATTEMPTS):
+        latest = store.latest_version()
+        outcome = rebased_on_landed(outcome, results, rows_committed_since(store, checked, LANDED_COLUMNS))
+        checked = latest
+        try:
+            return _stage_and_commit(store, run_id, source, results, outcome, spec, config, config_digest, seconds,
+                                     unchanged_by_stat, read_at, clock, _no_second_canonical(store, results, outcome,
+                                                                                             latest))
+        except CommitConflict as exc:
+            log.info("%s: %s; deciding again", run_id, exc)
+    raise StoreError(store.url, f"{run_id}: other writers kept committing copies of this run's images "
+                     f"({COMMIT_ATTEMPTS} attempts); nothing was committed, run it again")
+
+
+def _no_second_canonical(store: Store, results: list[PartitionResult], outcome: DedupOutcome,
+                         checked: int) -> Callable[[int], None]:
+    """The commit guard: refuses the commit if a commit after ``checked`` holds one of the run's canonicals' bytes."""
+    digests = [bytes(d) for r in results for d in r.digests]
+    ours = {digest for digest, duplicate_of in zip(digests, outcome.duplicate_of) if duplicate_of is None}
+
+    def guard(version: int) -> None:
+        if version <= checked:
+            return
+        landed = rows_committed_since(store, checked, LANDED_COLUMNS)
+        if any(p is None and d in ours for p, d in zip(landed["duplicate_of"], landed["content_digest"])):
+            raise CommitConflict(store.url, f"a commit after version {checked} holds the bytes of a canonical "
+                                            "of this run")
+    return guard
+
+
+def _stage_and_commit(store: Store, run_id: str, source: str, results: list[PartitionResult],
+                      outcome: DedupOutcome, spec: PartitionSpec, config: Config, config_digest: str,
+                      seconds: dict[str, float], unchanged_by_stat: int, read_at: int, clock: dt.datetime,
+                      guard: Callable[[int], None]) -> BulkSummary:
+    """Write the run's parts for ``outcome`` and commit them under ``guard``; ``seconds["commit"]`` is set here."""
     files: dict[str, list[str]] = {FINGERPRINTS: [], CLUSTERS: [], ERRORS: [], REPORTS: []}
-    outcome = rebased_on_landed(outcome, results, rows_committed_since(
-        store, spec.based_on, ("image_id", "duplicate_of", "content_digest")))
     tables = _new_rows(results, outcome, spec.key)
     fresh = sum(t.num_rows for t in tables)
     errors = [row for r in results for row in r.errors]
@@ -260,7 +304,7 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     released = sorted(set(released) - {i for i, (p, _) in outcome.re_elected.items() if p is None})
     meta["released_pointer_blobs"] = len(released)
     version = store.commit(run_id, {t: keys for t, keys in files.items() if keys}, blobs, meta, replace=replace,
-                           release_blobs=released, releases_read_at=read_version)
+                           release_blobs=released, releases_read_at=read_version, guard=guard)
     if outcome.re_elected:
         restore_overtaken_rows(store, run_id, read_at, version)
     return BulkSummary(run_id, version, metrics, errors)

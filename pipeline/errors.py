@@ -70,6 +70,10 @@ class StoreError(ImgdedupError):
     stage = "store"
 
 
+class CommitConflict(StoreError):
+    """A commit's guard found that a commit landed meanwhile conflicts with it; nothing was committed."""
+
+
 class MergeError(ImgdedupError):
     """A merge cannot be undone: the image is not a pointer of that group, or its blob is gone."""
 

@@ -96,6 +96,7 @@ class CommitLog:
         meta: Mapping[str, object],
         release: Sequence[str] = (),
         release_read_at: int | None = None,
+        guard: Callable[[int], None] | None = None,
     ) -> int:
         """Commit ``run_id`` at the next free version, or return the version it already has.
 
@@ -106,7 +107,10 @@ class CommitLog:
         read by then released raises StoreError (checked on every attempt, so a
         release that wins the race is seen). A blob in ``release`` that a record
         after ``release_read_at`` lists is left out of the release, likewise
-        re-checked on every attempt.
+        re-checked on every attempt. ``guard(version)``, called on every attempt
+        with the latest version the log then holds, may raise (a
+        :class:`~imgdedup.pipeline.errors.CommitConflict`) to refuse the commit
+        over what landed; the record is written only at the version after it.
         """
         lost = 0  # the last version this call lost to another writer
         while True:
@@ -120,6 +124,8 @@ class CommitLog:
                                  f"for good ({len(revived)} such)")
             if version < lost:
                 raise StoreError(object_paths.commit_key(lost), "record exists but is not listed by the store")
+            if guard is not None:
+                guard(version)
             record = {
                 "format": COMMIT_FORMAT,
                 "version": version + 1,

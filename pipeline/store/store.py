@@ -367,6 +367,7 @@ class Store:
         replace: Iterable[str] = (),
         release_blobs: Iterable[str] = (),
         releases_read_at: int | None = None,
+        guard: Callable[[int], None] | None = None,
     ) -> int:
         """Publish a run's files and blobs with one commit record; return its version.
 
@@ -398,6 +399,11 @@ class Store:
             after it lists again (an unmerge restoring an image) is not released:
             checked against the log on every attempt, so no commit racing this
             one can slip in between.
+        guard : callable, optional
+            ``guard(version)`` on every attempt, with the latest version the log
+            then holds; it raises (:class:`~imgdedup.pipeline.errors.CommitConflict`)
+            to refuse a commit that what landed conflicts with. The record is
+            written only at the version after the one the guard passed.
 
         Returns
         -------
@@ -435,7 +441,7 @@ class Store:
         except OSError as exc:
             raise StoreError(self.url, f"flushing the store's filesystem before the commit record failed "
                                        f"({exc}); nothing was committed") from None
-        return self._log.append(run_id, file_lists, blob_ids, replaced, meta_json, released, releases_read_at)
+        return self._log.append(run_id, file_lists, blob_ids, replaced, meta_json, released, releases_read_at, guard)
 
     def _check_releasable(self, released: list[str], blob_ids: list[str]) -> None:
         """Refuse to release a blob the same commit lists, or one no commit lists."""

@@ -82,3 +82,28 @@ def test_the_same_bytes_under_other_names_committed_during_a_bulk_run_stay_one_c
         out = tmp_path / f"got-{name}"
         assert cli("get", mine["image_id"], "--store", "store", "--key", key, "--out", out) == 0
         assert out.read_bytes() == (photos / name).read_bytes()
+
+
+def test_a_copy_committed_just_before_the_bulk_record_makes_the_run_decide_again(
+        photos, key_file, tmp_path, monkeypatch, capsys, scheduler):
+    key = key_file("group.key")
+    monkeypatch.chdir(tmp_path)
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "copy.jpg").write_bytes((photos / "perception_image5.jpg").read_bytes())
+    commit, calls = Store.commit, []
+
+    def ingest_first(self, run_id, *args, **kwargs):
+        # The ingest lands after the run's last look at the store, before its commit record.
+        if run_id.startswith("bulk-") and not calls:
+            calls.append(run_id)
+            assert cli("ingest", "renamed", "--store", "store", "--key", key) == 0
+        return commit(self, run_id, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "commit", ingest_first)
+    assert cli("bulk", "photos", "--store", "store", "--key", key, "--scheduler", scheduler) == 0
+    rows = Store(str(tmp_path / "store")).read_table(schemas.FINGERPRINTS).to_pylist()
+    canonicals = collections.Counter(r["content_digest"] for r in rows if r["duplicate_of"] is None)
+    assert calls and len(rows) == 7 and set(canonicals.values()) == {1}
+    by_source = {r["source"]: r for r in rows}
+    assert by_source["photos/perception_image5.jpg"]["duplicate_of"] == by_source["renamed/copy.jpg"]["image_id"]

@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.errors import CommitConflict, StoreError
 from imgdedup.pipeline.store import Store, commitlog, object_paths, schemas
 
 
@@ -152,6 +152,21 @@ def test_commit_refuses_files_that_are_not_there_or_not_of_the_table(store):
     with pytest.raises(StoreError, match="not in the store"):
         Store(store.url, _options(store)).commit("r1", {}, ["0123abcd"])
     assert store.latest_version() == 0
+
+
+def test_a_guard_sees_each_attempt_and_can_refuse_the_commit(store):
+    seen = []
+
+    def refuse_after_one(version):
+        seen.append(version)
+        if version >= 1:
+            raise CommitConflict("run", f"version {version} landed")
+
+    assert store.commit("first", {}, guard=refuse_after_one) == 1
+    with pytest.raises(CommitConflict):
+        store.commit("second", {}, guard=refuse_after_one)
+    assert seen == [0, 1] and store.latest_version() == 1 and "second" not in store.committed_runs()
+    assert store.commit("second", {}, guard=seen.append) == 2 and seen[-1] == 1
 
 
 def test_commit_meta_must_be_json(store):
