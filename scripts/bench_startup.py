@@ -45,8 +45,10 @@ def _wall(command: list[str], repeat: int, **kwargs) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
         times.append(time.perf_counter() - started)
+        if done.returncode:
+            raise SystemExit(f"{' '.join(map(str, command))} exited {done.returncode}: {done.stderr.strip()[-500:]}")
     return statistics.median(times)
 
 
