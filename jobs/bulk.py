@@ -139,13 +139,15 @@ def run_bulk(source: str, store_url: str, key: GroupKey, config: Config | None =
                          storage_options=source_options)
     listing_seconds = time.perf_counter() - clock
     if client is not None:
-        return _run(client, source, listed, listing_seconds, store_url, key, config, storage_options,
-                    source_options, re_elect)
-    in_process = any(url.startswith("memory://") for url in (source, store_url))
-    processes = local_processes(config.dask.local_workers, len(listed), config, in_process)
-    with dask_client(scheduler, config.dask.workers, processes=processes) as own:
-        return _run(own, source, listed, listing_seconds, store_url, key, config, storage_options, source_options,
-                    re_elect)
+        summary = _run(client, source, listed, listing_seconds, store_url, key, config, storage_options,
+                       source_options, re_elect)
+    else:
+        in_process = any(url.startswith("memory://") for url in (source, store_url))
+        processes = local_processes(config.dask.local_workers, len(listed), config, in_process)
+        with dask_client(scheduler, config.dask.workers, processes=processes) as own:
+            summary = _run(own, source, listed, listing_seconds, store_url, key, config, storage_options,
+                           source_options, re_elect)
+    return dataclasses.replace(summary, wall_seconds=time.perf_counter() - clock)
 
 
 def local_processes(kind: str, files: int, config: Config, in_process: bool) -> bool:

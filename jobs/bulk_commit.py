@@ -71,6 +71,10 @@ class BulkSummary:
     committed : bool
         False when the run found nothing to commit (:attr:`version` is then the
         store's version it read).
+    wall_seconds : float or None
+        The whole run, from its start to its commit record, local cluster
+        start and stop included (:func:`imgdedup.jobs.bulk.run_bulk` sets it;
+        not in the reports table, which is committed before the run ends).
     """
 
     run_id: str
@@ -78,6 +82,7 @@ class BulkSummary:
     metrics: dict[str, tuple[float, str]]
     errors: list[dict] = field(default_factory=list)
     committed: bool = True
+    wall_seconds: float | None = None
 
     def __getitem__(self, name: str) -> float:
         return self.metrics[name][0]
@@ -383,8 +388,11 @@ def print_summary(summary: BulkSummary, file=None) -> None:
           f"classes {s['clusters']:.0f}", file=file)
     print(f"  t {s['threshold_t']:.0f} bits, expected false merges {s['expected_false_merges']:.2g}, "
           f"split off chained groups for review {s['split_for_review']:.0f}", file=file)
+    outside = "" if s.wall_seconds is None else (
+        f"; wall {s.wall_seconds:.2f}, of which {s.wall_seconds - s['seconds_total']:.2f} outside the stages: "
+        "the local cluster's start and stop, the store's first reads, the commit record")
     print("  seconds: " + ", ".join(f"{stage} {s[f'seconds_{stage}']:.2f}" for stage in STAGES)
-          + f" (total {s['seconds_total']:.2f})", file=file)
+          + f" (total {s['seconds_total']:.2f}{outside})", file=file)
     for error in s.errors:
         print(f"  error: {printable(error['source'])}: {error['stage']}: {error['error_type']}: "
               f"{printable(error['message'])}", file=file)

@@ -211,6 +211,9 @@ def test_summary_prints_counts_and_errors(client, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"run {summary.run_id}: committed as store version 1" in out
     assert "images 1, stored 1" in out and "errors 1" in out and "b.jpg: decode: DecodeError" in out
+    # The stages' seconds and what lies outside them add up to the run's wall time.
+    assert summary.wall_seconds >= summary["seconds_total"] > 0
+    assert f"total {summary['seconds_total']:.2f}; wall {summary.wall_seconds:.2f}, of which " in out
 
 
 def test_a_run_with_nothing_new_commits_nothing_and_says_so(client, labelled, tmp_path):
