@@ -62,13 +62,18 @@ class DedupConfig:
     false_pair_tail_slope: float = 0.1108
 
     def __post_init__(self):
-        if not self.max_false_merge_rate > 0:
-            raise ConfigError("dedup.max_false_merge_rate", f"must be > 0, got {self.max_false_merge_rate}")
+        if not self.max_false_merge_rate >= 0:
+            raise ConfigError("dedup.max_false_merge_rate", f"must be >= 0, got {self.max_false_merge_rate}")
         if not self.false_pair_tail_slope > 0:
             raise ConfigError("dedup.false_pair_tail_slope", f"must be > 0, got {self.false_pair_tail_slope}")
 
     def threshold_for(self, n: int) -> int:
-        """t for a collection of ``n`` images: the t rule (:func:`imgdedup.pipeline.threshold.threshold_for`)."""
+        """t for a collection of ``n`` images: the t rule (:func:`imgdedup.pipeline.threshold.threshold_for`).
+
+        A budget of 0 switches the rule off: ``threshold_t`` whatever the size.
+        """
+        if self.max_false_merge_rate == 0:
+            return self.threshold_t
         return threshold_for(n, self.max_false_merge_rate, self.false_pair_tail, self.threshold_t)
 
     @property

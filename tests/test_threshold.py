@@ -58,7 +58,10 @@ def test_the_knobs_load_and_bad_ones_are_refused():
     # the shipped rule keeps the configured t for a small collection and lowers it for a large one
     assert threshold_for(100, dedup.max_false_merge_rate, dedup.false_pair_tail, dedup.threshold_t) == 64
     assert threshold_for(10**6, dedup.max_false_merge_rate, dedup.false_pair_tail, dedup.threshold_t) < 64
+    assert dedup.threshold_for(100) == 64 and dedup.threshold_for(10**6) < 64
+    # a budget of 0 switches the rule off; a negative one is refused
+    assert load_config(overrides=["dedup.max_false_merge_rate=0"]).dedup.threshold_for(10**7) == 64
     with pytest.raises(ConfigError, match="max_false_merge_rate"):
-        load_config(overrides=["dedup.max_false_merge_rate=0"])
+        load_config(overrides=["dedup.max_false_merge_rate=-1e-5"])
     with pytest.raises(ConfigError, match="false_pair_tail_slope"):
         load_config(overrides=["dedup.false_pair_tail_slope=-0.1"])
