@@ -61,22 +61,33 @@ def test_an_ingest_commit_that_lands_while_a_task_writes_is_retried_away(photos,
     assert len(counts) == 6 and set(counts.values()) == {1}
 
 
+def _copies(photos, folder, names: dict[str, str]):
+    """``folder`` holding byte-identical copies of ``photos`` files under other names (``{photo: copy}``)."""
+    folder.mkdir()
+    for photo, copy in names.items():
+        (folder / copy).write_bytes((photos / photo).read_bytes())
+
+
+def _rows_with_one_canonical_per_digest(url: str) -> dict[str, dict]:
+    """The store's fingerprints rows by source, after checking no content digest has two canonicals."""
+    rows = Store(url).read_table(schemas.FINGERPRINTS).to_pylist()
+    canonicals = collections.Counter(r["content_digest"] for r in rows if r["duplicate_of"] is None)
+    assert set(canonicals.values()) == {1}
+    return {r["source"]: r for r in rows}
+
+
 def test_the_same_bytes_under_other_names_committed_during_a_bulk_run_stay_one_canonical(
         photos, key_file, tmp_path, monkeypatch, capsys, scheduler):
     key = key_file("group.key")
     monkeypatch.chdir(tmp_path)
-    renamed = tmp_path / "renamed"
-    renamed.mkdir()
-    for name in ("perception_image2.jpg", "perception_image3.jpg"):
-        (renamed / f"copy-of-{name}").write_bytes((photos / name).read_bytes())
+    names = ("perception_image2.jpg", "perception_image3.jpg")
+    _copies(photos, tmp_path / "renamed", {name: f"copy-of-{name}" for name in names})
     _ingest_right_after_the_run_reads_the_store(
         monkeypatch, ["ingest", "renamed", "--store", "store", "--key", key])
     assert cli("bulk", "photos", "--store", "store", "--key", key, "--scheduler", scheduler) == 0
-    rows = Store(str(tmp_path / "store")).read_table(schemas.FINGERPRINTS).to_pylist()
-    canonicals = collections.Counter(r["content_digest"] for r in rows if r["duplicate_of"] is None)
-    assert len(rows) == 8 and set(canonicals.values()) == {1}
-    by_source = {r["source"]: r for r in rows}
-    for name in ("perception_image2.jpg", "perception_image3.jpg"):
+    by_source = _rows_with_one_canonical_per_digest(str(tmp_path / "store"))
+    assert len(by_source) == 8
+    for name in names:
         mine, theirs = by_source[f"photos/{name}"], by_source[f"renamed/copy-of-{name}"]
         assert (mine["duplicate_of"], mine["distance"], mine["blob"]) == (theirs["image_id"], 0, None)
         out = tmp_path / f"got-{name}"
@@ -88,9 +99,7 @@ def test_a_copy_committed_just_before_the_bulk_record_makes_the_run_decide_again
         photos, key_file, tmp_path, monkeypatch, capsys, scheduler):
     key = key_file("group.key")
     monkeypatch.chdir(tmp_path)
-    renamed = tmp_path / "renamed"
-    renamed.mkdir()
-    (renamed / "copy.jpg").write_bytes((photos / "perception_image5.jpg").read_bytes())
+    _copies(photos, tmp_path / "renamed", {"perception_image5.jpg": "copy.jpg"})
     commit, calls = Store.commit, []
 
     def ingest_first(self, run_id, *args, **kwargs):
@@ -102,8 +111,6 @@ def test_a_copy_committed_just_before_the_bulk_record_makes_the_run_decide_again
 
     monkeypatch.setattr(Store, "commit", ingest_first)
     assert cli("bulk", "photos", "--store", "store", "--key", key, "--scheduler", scheduler) == 0
-    rows = Store(str(tmp_path / "store")).read_table(schemas.FINGERPRINTS).to_pylist()
-    canonicals = collections.Counter(r["content_digest"] for r in rows if r["duplicate_of"] is None)
-    assert calls and len(rows) == 7 and set(canonicals.values()) == {1}
-    by_source = {r["source"]: r for r in rows}
+    by_source = _rows_with_one_canonical_per_digest(str(tmp_path / "store"))
+    assert calls and len(by_source) == 7
     assert by_source["photos/perception_image5.jpg"]["duplicate_of"] == by_source["renamed/copy.jpg"]["image_id"]
