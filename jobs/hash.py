@@ -52,9 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def configured_algorithm(config: Config, algo: str | None = None) -> HashAlgorithm:
+    """The hash algorithm ``[hash]`` configures (``algo`` instead of ``hash.algo`` when given)."""
+    return get_algorithm(algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits,
+                         trim_borders=config.hash.trim_borders)
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
-    algorithm = get_algorithm(args.algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits,
-                              trim_borders=config.hash.trim_borders)
+    algorithm = configured_algorithm(config, args.algo)
     dihedral = config.hash.dihedral if args.dihedral is None else args.dihedral
     files = list_image_files(args.paths, known_formats(config.decode.formats))
     log.info("hashing %d files with %s (dihedral variants: %s)", len(files), algorithm.name, dihedral)
@@ -69,8 +74,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def fingerprint_in_batches(files: Sequence[str | Path], algorithm: HashAlgorithm, config: Config, *,
-                           dihedral: bool, names: Sequence[str] | None = None) -> Iterator[FingerprintBatch]:
-    """Fingerprint ``files`` ``dask.partition_size`` at a time, printing one stderr line per failed file.
+                           dihedral: bool, names: Sequence[str] | None = None,
+                           print_errors: bool = True) -> Iterator[FingerprintBatch]:
+    """Fingerprint ``files`` ``dask.partition_size`` at a time (thumbnails held one batch at a time).
 
     Parameters
     ----------
@@ -82,6 +88,9 @@ def fingerprint_in_batches(files: Sequence[str | Path], algorithm: HashAlgorithm
         Also compute the 8 dihedral variants.
     names : sequence of str, optional
         What rows and error lines call each file; the paths by default.
+    print_errors : bool
+        Print one stderr line per file that failed (the command line); the
+        errors are in each batch's ``errors`` either way.
 
     Yields
     ------
@@ -93,7 +102,7 @@ def fingerprint_in_batches(files: Sequence[str | Path], algorithm: HashAlgorithm
         batch = fingerprint_batch(files[start:start + size], algorithm, dihedral=dihedral,
                                   names=None if names is None else names[start:start + size],
                                   **dataclasses.asdict(config.decode))
-        for error in batch.errors:
+        for error in batch.errors if print_errors else ():
             print(f"error: {printable(str(error))}", file=sys.stderr)
         log.info("fingerprinted %d/%d files", min(start + size, len(files)), len(files))
         yield batch

@@ -15,14 +15,13 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from imgdedup.jobs.hash import list_image_files
+from imgdedup.jobs.hash import configured_algorithm, fingerprint_in_batches, list_image_files
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.cluster.kmeans import class_count, hamming_kmeans
 from imgdedup.pipeline.config import Config, load_config
 from imgdedup.pipeline.dedup import dedup_decisions, keep_rank
-from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.decode import known_formats
-from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
+from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +71,12 @@ def hash_files(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | None 
     True
     """
     config = config or load_config()
-    algorithm = get_algorithm(algo or config.hash.algo, size=config.hash.size, bits=config.hash.bits,
-                              trim_borders=config.hash.trim_borders)
+    algorithm = configured_algorithm(config, algo)
     dihedral = config.hash.dihedral if dihedral is None else dihedral
-    files = _files(paths_or_dir, config)
     # Thumbnails are held one partition at a time; only the hashes of all files are kept.
-    size = config.dask.partition_size
-    batches = [fingerprint_batch(files[start:start + size], algorithm, dihedral=dihedral,
-                                 **dataclasses.asdict(config.decode))
-               for start in range(0, len(files), size)]
-    return _joined(batches, size, algorithm.nbytes, dihedral)
+    batches = list(fingerprint_in_batches(_files(paths_or_dir, config), algorithm, config, dihedral=dihedral,
+                                          print_errors=False))
+    return _joined(batches, config.dask.partition_size, algorithm.nbytes, dihedral)
 
 
 def _joined(batches: list[FingerprintBatch], size: int, nbytes: int, dihedral: bool) -> FingerprintBatch:

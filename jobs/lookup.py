@@ -21,13 +21,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from imgdedup.jobs.hash import configured_algorithm
 from imgdedup.jobs.source import read_source
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, query_space, search_space
 from imgdedup.pipeline.crypto.resolution import check_resolution
 from imgdedup.pipeline.errors import IntegrityError
-from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
 from imgdedup.pipeline.store import Store, object_paths, schemas
 
@@ -370,7 +370,6 @@ def queries(key: GroupKey, mode: str, batch: FingerprintBatch) -> np.ndarray:
 
 def fingerprint_images(data: list[bytes], names: list[str], config: Config) -> FingerprintBatch:
     """Decode and fingerprint images held in memory with the configured hash and decoding limits."""
-    algorithm = get_algorithm(config.hash.algo, size=config.hash.size, bits=config.hash.bits,
-                              trim_borders=config.hash.trim_borders)
+    algorithm = configured_algorithm(config)
     return fingerprint_batch(data, algorithm, names=names, dihedral=config.hash.dihedral,
                              **dataclasses.asdict(config.decode))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgdedup.pipeline.groups import component_star_pairs, star_groups
+from imgdedup.pipeline.hashing.bits import paired_distances
 from imgdedup.pipeline.index.join import connected_components, near_duplicate_components
 
 #: Marks "no canonical" / "no distance" in :class:`PointerPlan` arrays.
@@ -207,13 +208,9 @@ def plan_pointers(canonical: np.ndarray, fingerprints: np.ndarray,
     duplicate_of = np.full(len(canonical), NONE, dtype=np.int64)
     distance = np.full(len(canonical), NONE, dtype=np.int32)
     if len(pointers):
-        target = fingerprints[canonical[pointers]]
-        if dihedral is None:
-            bits = np.bitwise_count(fingerprints[pointers] ^ target).sum(axis=-1)
-        else:
-            bits = np.bitwise_count(dihedral[pointers] ^ target[:, None, :]).sum(axis=-1).min(axis=-1)
+        forms = fingerprints[pointers][:, None, :] if dihedral is None else dihedral[pointers]
         duplicate_of[pointers] = canonical[pointers]
-        distance[pointers] = bits
+        distance[pointers] = paired_distances(forms, fingerprints[canonical[pointers]])
     return PointerPlan(duplicate_of, distance)
 
 
@@ -251,7 +248,7 @@ def re_pointed(current: np.ndarray, distance: np.ndarray, winner: np.ndarray,
     elected = np.asarray(winner, dtype=np.int64)[current]
 
     def plain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.bitwise_count(fingerprints[a] ^ fingerprints[b]).sum(axis=-1).astype(np.int64)
+        return paired_distances(fingerprints[a][:, None, :], fingerprints[b])
 
     # Distance from each committed canonical to its group's winner.
     to_winner = np.zeros(n, dtype=np.int64)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imgdedup.pipeline.hashing.bits import paired_distances
+
 #: Marks "no distance" (a canonical) in :attr:`StarGroups.distance`.
 NONE = -1
 
@@ -208,16 +210,16 @@ def component_star_pairs(groups: np.ndarray, canonical: np.ndarray, forms: np.nd
     forms, linkable = np.asarray(forms, np.uint8), np.asarray(linkable, bool)
     n = len(canonical)
     members = np.flatnonzero((canonical != np.arange(n)) & linkable & linkable[canonical])
-    own = _smallest_distances(forms[members], forms[canonical[members], 0])
+    own = paired_distances(forms[members], forms[canonical[members], 0])
     pairs = [np.stack([members, canonical[members]], axis=1)]
     distances = [own]
     is_centre = canonical == np.arange(n)
     far = ~is_centre & linkable
     far[members[own <= t]] = False
     by_group = np.argsort(groups, kind="stable")  # ascending image index inside each group
-    bounds = np.searchsorted(groups[by_group], np.unique(groups[far]), side="left")
-    ends = np.searchsorted(groups[by_group], np.unique(groups[far]), side="right")
-    for lo, hi in zip(bounds, ends):
+    sorted_groups, with_far = groups[by_group], np.unique(groups[far])
+    for lo, hi in zip(np.searchsorted(sorted_groups, with_far, side="left"),
+                      np.searchsorted(sorted_groups, with_far, side="right")):
         in_group = by_group[lo:hi]
         split = in_group[far[in_group]]
         centres = in_group[is_centre[in_group] & linkable[in_group]]
@@ -225,13 +227,5 @@ def component_star_pairs(groups: np.ndarray, canonical: np.ndarray, forms: np.nd
             # Its other canonicals, and the split members after it (each unordered pair once).
             candidates = np.concatenate([centres[centres != canonical[i]], split[position + 1:]])
             pairs.append(np.stack([np.full(len(candidates), i), candidates], axis=1))
-            distances.append(_smallest_distances(np.repeat(forms[i:i + 1], len(candidates), axis=0),
-                                                 forms[candidates, 0]))
+            distances.append(paired_distances(forms[i:i + 1], forms[candidates, 0]))
     return np.concatenate(pairs).astype(np.int64), np.concatenate(distances).astype(np.int64)
-
-
-def _smallest_distances(query_forms: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """(m,) int64: for each row, the smallest Hamming distance over its forms ``(m, F, w)`` to ``targets[m] (m, w)``."""
-    if len(targets) == 0:
-        return np.zeros(0, np.int64)
-    return np.bitwise_count(query_forms ^ targets[:, None, :]).sum(axis=-1, dtype=np.int64).min(axis=1)

@@ -85,6 +85,28 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def paired_distances(forms: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Row by row, the smallest Hamming distance over a row's forms to its own target.
+
+    Parameters
+    ----------
+    forms : ndarray of uint8, shape (m, F, nbytes) or (1, F, nbytes)
+        Each row's forms (e.g. its 8 dihedral variants; ``F`` = 1 for the plain
+        hash alone); one row of forms is compared with every target.
+    targets : ndarray of uint8, shape (m, nbytes)
+
+    Returns
+    -------
+    ndarray of int64, shape (m,)
+        ``min over f of hamming(forms[i, f], targets[i])``.
+    """
+    targets = np.asarray(targets, dtype=np.uint8)
+    if len(targets) == 0:
+        return np.zeros(0, np.int64)
+    return np.bitwise_count(np.asarray(forms, dtype=np.uint8) ^ targets[:, None, :]).sum(
+        axis=-1, dtype=np.int64).min(axis=1)
+
+
 def dihedral_hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise Hamming distances, minimised over dihedral variants on one side.
 

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from imgdedup.pipeline.hashing import bits as bits_mod
-from imgdedup.pipeline.hashing.bits import dihedral_hamming, from_hex, hamming, pack_bits, to_hex
+from imgdedup.pipeline.hashing.bits import dihedral_hamming, from_hex, hamming, pack_bits, paired_distances, to_hex
 
 
 def _packed(n, nbytes):
@@ -60,3 +60,14 @@ def test_dihedral_hamming_is_min_over_variants_on_either_side():
     np.testing.assert_array_equal(dihedral_hamming(sets, plain), expected.T)
     with pytest.raises(ValueError):
         dihedral_hamming(plain, plain)
+
+
+@settings(max_examples=50, deadline=None)
+@given(_packed(7 * 3, 4), _packed(7, 4))
+def test_paired_distances_is_the_smallest_over_each_rows_forms(flat_forms, targets):
+    forms = flat_forms.reshape(7, 3, 4)
+    expected = [min(int(hamming(forms[i, f][None], targets[i][None])[0, 0]) for f in range(3)) for i in range(7)]
+    assert paired_distances(forms, targets).tolist() == expected
+    # One row of forms against every target.
+    assert paired_distances(forms[:1], targets).tolist() == dihedral_hamming(forms[:1], targets)[0].tolist()
+    assert paired_distances(forms[:0], targets[:0]).shape == (0,)
