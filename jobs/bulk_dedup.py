@@ -223,9 +223,9 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
                               *[t.column("quality").to_numpy() for t in new_tables]]).astype(np.int64)
     digests = np.concatenate([binary_matrix(table.column("content_digest")), *[r.digests for r in results]])
     rank = keep_rank(config.dedup.keep, **_keep_facts([table, *new_tables]))
-    current = _current_canonical(stored)
     links = None
     if re_elect:  # a committed pointer stays in its group whatever its distance
+        current = _current_canonical(stored)
         position = np.cumsum(held) - 1
         pointers = np.flatnonzero(held & (current != np.arange(len(held))))
         links = np.stack([position[pointers], position[current[pointers]]], axis=1)
@@ -235,7 +235,8 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
     t = max(config.dedup.threshold_for(len(everything)), 0)
     decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, rank, fixed,
                               threshold_t=t, min_quality=config.hash.min_quality, links=links,
-                              join=lambda rows, forms: join_rows(client, rows, forms, centres, t, config.index))
+                              join=lambda rows, row_forms: join_rows(client, rows, row_forms, centres, t,
+                                                                     config.index))
 
     ids = table.column("image_id").to_pylist() + [i for part in new_tables for i in part.column("image_id").to_pylist()]
     new_rows = slice(len(old), None)

@@ -14,7 +14,7 @@ import pytest
 from imgdedup.pipeline.crypto.blob import parse_header
 from imgdedup.pipeline.store import Store, schemas
 from tests.faults.conftest import cli, half_size_copy
-from tests.store.conftest import new_location, s3_options  # noqa: F401  (the loopback S3 server fixture)
+from tests.store.conftest import header_rewrites_killed_after, new_location, s3_options  # noqa: F401  (S3 fixture)
 
 MODES = ["tokens", "sealed"]
 
@@ -101,18 +101,8 @@ def test_an_interrupted_rotation_keeps_both_keys_working_and_resumes(photos, key
     old, new = key_file("old.key"), key_file("new.key")
     url = str(tmp_path / "store")
     assert cli("ingest", photos, "--store", url, "--key", old) == 0
-    replace, done = Store.replace_blob_header, []
-
-    def killed_after_two(self, blob_id, header):
-        if len(done) == 2:
-            raise SystemExit("killed")
-        replace(self, blob_id, header)
-        done.append(blob_id)
-
-    monkeypatch.setattr(Store, "replace_blob_header", killed_after_two)
-    with pytest.raises(SystemExit):
+    with header_rewrites_killed_after(monkeypatch, 2), pytest.raises(SystemExit):
         cli("rotate-key", "--store", url, "--old", old, "--new", new)
-    monkeypatch.setattr(Store, "replace_blob_header", replace)
 
     store = Store(url)
     wrapped = {i: parse_header(store.read_blob_header(i), i).wrap_key_id.hex() for i in store.iter_blob_ids()}

@@ -17,6 +17,7 @@ from imgdedup.pipeline.crypto.group_key import PURPOSES, GroupKey, load_key_file
 from imgdedup.pipeline.errors import IntegrityError
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.object_paths import blob_body_key
+from tests.store.conftest import header_rewrites_killed_after
 
 SEGMENT = 64
 BLOB_IDS = [f"img{i:04d}" for i in range(6)]
@@ -131,19 +132,8 @@ def test_rotation_rewraps_headers_only(store_url, key_files, capsys, caplog):
 def test_interrupted_rotation_resumes(store_url, key_files, monkeypatch, capsys):
     old, old_path, new, new_path = key_files
     plaintexts = _fill_store(store_url, old)
-    replace = Store.replace_blob_header
-    done = []
-
-    def crash_after_two(self, blob_id, header):
-        if len(done) == 2:
-            raise SystemExit("killed")
-        replace(self, blob_id, header)
-        done.append(blob_id)
-
-    monkeypatch.setattr(Store, "replace_blob_header", crash_after_two)
-    with pytest.raises(SystemExit):
+    with header_rewrites_killed_after(monkeypatch, 2), pytest.raises(SystemExit):
         _rotate(store_url, old_path, new_path)
-    monkeypatch.setattr(Store, "replace_blob_header", replace)
 
     # Mid-rotation every blob reads with whichever key wraps it now.
     store = Store(store_url)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,3 +133,24 @@ def location(request, tmp_path) -> Location:
 @pytest.fixture
 def store(location) -> Store:
     return location.open()
+
+
+@contextmanager
+def header_rewrites_killed_after(monkeypatch, count: int):
+    """``Store.replace_blob_header`` raising SystemExit once ``count`` headers were rewritten: a crash mid-rotation.
+
+    Yields the ids rewritten so far; the real method is back when the block ends.
+    """
+    replace, done = Store.replace_blob_header, []
+
+    def killed(self, blob_id, header):
+        if len(done) == count:
+            raise SystemExit("killed")
+        replace(self, blob_id, header)
+        done.append(blob_id)
+
+    monkeypatch.setattr(Store, "replace_blob_header", killed)
+    try:
+        yield done
+    finally:
+        monkeypatch.setattr(Store, "replace_blob_header", replace)
