@@ -135,6 +135,16 @@ def test_dedup_decisions_apply_the_whole_rule():
     assert decided.radii.tolist() == [3, int(to_centre[5])]
 
 
+def _decided_in_one_class(fingerprints: np.ndarray):
+    """:func:`dedup_decisions` at t = 64 over new images of distinct bytes in one class, kept in row order."""
+    n = len(fingerprints)
+    digests = np.arange(n, dtype=np.uint8)[:, None].repeat(32, axis=1) + 1
+    centres = fingerprints[[1]]
+    to_centre = np.bitwise_count(fingerprints ^ centres[0]).sum(axis=1)
+    return dedup_decisions(fingerprints, None, np.zeros(n, np.int64), to_centre, centres, np.full(n, 90), digests,
+                           np.arange(n), np.zeros(n, bool), threshold_t=64, min_quality=20)
+
+
 def test_a_chain_of_near_pairs_is_split_into_stars_within_t():
     # a - b - c: each link 40 bits, a to c 80 bits. Components would make one group
     # with c 80 bits from its canonical a; stars keep a-b and leave c out, listed for review.
@@ -143,12 +153,7 @@ def test_a_chain_of_near_pairs_is_split_into_stars_within_t():
     c = _flip(b, 40, start=40)
     fingerprints = np.stack([a, b, c])
     assert np.bitwise_count(fingerprints[0] ^ fingerprints[2]).sum() == 80
-    digests = np.arange(3, dtype=np.uint8)[:, None].repeat(32, axis=1) + 1
-    centres = fingerprints[[1]]
-    labels = np.zeros(3, np.int64)
-    to_centre = np.bitwise_count(fingerprints ^ centres[labels]).sum(axis=1)
-    decided = dedup_decisions(fingerprints, None, labels, to_centre, centres, np.full(3, 90), digests,
-                              np.arange(3), np.zeros(3, bool), threshold_t=64, min_quality=20)
+    decided = _decided_in_one_class(fingerprints)
     assert decided.plan.duplicate_of.tolist() == [NONE, 0, NONE]
     assert decided.plan.distance.tolist() == [NONE, 40, NONE]
     assert decided.review.tolist() == [2]
@@ -160,13 +165,7 @@ def test_a_split_member_joins_another_within_t_not_its_chain():
     b = _flip(a, 30)
     c = _flip(b, 40, start=30)   # 70 from a
     d = _flip(c, 10, start=70)   # 80 from a, 10 from c
-    fingerprints = np.stack([a, b, c, d])
-    digests = np.arange(4, dtype=np.uint8)[:, None].repeat(32, axis=1) + 1
-    centres = fingerprints[[1]]
-    labels = np.zeros(4, np.int64)
-    to_centre = np.bitwise_count(fingerprints ^ centres[labels]).sum(axis=1)
-    decided = dedup_decisions(fingerprints, None, labels, to_centre, centres, np.full(4, 90), digests,
-                              np.arange(4), np.zeros(4, bool), threshold_t=64, min_quality=20)
+    decided = _decided_in_one_class(np.stack([a, b, c, d]))
     assert decided.plan.duplicate_of.tolist() == [NONE, 0, NONE, 2]
     assert (decided.plan.distance[decided.plan.is_pointer] <= 64).all()
     assert decided.review.tolist() == [2, 3]
