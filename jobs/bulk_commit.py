@@ -90,26 +90,28 @@ class BulkSummary:
 
 #: Commit attempts of a bulk run whose commit keeps meeting copies of its images committed meanwhile.
 COMMIT_ATTEMPTS = 5
-#: What a run reads of the rows committed while it ran.
-LANDED_COLUMNS = ("image_id", "duplicate_of", "content_digest")
 
 
-def rebased_on_landed(outcome: DedupOutcome, results: list[PartitionResult], landed: dict[str, list]) -> DedupOutcome:
+def landed_canonicals(store: Store, version: int) -> dict[bytes, str]:
+    """Content digest -> image id of the canonical rows that commits after ``version`` added."""
+    landed = rows_committed_since(store, version, ("image_id", "duplicate_of", "content_digest"))
+    return {digest: image_id for image_id, duplicate_of, digest
+            in zip(landed["image_id"], landed["duplicate_of"], landed["content_digest"])
+            if duplicate_of is None and digest is not None}
+
+
+def rebased_on_landed(outcome: DedupOutcome, ids: list[str], digests: list[bytes],
+                      held: dict[bytes, str]) -> DedupOutcome:
     """The run's decisions after the commits that landed since it read the store.
 
     One content digest is never committed as two canonicals: a new canonical
     whose bytes such a commit (an ingest, another bulk run) already holds as a
-    canonical becomes an exact pointer to it (distance 0, no blob kept), and
-    the run's pointers to it follow. ``landed`` holds the ``image_id``,
-    ``duplicate_of`` and ``content_digest`` lists of those commits' rows.
+    canonical (``held``, from :func:`landed_canonicals`) becomes an exact
+    pointer to it (distance 0, no blob kept), and the run's pointers to it
+    follow. ``ids`` and ``digests`` name the run's new rows, in order.
     """
-    held = {digest: image_id for image_id, duplicate_of, digest
-            in zip(landed["image_id"], landed["duplicate_of"], landed["content_digest"])
-            if duplicate_of is None and digest is not None}
-    if not held or not results:
+    if not held:
         return outcome
-    ids = [i for r in results for i in r.rows.column("image_id").to_pylist()]
-    digests = [bytes(d) for r in results for d in r.digests]
     duplicate_of, distance, exact = list(outcome.duplicate_of), outcome.distance.copy(), outcome.exact.copy()
     moved: dict[str, str] = {}
     for row, (image_id, digest) in enumerate(zip(ids, digests)):
@@ -219,32 +221,27 @@ def commit_run(store: Store, run_id: str, source: str, results: list[PartitionRe
     commit landed since (its rows would be re-pointed from a stale table).
     """
     clock = dt.datetime.now(dt.timezone.utc)
+    ids = [i for r in results for i in r.rows.column("image_id").to_pylist()]
+    digests = [bytes(d) for r in results for d in r.digests]
     checked = spec.based_on
     for _ in range(COMMIT_ATTEMPTS):
         latest = store.latest_version()
-        outcome = rebased_on_landed(outcome, results, rows_committed_since(store, checked, LANDED_COLUMNS))
+        outcome = rebased_on_landed(outcome, ids, digests, landed_canonicals(store, checked))
         checked = latest
+        ours = {digest for digest, duplicate_of in zip(digests, outcome.duplicate_of) if duplicate_of is None}
         try:
             return _stage_and_commit(store, run_id, source, results, outcome, spec, config, config_digest, seconds,
-                                     unchanged_by_stat, read_at, clock, _no_second_canonical(store, results, outcome,
-                                                                                             latest))
+                                     unchanged_by_stat, read_at, clock, _no_second_canonical(store, ours, latest))
         except CommitConflict as exc:
             log.info("%s: %s; deciding again", run_id, exc)
     raise StoreError(store.url, f"{run_id}: other writers kept committing copies of this run's images "
                      f"({COMMIT_ATTEMPTS} attempts); nothing was committed, run it again")
 
 
-def _no_second_canonical(store: Store, results: list[PartitionResult], outcome: DedupOutcome,
-                         checked: int) -> Callable[[int], None]:
-    """The commit guard: refuses the commit if a commit after ``checked`` holds one of the run's canonicals' bytes."""
-    digests = [bytes(d) for r in results for d in r.digests]
-    ours = {digest for digest, duplicate_of in zip(digests, outcome.duplicate_of) if duplicate_of is None}
-
+def _no_second_canonical(store: Store, ours: set[bytes], checked: int) -> Callable[[int], None]:
+    """The commit guard: refuses the commit if a commit after ``checked`` holds the bytes of a canonical in ``ours``."""
     def guard(version: int) -> None:
-        if version <= checked:
-            return
-        landed = rows_committed_since(store, checked, LANDED_COLUMNS)
-        if any(p is None and d in ours for p, d in zip(landed["duplicate_of"], landed["content_digest"])):
+        if version > checked and not ours.isdisjoint(landed_canonicals(store, checked)):
             raise CommitConflict(store.url, f"a commit after version {checked} holds the bytes of a canonical "
                                             "of this run")
     return guard
