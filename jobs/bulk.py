@@ -81,9 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     key = load_group_key(args.key, config.crypto.key_file)
+    store_url = args.store or config.store.url
     # A store that cannot be opened or written is refused before Dask starts.
-    Store(args.store or config.store.url).check_writable()
-    summary = run_bulk(args.source, args.store or config.store.url, key, config,
+    Store(store_url).check_writable()
+    summary = run_bulk(args.source, store_url, key, config,
                        scheduler=args.scheduler if args.scheduler is not None else config.dask.scheduler,
                        re_elect=args.re_elect)
     print_summary(summary)
@@ -185,14 +186,14 @@ def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds:
         decode=dataclasses.asdict(config.decode), extensions=image_extensions(config.decode.formats),
         ingested_at=np.datetime64(started.replace(tzinfo=None), "us"),
         deferred_sync=workers_share_host(client),
+        # Taken before the rows are read: a commit landing in between is then seen twice, never missed.
+        based_on=store.latest_version(),
     )
     present = store.read_table(FINGERPRINTS, columns=["image_id"])
     if present.num_rows:
         check_comparable(present.schema, spec.schema())
 
     clock = time.perf_counter()
-    # Taken before the rows are read: a commit landing in between is then seen twice, never missed.
-    spec = dataclasses.replace(spec, based_on=store.latest_version())
     stored = read_stored_rows(store, key, config.crypto.mode, config.hash.bits // 8)
     files, known, unchanged_by_stat = _new_files(listed, stored, config.bulk.incremental)
     seconds["list"] = listing_seconds + time.perf_counter() - clock

@@ -69,9 +69,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgdedup", description="Secure near-duplicate image deduplication.")
     _global_options(parser)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    module = COMMANDS[command][0] if command else None
-    if module:
-        importlib.import_module(module).register(subparsers)
+    if command:
+        importlib.import_module(COMMANDS[command][0]).register(subparsers)
     registered = set(subparsers.choices)
     for name, (_, help_text) in COMMANDS.items():
         if name not in registered:
