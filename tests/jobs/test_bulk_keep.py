@@ -141,6 +141,21 @@ def _bulk(folder: Path, store_dir: Path, key_file: Path, *extra: str) -> list[st
             "--set", "dask.workers=1", *extra, "bulk", str(folder), "--store", str(store_dir), "--key", str(key_file)]
 
 
+#: ``imgdedup ARGS...`` that SIGKILLs itself when the bulk run asks for its commit record, once every part is written.
+KILLED_AT_THE_RECORD = """
+import os, signal, sys
+from imgdedup.pipeline.store import Store
+commit = Store.commit
+def killed(self, run_id, *args, **kwargs):
+    if run_id.startswith("bulk-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return commit(self, run_id, *args, **kwargs)
+Store.commit = killed
+from imgdedup.jobs.cli import main
+main(sys.argv[1:])
+"""
+
+
 def test_a_re_election_killed_with_sigkill_leaves_the_old_canonicals_then_completes(pairs, tmp_path):
     folder, key_file = tmp_path / "src", write_key_file(tmp_path / "group.key", KEY)
     write_files(str(folder), pairs)
@@ -154,16 +169,16 @@ def test_a_re_election_killed_with_sigkill_leaves_the_old_canonicals_then_comple
         store_dir = tmp_path / f"store{trial}"
         subprocess.run(["cp", "-a", str(base), str(store_dir)], check=True)
         parts_before = set((store_dir / "fingerprints").rglob("*.parquet"))
+        # Trial 0: killed once the replacement table is written, just before the commit record;
+        # the others at a random moment.
+        command = [*_bulk(folder, store_dir, key_file), "--re-elect"]
+        if trial == 0:
+            command = [sys.executable, "-c", KILLED_AT_THE_RECORD, *command[3:]]
         with open(tmp_path / "killed.log", "wb") as log:
-            job = subprocess.Popen([*_bulk(folder, store_dir, key_file), "--re-elect"], cwd=REPO, env=env,
-                                   stdout=log, stderr=log, start_new_session=True)
+            job = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True)
         try:
-            # Trial 0: killed once the replacement table is written, just before the commit record;
-            # the others at a random moment.
             deadline = time.monotonic() + (120 if trial == 0 else rng.uniform(1.0, 8.0))
             while job.poll() is None and time.monotonic() < deadline:
-                if trial == 0 and set((store_dir / "fingerprints").rglob("*.parquet")) - parts_before:
-                    break
                 time.sleep(0.005)
         finally:
             os.killpg(job.pid, signal.SIGKILL)
@@ -172,6 +187,7 @@ def test_a_re_election_killed_with_sigkill_leaves_the_old_canonicals_then_comple
         canonicals = set(_canonicals(store).values())
         if trial == 0:
             assert job.returncode == -signal.SIGKILL and store.latest_version() == 1
+            assert set((store_dir / "fingerprints").rglob("*.parquet")) - parts_before  # the replacement was written
         assert canonicals in ({"a-q50.jpg"}, {"b-q90.jpg"})  # all old or all new, never a mix
         assert canonicals == ({"a-q50.jpg"} if store.latest_version() == 1 else {"b-q90.jpg"})
         rerun = subprocess.run([*_bulk(folder, store_dir, key_file), "--re-elect"], cwd=REPO, env=env,
