@@ -78,7 +78,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(MISS_MESSAGE)
         return 1
     download(store, key, canonical, out)
-    print(f"{image_id}{match} -> {printable(str(out))}" + ("" if canonical == image_id else f" (stored as {canonical})"))
+    stored_as = "" if canonical == image_id else f" (stored as {canonical})"
+    print(f"{image_id}{match} -> {printable(str(out))}{stored_as}")
     return 0
 
 

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", metavar="DIR", required=True, help="folder for the tables and report.html")
     parser.add_argument("--store", metavar="URL", default=None, help="store URL (default: store.url)")
-    parser.add_argument("--run", dest="run_id", metavar="RUN_ID", default=None, help="report the store as this committed run left it (default: the whole store as it is now)")
+    parser.add_argument("--run", dest="run_id", metavar="RUN_ID", default=None,
+                        help="report the store as this committed run left it (default: the whole store as it is now)")
     parser.add_argument("--key", metavar="FILE", default=None,
                         help="group key file: decrypts thumbnails locally (without it the page has no pixels)")
     parser.add_argument("--review", action="store_true",
@@ -61,9 +62,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
     key = key_for_store(load_key_file(args.key), store.key_records()) if args.key else None
     out = Path(args.out)
     headline = write_report(store, out, config, run_id=args.run_id, key=key, review=args.review)
-    scope = f"run {headline['run_id']}" if headline["run_id"] is not None else f"the whole store ({headline['runs']} runs)"
+    scope = (f"run {headline['run_id']}" if headline["run_id"] is not None
+             else f"the whole store ({headline['runs']} runs)")
     log.info("report of %s (version %d) written to %s", scope, headline["version"], out)
-    print(f"{scope}, store version {headline['version']}: images {headline['images']}  stored {headline['stored']}  duplicates {headline['duplicates']}  "
+    print(f"{scope}, store version {headline['version']}: images {headline['images']}  stored {headline['stored']}  "
+          f"duplicates {headline['duplicates']}  "
           f"bytes saved {headline['bytes_saved']}  errors {headline['errors']}  groups {headline['groups']}  "
           f"to review {headline['review_groups']}")
     if args.review:

@@ -183,14 +183,16 @@ def _group_html(members: list[dict], page: ReportPage, thumbnails: Thumbnails | 
     first = members[0]
     group_id = html.escape(first["group_id"])
     gap = page.threshold_t - first["spread"]
-    where = f"{gap} bits below t" if gap > 0 else "at t" if gap == 0 else f"{-gap} bits beyond t (joined through a chain)"
+    where = (f"{gap} bits below t" if gap > 0 else "at t" if gap == 0
+             else f"{-gap} bits beyond t (joined through a chain)")
     review = f' <span class="review">review: the farthest member lies {where}</span>' if first["review"] else ""
     near_t = page.threshold_t - page.review_margin
     # Farthest members first: they are the likeliest wrong merges, so they get the thumbnails.
     members = [first, *sorted(members[1:], key=lambda m: -(m["distance"] or 0))]
     shown = "".join(_member_html(m, thumbnails, near_t) for m in members[:page.members_shown])
     rest = members[page.members_shown:]
-    more = (f'<p>{len(rest)} more: ' + ", ".join(f'<code>{html.escape(m["image_id"])}</code>' for m in rest) + "</p>") if rest else ""
+    listed = ", ".join(f'<code>{html.escape(m["image_id"])}</code>' for m in rest)
+    more = f"<p>{len(rest)} more: {listed}</p>" if rest else ""
     return (f'<section class="group" id="group-{group_id}" data-rank="{first["group_rank"]}">'
             f'<h3>#{first["group_rank"]}: {first["group_size"]} images, spread {first["spread"]} bits{review}</h3>'
             f'<p>group <code>{group_id}</code> (undo a wrong merge: '

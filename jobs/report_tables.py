@@ -196,7 +196,8 @@ def groups_table(fingerprints: pa.Table, threshold_t: int, review_margin: int) -
         is_canonical = [rows["image_id"][r] == root for r in group]
         distances = [rows["distance"][r] for r, c in zip(group, is_canonical) if not c]
         spread = max((d for d in distances if d is not None), default=0)
-        group = sorted(group, key=lambda r: (rows["image_id"][r] != root, rows["distance"][r] or 0, rows["image_id"][r]))
+        group = sorted(group, key=lambda r: (rows["image_id"][r] != root, rows["distance"][r] or 0,
+                                             rows["image_id"][r]))
         for r in group:
             canonical = rows["image_id"][r] == root
             out["group_id"].append(root)

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def unmerged_table(key: GroupKey, fingerprints: pa.Table, group_id: str, image_id: str) -> pa.Table:
-    """``fingerprints`` with ``image_id`` made its own canonical image (row order kept), its mapping MACed under ``key``.
+    """``fingerprints`` with ``image_id`` made its own canonical (row order kept), its mapping MACed under ``key``.
 
     Raises
     ------

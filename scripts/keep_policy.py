@@ -77,7 +77,8 @@ def main() -> None:
     key = GroupKey.generate()
     results = {}
     with tempfile.TemporaryDirectory() as tmp, \
-            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
         source = Path(tmp) / "photos"
         n = build_set(photos, source, args.max_side)
         for keep in ("best", "largest", "earliest"):
@@ -86,7 +87,8 @@ def main() -> None:
             run_bulk(str(source), url, key, config, client=client)
             results[keep] = kept(Store(url))
             if keep == "largest":
-                summary = run_bulk(str(source), url, key, load_config(overrides=args.overrides), client=client, re_elect=True)
+                summary = run_bulk(str(source), url, key, load_config(overrides=args.overrides), client=client,
+                                   re_elect=True)
                 results["largest, then --re-elect under best"] = {**kept(Store(url)),
                                                                    "re_elected_rows": int(summary["re_elected"])}
     print(f"{n} photos, each as JPEG q=90 and q=50 of one size and a half-size PNG")

@@ -122,7 +122,7 @@ class GroupKey:
         return {purpose: self.subkey(purpose) for purpose in INDEX_PURPOSES}
 
     def with_index(self, index_key_id: bytes, subkeys: Mapping[str, bytes]) -> GroupKey:
-        """This key with a store's index keys: ``subkeys`` (one per :data:`INDEX_PURPOSES`) made under ``index_key_id``."""
+        """This key with a store's index keys: ``subkeys`` (one per :data:`INDEX_PURPOSES`) under ``index_key_id``."""
         return GroupKey(self._key, (index_key_id, dict(subkeys)))
 
     def subkey(self, purpose: str) -> bytes:

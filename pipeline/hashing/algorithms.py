@@ -21,7 +21,8 @@ from PIL import Image
 
 from imgdedup.pipeline.errors import ConfigError
 from imgdedup.pipeline.hashing import baselines
-from imgdedup.pipeline.hashing.lbph import PAPER, LbphParams, default_params, lbph_batch, lbph_dihedral_batch, lbph_thumbnail
+from imgdedup.pipeline.hashing.lbph import (PAPER, LbphParams, default_params, lbph_batch, lbph_dihedral_batch,
+                                            lbph_thumbnail)
 
 ALGORITHMS = ("lbph", "lbph-paper", "phash", "ahash", "dhash")
 LBPH_BITS = (64, 128, 256)

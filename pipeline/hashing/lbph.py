@@ -10,7 +10,8 @@ recipe (``lbph-paper``) and :data:`DEFAULT` the variant chosen by the ablation i
 ``docs/lbph.md`` (``lbph``).
 
 The work splits in two: :func:`lbph_thumbnail` per image (grey conversion and
-Pillow's antialiased bilinear resize, ``N²`` floats out) and the batch kernels :func:`lbph_batch` / :func:`lbph_dihedral_batch` over
+Pillow's antialiased bilinear resize, ``N²`` floats out) and the batch kernels
+:func:`lbph_batch` / :func:`lbph_dihedral_batch` over
 ``(B, N, N)`` float32 stacks (blur, LBP, DCT and thresholds as array operations,
 in float64 inside: at ``32 × 32`` it costs nothing and keeps the rounding of a
 picture and of its turned copy ~1e-13 apart, far below any LBP comparison).

@@ -275,7 +275,8 @@ class Store:
     def open_committed_file(self, key: str) -> IO[bytes]:
         """Open a file that a commit lists (a part or a run file) for binary reading."""
         object_paths.check_key(key)
-        if not any(key in table_keys for record in self._log.records_up_to() for table_keys in record["files"].values()):
+        listed = (key in table_keys for record in self._log.records_up_to() for table_keys in record["files"].values())
+        if not any(listed):
             raise StoreError(key, "no commit lists this file")
         try:
             return self.fs.open(self._path(key), "rb")
@@ -419,7 +420,8 @@ class Store:
         """
         object_paths.check_run_id(run_id)
         file_lists = {
-            object_paths.check_table(table): sorted({object_paths.check_table_file(table, k) for k in ks}) for table, ks in files.items()
+            object_paths.check_table(table): sorted({object_paths.check_table_file(table, k) for k in ks})
+            for table, ks in files.items()
         }
         blob_ids = sorted({object_paths.check_blob_id(b) for b in blobs})
         replaced = sorted({object_paths.check_table(t) for t in replace})
