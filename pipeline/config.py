@@ -95,7 +95,10 @@ class DedupConfig:
                                     tail=self.false_pair_tail)
 
     def expected_false_merges(self, n: int, t_direct: int, t_verify: int) -> tuple[float, float]:
-        """Expected false merges among ``n`` images: ``(direct part, verified part)`` (see :mod:`~imgdedup.pipeline.threshold`)."""
+        """Expected false merges among ``n`` images: ``(direct part, verified part)``.
+
+        See :mod:`imgdedup.pipeline.threshold`.
+        """
         tail = self.false_pair_tail
         return (expected_false_merges(n, t_direct, tail),
                 expected_verified_false_merges(n, t_direct, t_verify, tail, self.verifier_false_accept))

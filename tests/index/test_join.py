@@ -10,8 +10,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
 from imgdedup.pipeline.hashing.bits import dihedral_hamming, hamming
-from imgdedup.pipeline.index import (ClusterIndex, connected_components, near_duplicate_components, near_duplicate_groups,
-                                     near_duplicate_pairs, zone_pairs_between_groups)
+from imgdedup.pipeline.index import (ClusterIndex, connected_components, near_duplicate_components,
+                                     near_duplicate_groups, near_duplicate_pairs, zone_pairs_between_groups)
 from tests.index.data import NBYTES, fingerprint_set, flip_bits, nearest_labels
 
 
