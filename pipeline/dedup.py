@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgdedup.pipeline.groups import component_star_pairs, star_groups
+from imgdedup.pipeline.groups import component_star_pairs, verified_star_groups
 from imgdedup.pipeline.hashing.bits import paired_distances
 from imgdedup.pipeline.index.join import (JoinedGroups, connected_components, near_duplicate_groups,
                                           zone_pairs_between_groups)
@@ -421,29 +421,16 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     canonical = choose_canonicals(groups, rank, fixed)
     # Groups are stars, not chains: every pointer within t of its own canonical or
     # verified against it (byte-identical copies, known links and verified pairs
-    # count as pairs at distance 0).
+    # count as pairs at distance 0); with a zone, a member that reached its group
+    # only through another member is verified against its canonical, once.
     linkable = np.zeros(n, dtype=bool)
     linkable[eligible] = True
     pairs, distances = component_star_pairs(groups, canonical, forms, linkable, threshold_t)
-    preference = canonical_preference(rank, fixed)
-
-    def stars_with(accepted: np.ndarray):
-        accepted = np.concatenate([given, accepted])
-        return star_groups(canonical, preference, np.concatenate([pairs, accepted]),
-                           np.concatenate([distances, np.zeros(len(accepted), np.int64)]), threshold_t)
-
-    stars = stars_with(verified)
-    if zoned:
-        # Second round: a member neither within t of its canonical nor verified against it
-        # (it reached the group through another member) is verified against it, once.
-        split = stars.review
-        split = split[linkable[split] & linkable[canonical[split]]]
-        second = np.stack([split, canonical[split]], axis=1)
-        passed = _passed(second, verify, min_inliers)
-        asked += len(second)
-        verified = np.concatenate([verified, passed])
-        if len(passed):
-            stars = stars_with(verified)
+    stars, checked = verified_star_groups(canonical, canonical_preference(rank, fixed), pairs, distances,
+                                          np.concatenate([given, verified]), threshold_t, linkable,
+                                          (lambda p: _passed(p, verify, min_inliers)) if zoned else None)
+    asked += checked
+    verified_passed = len(verified) + int(stars.verified.sum())
     plan = plan_pointers(stars.canonical, fingerprints, dihedral)
 
     is_canonical = ~plan.is_pointer
@@ -453,7 +440,7 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     points = np.flatnonzero(plan.is_pointer)
     exact[points] = (digests[points] == digests[plan.duplicate_of[points]]).all(axis=1)
     return DedupDecisions(plan, exact, sizes, radii, len(near_links), len(exact_pairs), stars.review, asked,
-                          len(verified))
+                          verified_passed)
 
 
 def _passed(pairs: np.ndarray, verify: PairVerifier, min_inliers: int) -> np.ndarray:
