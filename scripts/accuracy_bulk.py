@@ -3,7 +3,7 @@
     python ../shared/bench/transforms.py ../shared/data/dev /tmp/variants
     python scripts/accuracy_bulk.py /tmp/variants [--set section.key=value ...]
 
-Runs the bulk job (local Dask cluster, a throw-away key, an in-memory store) on
+Runs the bulk job (local Dask cluster, a throw-away key, a temporary store) on
 the set, turns its duplicate groups into pairs and compares them with
 ``truth.csv``: pairwise precision, recall and false-positive rate (false pairs
 over all different-original pairs), and recall per transform family (original
@@ -19,7 +19,7 @@ import csv
 import importlib.util
 import itertools
 import json
-import uuid
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +37,16 @@ SCORE = REPO.parent / "shared" / "bench" / "score.py"
 
 
 def job_groups(folder: Path, overrides: list[str]) -> tuple[list[set[str]], BulkSummary]:
-    """The bulk job's groups over ``folder``, as sets of file names relative to it, and the run's summary."""
-    url = f"memory://{uuid.uuid4().hex}"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+    """The bulk job's groups over ``folder``, as sets of file names relative to it, and the run's summary.
+
+    The store is a temporary folder: fsspec's memory filesystem is one dict per
+    process, whose listing can meet a blob writer thread's insert.
+    """
+    with tempfile.TemporaryDirectory(prefix="accuracy-bulk-") as url, \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         summary = run_bulk(str(folder), url, GroupKey.generate(), load_config(overrides=overrides), client=client)
-    rows = Store(url).read_table("fingerprints", columns=["image_id", "source", "duplicate_of"]).to_pylist()
+        rows = Store(url).read_table("fingerprints", columns=["image_id", "source", "duplicate_of"]).to_pylist()
     prefix = str(folder.resolve()).rstrip("/") + "/"
     members: dict[str, set[str]] = {}
     for row in rows:

@@ -5,7 +5,7 @@
 Builds (once) a labelled set from the first ``--limit`` originals of a half
 of ``scripts/edits.py`` (held-out by default: constants were not chosen on it),
 48 files per original, then runs the bulk job (local Dask cluster of two
-threads, in-memory store) six times: at the t rule's t for the set's size and
+threads, temporary store) six times: at the t rule's t for the set's size and
 with the direct t forced to what the rule gives at 10^5 and 10^6 images, each
 with the verified zone off (``dedup.verify_up_to=0``) and on (the zone the rule
 gives at that size). Prints pairwise precision and recall (``accuracy_bulk.py``'s
