@@ -9,8 +9,11 @@
    error rows;
 3. **cluster** the fingerprints with distributed mini-batch Hamming K-means
    (a store that already has classes keeps them and the new images are assigned);
-4. **dedup**: the index's near-duplicate join at ``dedup.threshold_t`` plus
-   exact byte-duplicates, duplicate groups, one canonical per group
+4. **dedup**: the index's near-duplicate join at ``dedup.threshold_t`` (the t
+   rule's, for the collection's size) plus exact byte-duplicates; **verify**:
+   the pairs of the zone above it (``dedup.verify_up_to``) checked on their
+   pixels by Dask tasks (:mod:`imgdedup.jobs.bulk_verify`), those that pass
+   joining groups; duplicate groups (stars), one canonical per group
    by ``dedup.keep`` (:mod:`imgdedup.pipeline.dedup`), pointer rows for the rest;
    committed canonicals stay unless ``--re-elect`` lets each group's best copy
    whose blob is still kept take over;
@@ -207,8 +210,8 @@ def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds:
     seconds["fingerprint"] = time.perf_counter() - clock
 
     live = frozenset(store.iter_blob_ids()) if re_elect else frozenset()
-    outcome = cluster_and_dedup(client, futures, results, stored, spec, config, seconds, re_elect=re_elect,
-                                live_blobs=live)
+    outcome = cluster_and_dedup(client, futures, results, stored, spec, config, seconds,
+                                urls={f.source: f.url for f in files}, re_elect=re_elect, live_blobs=live)
     clock = time.perf_counter()
     summary = commit_run(store, run_id, source, results, outcome, spec, config,
                          _config_digest(config), seconds, unchanged_by_stat, stored.version)

@@ -50,7 +50,7 @@ from imgdedup.pipeline.store.schemas import CLUSTERS, ERRORS, FINGERPRINTS, REPO
 log = logging.getLogger(__name__)
 
 #: Stages timed on the client, in order (``seconds_<stage>`` metrics).
-STAGES = ("list", "fingerprint", "cluster", "dedup", "commit")
+STAGES = ("list", "fingerprint", "cluster", "dedup", "verify", "commit")
 #: Stages timed on the workers, summed over tasks (``worker_seconds_<stage>`` metrics).
 WORKER_STAGES = ("read", "decode_hash", "encrypt_write")
 
@@ -255,7 +255,7 @@ def _stage_and_commit(store: Store, run_id: str, source: str, results: list[Part
     files: dict[str, list[str]] = {FINGERPRINTS: [], CLUSTERS: [], ERRORS: [], REPORTS: []}
     tables = _new_rows(results, outcome, spec.key)
     fresh = sum(t.num_rows for t in tables)
-    errors = [row for r in results for row in r.errors]
+    errors = [row for r in results for row in r.errors] + outcome.errors
     if not (fresh or errors or outcome.re_elected or expired_pointer_blobs(store, clock)[0]):
         return _nothing_to_commit(store, run_id, results, outcome, config, seconds, unchanged_by_stat, clock)
     replace = []
@@ -294,7 +294,7 @@ def _stage_and_commit(store: Store, run_id: str, source: str, results: list[Part
     meta = {
         "job": "bulk", "source": source, "config_digest": config_digest,
         "algo": spec.algo, "bits": spec.bits, "mode": spec.mode, "key_id": spec.key.index_key_id_hex,
-        "threshold_t": outcome.threshold_t, "keep": config.dedup.keep,
+        "threshold_t": outcome.threshold_t, "verify_t": outcome.verify_t, "keep": config.dedup.keep,
         "split_for_review": sorted(outcome.review),
         "counts": {name: value for name, (value, _) in metrics.items() if not name.startswith(("seconds", "worker"))},
         "pointer_blobs": sorted([*ids[kept_pointers], *outcome.demoted]),
@@ -329,7 +329,12 @@ def _metrics(results: list[PartitionResult], outcome: DedupOutcome, config: Conf
         "bytes_read": (float(sum(r.bytes_read for r in results)), "bytes"),
         "clusters": (float(len(outcome.centres)), "classes"),
         "threshold_t": (float(outcome.threshold_t), "bits"),
-        "expected_false_merges": (float(outcome.expected_false_merges), "images"),
+        "verify_t": (float(outcome.verify_t), "bits"),
+        "pairs_verified": (float(outcome.verified), "pairs"),
+        "pairs_passed": (float(outcome.verified_passed), "pairs"),
+        "expected_false_merges": (float(sum(outcome.expected_false_merges)), "images"),
+        "expected_false_merges_direct": (float(outcome.expected_false_merges[0]), "images"),
+        "expected_false_merges_verified": (float(outcome.expected_false_merges[1]), "images"),
         "split_for_review": (float(len(outcome.review)), "images"),
     }
 
@@ -383,7 +388,11 @@ def print_summary(summary: BulkSummary, file=None) -> None:
           + (f", re-elected {s['re_elected']:.0f}" if s['re_elected'] else ""), file=file)
     print(f"  bytes stored {_size(s['bytes_stored'])}, saved {_size(s['bytes_saved'])}, "
           f"classes {s['clusters']:.0f}", file=file)
-    print(f"  t {s['threshold_t']:.0f} bits, expected false merges {s['expected_false_merges']:.2g}, "
+    zone = (f", verified zone up to {s['verify_t']:.0f} bits: {s['pairs_verified']:.0f} pairs verified, "
+            f"{s['pairs_passed']:.0f} passed" if s['verify_t'] > s['threshold_t'] else ", no verified zone")
+    print(f"  t {s['threshold_t']:.0f} bits{zone}", file=file)
+    print(f"  expected false merges {s['expected_false_merges']:.2g} ({s['expected_false_merges_direct']:.2g} "
+          f"within t, {s['expected_false_merges_verified']:.2g} through verification), "
           f"split off chained groups for review {s['split_for_review']:.0f}", file=file)
     outside = "" if s.wall_seconds is None else (
         f"; wall {s.wall_seconds:.2f}, of which {s.wall_seconds - s['seconds_total']:.2f} outside the stages: "

@@ -6,6 +6,11 @@ mode (what the store itself could search without the key), raw hashes in
 sealed). Images the store already holds as canonicals take part in the join
 with their plain fingerprint; new images bring their 8 dihedral forms, which is
 enough, since a pair's distance is the smallest over either side's forms.
+
+Pairs in the verified zone above the direct t go to the verification stage
+(:mod:`imgdedup.jobs.bulk_verify`): tasks that load the two pictures — a new
+image from its source, a stored one from its decrypted blob — and count the
+local-feature inliers they share.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from distributed import Client
 
 from imgdedup.jobs.bulk_join import join_rows
 from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec
+from imgdedup.jobs.bulk_verify import PictureAt, verify_on_cluster
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config
@@ -30,7 +36,6 @@ from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.dedup import NONE, dedup_decisions, keep_rank, re_pointed
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import CLUSTERS, FINGERPRINTS, binary_matrix
-from imgdedup.pipeline.threshold import expected_false_merges
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +127,20 @@ class DedupOutcome:
     sizes, radii : ndarray of int64, shape (k,)
         Canonical images per class, and their largest distance to the centre.
     threshold_t : int
-        The t the run used (``dedup.threshold_t``, or lower by the t rule for its collection size).
-    expected_false_merges : float
-        The false-pair tail's expected false merges at that t among the collection's images.
+        The direct-accept t the run used (``dedup.threshold_t``, or lower by the t rule for its collection size).
+    verify_t : int
+        Top of the verified zone ``(threshold_t, verify_t]``; ``threshold_t`` when there is none.
+    expected_false_merges : tuple of float
+        Expected false merges among the collection's images: ``(direct, verified)``
+        parts, from the false-pair tail at ``threshold_t`` and through the verifier's zone.
+    verified, verified_passed : int
+        Pairs the verification stage checked (zone pairs and members against
+        their canonical), and those that passed.
+    errors : list of dict
+        Error rows of pictures the verification stage could not load (stage ``verify``).
     review : list of str
-        Image ids split off a chained group (beyond t of its canonical), for a person to review.
+        Image ids split off a chained group (beyond t of its canonical, not
+        verified against it), for a person to review.
     re_elected : dict of str to (str or None, int or None)
         Committed rows a re-election changes: ``{image_id: (duplicate_of, distance)}``
         (None, None for a pointer promoted to canonical); empty without ``--re-elect``.
@@ -140,8 +154,12 @@ class DedupOutcome:
     sizes: np.ndarray
     radii: np.ndarray
     threshold_t: int
-    expected_false_merges: float
+    verify_t: int
+    expected_false_merges: tuple[float, float]
     review: list
+    verified: int = 0
+    verified_passed: int = 0
+    errors: list = dataclasses.field(default_factory=list)
     re_elected: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -182,14 +200,17 @@ def _fit_centres(client: Client, futures: list, stored: StoredRows, n: int, conf
 
 def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResult], stored: StoredRows,
                       spec: PartitionSpec, config: Config, seconds: dict[str, float], *,
-                      re_elect: bool = False, live_blobs: frozenset[str] = frozenset()) -> DedupOutcome:
+                      urls: dict[str, str] | None = None, re_elect: bool = False,
+                      live_blobs: frozenset[str] = frozenset()) -> DedupOutcome:
     """Assign classes to the new rows and decide which of them become pointers.
 
     With ``re_elect``, committed canonicals compete with the new images and
     with the committed pointers whose blobs are still kept (``live_blobs``),
     and the committed rows of a group whose canonical changes are re-pointed
-    (:attr:`DedupOutcome.re_elected`). ``seconds`` receives the ``cluster`` and
-    ``dedup`` stage times.
+    (:attr:`DedupOutcome.re_elected`). ``urls`` maps each new row's ``source``
+    to the URL its picture is read from for verification (the source itself
+    when missing). ``seconds`` receives the ``cluster``, ``dedup`` and
+    ``verify`` stage times (``dedup`` without ``verify``).
     """
     nbytes = spec.bits // 8
     clock = time.perf_counter()
@@ -231,29 +252,54 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
         links = np.stack([position[pointers], position[current[pointers]]], axis=1)
     fixed = np.zeros(len(everything), bool) if re_elect else np.arange(len(everything)) < len(old)
     # The t rule: the configured t, lowered for a collection large enough that it
-    # would exceed the false-merge budget (0 at the least: identical fingerprints).
+    # would exceed the false-merge budget (0 at the least: identical fingerprints);
+    # above it the verified zone, as wide as the verifier's false-accept rate and cost allow.
     t = max(config.dedup.threshold_for(len(everything)), 0)
+    verify_t = config.dedup.verify_threshold_for(len(everything), t)
+    ids = table.column("image_id").to_pylist() + [i for part in new_tables for i in part.column("image_id").to_pylist()]
+    sources = table.column("source").to_pylist() + [s for part in new_tables for s in part.column("source").to_pylist()]
+    verify_errors: list[dict] = []
+    seconds["verify"] = 0.0
+
+    def verify(pairs: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        pictures = {}
+        for row in np.unique(pairs).tolist():
+            name = sources[row] or ids[row]
+            pictures[row] = (PictureAt(name, blob_id=ids[row]) if row < len(old)
+                             else PictureAt(name, url=(urls or {}).get(sources[row], sources[row])))
+        inliers, errors = verify_on_cluster(client, pairs, pictures, spec)
+        verify_errors.extend(e for e in errors if e not in verify_errors)
+        seconds["verify"] += time.perf_counter() - started
+        log.info("verify: %d pairs, %d passed (%d inliers at least), %d pictures failed to load in %.1f s",
+                 len(pairs), int((inliers >= config.dedup.verify_min_inliers).sum()),
+                 config.dedup.verify_min_inliers, len(errors), time.perf_counter() - started)
+        return inliers
+
     decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, rank, fixed,
                               threshold_t=t, min_quality=config.hash.min_quality, links=links,
                               join=lambda rows, row_forms: join_rows(client, rows, row_forms, centres, t,
-                                                                     config.index))
+                                                                     config.index, verify_t=verify_t),
+                              verify_t=verify_t, verify=verify, min_inliers=config.dedup.verify_min_inliers)
 
-    ids = table.column("image_id").to_pylist() + [i for part in new_tables for i in part.column("image_id").to_pylist()]
     new_rows = slice(len(old), None)
     pointer_of = decided.plan.duplicate_of[new_rows]
     re_elected = _re_elected(stored, current, held, decided.plan.duplicate_of, new, ids[len(old):]) if re_elect else {}
-    seconds["dedup"] = time.perf_counter() - clock
+    seconds["dedup"] = time.perf_counter() - clock - seconds["verify"]
     log.info("dedup: %d images joined to a near duplicate within %d bits (t rule at %d images), %d exact copies, "
-             "%d pointers among %d new images, %d split off a chained group for review, %d committed rows re-elected",
-             decided.near_links, t, len(everything), decided.exact_pairs, int((pointer_of != NONE).sum()), len(new),
-             len(decided.review), len(re_elected))
+             "verified zone up to %d bits (%d pairs verified, %d passed), %d pointers among %d new images, "
+             "%d split off a chained group for review, %d committed rows re-elected",
+             decided.near_links, t, len(everything), decided.exact_pairs, verify_t, decided.verified,
+             decided.verified_passed, int((pointer_of != NONE).sum()), len(new), len(decided.review),
+             len(re_elected))
     return DedupOutcome(
         cluster_id=labels[new_rows].astype(np.int32),
         duplicate_of=[ids[c] if c != NONE else None for c in pointer_of],
         distance=decided.plan.distance[new_rows], exact=decided.exact[new_rows], centres=centres,
-        sizes=decided.sizes, radii=decided.radii, threshold_t=t,
-        expected_false_merges=expected_false_merges(len(everything), t, config.dedup.false_pair_tail),
-        review=[ids[i] for i in decided.review],
+        sizes=decided.sizes, radii=decided.radii, threshold_t=t, verify_t=verify_t,
+        expected_false_merges=config.dedup.expected_false_merges(len(everything), t, verify_t),
+        review=[ids[i] for i in decided.review], verified=decided.verified,
+        verified_passed=decided.verified_passed, errors=verify_errors,
         re_elected=re_elected,
     )
 

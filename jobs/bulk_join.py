@@ -22,6 +22,14 @@ it touched; the client merges them into one union-find as they arrive. It
 holds the group labels (8 bytes per row) and one task's links at a time, never
 a fingerprint. The groups equal those of
 :func:`imgdedup.pipeline.index.join.near_duplicate_components` in the same mode.
+
+With a verified zone (``verify_t`` above ``t``) the tasks search at
+``verify_t`` and send back, beside the links of the pairs within ``t``, their
+zone pairs (each unordered pair once, with its distance); the client drops
+those whose ends its union-find already joined as they arrive and, at the end,
+keeps one per pair of groups
+(:func:`imgdedup.pipeline.index.join.zone_pairs_between_groups`), as the
+in-process :func:`imgdedup.pipeline.index.join.near_duplicate_groups` does.
 """
 from __future__ import annotations
 
@@ -32,7 +40,8 @@ from distributed import Client, Future, as_completed
 
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.config import IndexConfig
-from imgdedup.pipeline.index import ClusterIndex, merge_edges, spanning_links, substring_pairs
+from imgdedup.pipeline.index import (ClusterIndex, JoinedGroups, merge_edges, no_zone, pair_distances, spanning_links,
+                                     substring_pairs, unique_pairs, zone_pairs_between_groups)
 
 #: Rows per partition when the client scatters rows it holds.
 ROWS_PER_PARTITION = 1 << 16
@@ -42,8 +51,24 @@ def _stack(*partitions: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.n
     return (np.concatenate([p[0] for p in partitions]), np.concatenate([p[1] for p in partitions]))
 
 
-def _position_links(position: int, bits: int, radius: int, t: int, *partitions) -> np.ndarray:
-    return spanning_links(substring_pairs(*_stack(*partitions), position, bits, radius, t))
+#: What a join task sends back: links of its direct pairs, its zone pairs (m, 2) int64 and their (m,) distances.
+TaskPairs = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _task_pairs(i: np.ndarray, j: np.ndarray, d: np.ndarray | None, t: int) -> TaskPairs:
+    """Pairs ``(i, j)`` at distances ``d`` (None: all within ``t``) as a task sends them back."""
+    if d is None:
+        return spanning_links(np.stack([i, j], axis=1)), np.zeros((0, 2), np.int64), np.zeros(0, np.int32)
+    direct = d <= t
+    return (spanning_links(np.stack([i[direct], j[direct]], axis=1)),
+            *unique_pairs(i[~direct], j[~direct], d[~direct]))
+
+
+def _position_links(position: int, bits: int, radius: int, t: int, search_t: int, *partitions) -> TaskPairs:
+    fingerprints, forms = _stack(*partitions)
+    pairs = substring_pairs(fingerprints, forms, position, bits, radius, search_t)
+    return _task_pairs(pairs[:, 0], pairs[:, 1],
+                       None if search_t == t else pair_distances(fingerprints, forms, pairs), t)
 
 
 def _exact_index(centres: np.ndarray, stacked: tuple[np.ndarray, np.ndarray]) -> ClusterIndex:
@@ -53,13 +78,13 @@ def _exact_index(centres: np.ndarray, stacked: tuple[np.ndarray, np.ndarray]) ->
 
 
 def _exact_links(index: ClusterIndex, partition: tuple[np.ndarray, np.ndarray], first_row: int, t: int,
-                 batch: int, threads: int) -> np.ndarray:
-    i, j, _ = index.search_flat(partition[1], t, batch=batch, threads=threads)
-    return spanning_links(np.stack([i + first_row, j.astype(np.int64)], axis=1))
+                 search_t: int, batch: int, threads: int) -> TaskPairs:
+    i, j, d = index.search_flat(partition[1], search_t, batch=batch, threads=threads)
+    return _task_pairs(i + first_row, j.astype(np.int64), None if search_t == t else d, t)
 
 
 def join_partitions(client: Client, partitions: list[Future], sizes: list[int], nbytes: int, t: int, *, mode: str,
-                    centres: np.ndarray | None, index: IndexConfig) -> np.ndarray:
+                    centres: np.ndarray | None, index: IndexConfig, verify_t: int | None = None) -> JoinedGroups:
     """Duplicate groups of the rows of ``partitions``, joined by tasks on the cluster.
 
     Parameters
@@ -79,19 +104,24 @@ def join_partitions(client: Client, partitions: list[Future], sizes: list[int], 
     index : IndexConfig
         ``substring_bits`` and ``probe_radius`` (mih), ``query_batch`` and
         ``scan_threads`` (exact).
+    verify_t : int, optional
+        Top of the verified zone, in bits; None (or at most ``t``): no zone.
 
     Returns
     -------
-    ndarray of int64, shape (n,)
-        Each row's group label: the smallest row of its group.
+    JoinedGroups
+        Each row's group label (the smallest row of its group) and the zone
+        pairs between groups, as
+        :func:`imgdedup.pipeline.index.join.near_duplicate_groups` gives them.
     """
     n = int(sum(sizes))
     parent = np.arange(n, dtype=np.int64)
     if n == 0:
-        return parent
+        return no_zone(parent)
+    search_t = t if verify_t is None else max(t, verify_t)
     if mode == "mih":
-        tasks = [client.submit(_position_links, position, index.substring_bits, index.probe_radius, t, *partitions,
-                               pure=False)
+        tasks = [client.submit(_position_links, position, index.substring_bits, index.probe_radius, t, search_t,
+                               *partitions, pure=False)
                  for position in range(8 * nbytes // index.substring_bits)]
     elif mode == "exact":
         if centres is None or len(centres) == 0:
@@ -100,20 +130,27 @@ def join_partitions(client: Client, partitions: list[Future], sizes: list[int], 
         built = client.submit(_exact_index, np.asarray(centres, np.uint8), stacked, pure=False)
         del stacked
         firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-        tasks = [client.submit(_exact_links, built, partition, int(first), t, index.query_batch, index.scan_threads,
-                               pure=False)
+        tasks = [client.submit(_exact_links, built, partition, int(first), t, search_t, index.query_batch,
+                               index.scan_threads, pure=False)
                  for partition, first in zip(partitions, firsts)]
     else:
         raise ValueError(f"the join's mode must be 'exact' or 'mih', got {mode!r}")
+    zone_pairs, zone_distances = [], []
     for done in as_completed(tasks):
-        links = done.result()
-        merge_edges(parent, links[:, 0], links[:, 1])
+        links, pairs, distances = done.result()
         done.release()
-    return parent
+        merge_edges(parent, links[:, 0], links[:, 1])
+        apart = parent[pairs[:, 0]] != parent[pairs[:, 1]]
+        zone_pairs.append(pairs[apart])
+        zone_distances.append(distances[apart])
+    if search_t == t:
+        return no_zone(parent)
+    return JoinedGroups(parent, *zone_pairs_between_groups(parent, np.concatenate(zone_pairs),
+                                                           np.concatenate(zone_distances)))
 
 
 def join_rows(client: Client, fingerprints: np.ndarray, forms: np.ndarray | None, centres: np.ndarray | None,
-              t: int, index: IndexConfig) -> np.ndarray:
+              t: int, index: IndexConfig, verify_t: int | None = None) -> JoinedGroups:
     """:func:`join_partitions` over rows the client holds: scattered to the workers in partitions.
 
     The mode is ``index.search_mode(len(fingerprints))`` (exact for ``paper``).
@@ -127,11 +164,13 @@ def join_rows(client: Client, fingerprints: np.ndarray, forms: np.ndarray | None
         Exact mode's classes.
     t : int
     index : IndexConfig
+    verify_t : int, optional
+        Top of the verified zone (see :func:`join_partitions`).
 
     Returns
     -------
-    ndarray of int64, shape (n,)
-        Group labels as :func:`imgdedup.pipeline.index.near_duplicate_components` gives them.
+    JoinedGroups
+        As :func:`imgdedup.pipeline.index.near_duplicate_groups` gives them.
     """
     fingerprints = np.asarray(fingerprints, np.uint8)
     forms = fingerprints[:, None, :] if forms is None else np.asarray(forms, np.uint8)
@@ -143,4 +182,4 @@ def join_rows(client: Client, fingerprints: np.ndarray, forms: np.ndarray | None
     # Paper mode is the upload protocol's; the bulk job joins exactly in it.
     mode = "exact" if index.search_mode(n) == "paper" else index.search_mode(n)
     return join_partitions(client, futures, [len(c[0]) for c in chunks], fingerprints.shape[1], t, mode=mode,
-                           centres=centres, index=index)
+                           centres=centres, index=index, verify_t=verify_t)

@@ -20,8 +20,11 @@ from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.cluster.kmeans import class_count, hamming_kmeans
 from imgdedup.pipeline.config import Config, load_config
 from imgdedup.pipeline.dedup import dedup_decisions, keep_rank
-from imgdedup.pipeline.hashing.decode import known_formats
-from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch
+from imgdedup.pipeline.errors import DecodeError
+from imgdedup.pipeline.hashing.algorithms import HashAlgorithm
+from imgdedup.pipeline.hashing.decode import decode_image, known_formats
+from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
+from imgdedup.pipeline.pair_check import pair_batches, pair_inliers
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +108,15 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
     The bulk job's dedup rule (:func:`imgdedup.pipeline.dedup.dedup_decisions`)
     in this process: fingerprints with their 8 dihedral forms, Hamming K-means
     classes, pairs within ``t`` bits and byte-identical files (whatever their
-    quality) joined, the best copy (``dedup.keep``: more pixels, then the less
-    lossy encoding, then EXIF, then the first in walk order) kept as each
-    group's canonical, and groups cut into stars so every
-    duplicate lies within ``t`` of its canonical (no chains). Files that do not
-    decode are logged and left out.
+    quality) joined, pairs in the verified zone above ``t``
+    (``dedup.verify_up_to``) joined when their pictures share enough local
+    features (``dedup.verify_min_inliers``), the best copy (``dedup.keep``:
+    more pixels, then the less lossy encoding, then EXIF, then the first in
+    walk order) kept as each group's canonical, and groups cut into stars so
+    every duplicate lies within ``t`` of its canonical or passed verification
+    against it (no chains). Each file is read once to fingerprint it (and once
+    more if a zone pair needs its picture); files that do not decode are
+    logged and left out.
 
     Parameters
     ----------
@@ -118,9 +125,11 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
     algo : str, optional
         Hash algorithm (see :func:`hash_files`); ``hash.algo`` by default.
     t : int, optional
-        Largest Hamming distance, in bits, between near duplicates; by default
-        the bulk job's t rule: ``dedup.threshold_t`` (64 of lbph's 256 bits),
-        lowered for collections large enough to exceed ``dedup.max_false_merge_rate``.
+        Largest Hamming distance, in bits, between near duplicates merged on
+        their fingerprints alone; by default the bulk job's t rule:
+        ``dedup.threshold_t`` (64 of lbph's 256 bits), lowered for collections
+        large enough to exceed ``dedup.max_false_merge_rate``. The verified
+        zone above it follows the rule for the collection's size either way.
     config : Config, optional
         The packaged defaults (:func:`imgdedup.load_config`) by default.
 
@@ -143,26 +152,38 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
     [{'astronaut'}, {'coffee'}]
     """
     config = config or load_config()
-    batch = hash_files(paths_or_dir, algo=algo, dihedral=config.hash.dihedral, config=config)
+    algorithm = configured_algorithm(config, algo)
+    batch, digests, file_bytes = _fingerprint_once(_files(paths_or_dir, config), algorithm, config)
     for error in batch.errors:
         log.warning("find_duplicates: %s", error)
     n = len(batch)
     if n == 0:
         return []
     threshold_t = max(config.dedup.threshold_for(n), 0) if t is None else int(t)
+    verify_t = config.dedup.verify_threshold_for(n, threshold_t)
     clusters = hamming_kmeans(batch.hashes, class_count(config.dedup.clusters, n),
                               **dataclasses.asdict(config.cluster))
     labels, to_centre = assign(batch.hashes, clusters.centres)
-    digests = np.stack([np.frombuffer(_file_digest(name), np.uint8) for name in batch.names])
     facts = batch.image_columns()
     rank = keep_rank(config.dedup.keep, pixels=batch.width * batch.height, lossless=facts["lossless"],
-                     jpeg_quality=facts["jpeg_quality"], exif=facts["exif"],
-                     file_bytes=np.array([os.path.getsize(name) for name in batch.names], np.int64))
+                     jpeg_quality=facts["jpeg_quality"], exif=facts["exif"], file_bytes=file_bytes)
+    decode = dataclasses.asdict(config.decode)
+
+    def verify(pairs: np.ndarray) -> np.ndarray:
+        inliers = np.zeros(len(pairs), np.int64)
+        for positions in pair_batches(pairs, VERIFY_BATCH):
+            found = pair_inliers(pairs[positions], lambda i: decode_image(batch.names[i], **decode))
+            inliers[positions] = found.inliers
+            for exc in found.failed.values():
+                log.warning("find_duplicates: verify: %s", exc)
+        return inliers
+
     decided = dedup_decisions(batch.hashes, batch.dihedral, labels, to_centre, clusters.centres,
                               batch.quality.astype(np.int64), digests, rank,
                               np.zeros(n, dtype=bool), threshold_t=threshold_t,
                               min_quality=config.hash.min_quality, batch=config.index.query_batch,
-                              threads=config.index.scan_threads)
+                              threads=config.index.scan_threads, verify_t=verify_t, verify=verify,
+                              min_inliers=config.dedup.verify_min_inliers)
     canonical = np.where(decided.plan.is_pointer, decided.plan.duplicate_of, np.arange(n))
     members: dict[int, list[int]] = {}
     for image, owner in enumerate(canonical):
@@ -172,7 +193,40 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
     return [[batch.names[i] for i in group] for group in groups]
 
 
-def _file_digest(path: str) -> bytes:
-    """SHA-256 of a file's bytes (32 bytes): byte-identical files are one image's copies."""
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").digest()
+#: Zone pairs whose pictures are held (as local features) at once by :func:`find_duplicates`.
+VERIFY_BATCH = 256
+
+
+def _fingerprint_once(files: list[str], algorithm: HashAlgorithm,
+                      config: Config) -> tuple[FingerprintBatch, np.ndarray, np.ndarray]:
+    """Fingerprints with dihedral forms, SHA-256 digests and sizes of ``files``, each file read once.
+
+    Returns
+    -------
+    batch : FingerprintBatch
+        Of the files that were read and decoded (``names`` are their paths).
+    digests : ndarray of uint8, shape (n, 32)
+        SHA-256 of each decoded file's bytes: byte-identical files are one image's copies.
+    file_bytes : ndarray of int64, shape (n,)
+    """
+    size = config.dask.partition_size
+    batches, digests, sizes = [], [], []
+    for start in range(0, len(files), size):
+        read, positions, unreadable = [], [], []
+        for position, name in enumerate(files[start:start + size]):
+            try:
+                with open(name, "rb") as file:
+                    read.append((name, file.read()))
+                positions.append(position)
+            except OSError as exc:
+                unreadable.append(DecodeError(name, f"cannot read the file ({exc.strerror or exc})"))
+        part = fingerprint_batch([data for _, data in read], algorithm, names=[name for name, _ in read],
+                                 dihedral=config.hash.dihedral, **dataclasses.asdict(config.decode))
+        kept = [read[i][1] for i in part.indices]
+        digests += [hashlib.sha256(data).digest() for data in kept]
+        sizes += [len(data) for data in kept]
+        batches.append(dataclasses.replace(part, indices=np.array(positions, np.int64)[part.indices],
+                                           errors=unreadable + list(part.errors)))
+    joined = _joined(batches, size, algorithm.nbytes, config.hash.dihedral)
+    return (joined, np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32),
+            np.array(sizes, np.int64))

@@ -184,6 +184,7 @@ def build_report_tables(store: Store, version: int, config: Config,
     return {
         rt.SUMMARY: rt.summary_table(run_summaries(store, version, errors)),
         rt.TIMINGS: rt.timings_table(metrics),
+        rt.DEDUP_RULE: rt.dedup_rule_table(metrics),
         rt.ERRORS_BY_TYPE: rt.errors_by_type_table(errors),
         rt.GROUPS: rt.groups_table(fingerprints, config.dedup.threshold_t, config.report.review_margin),
         rt.CLASSES: rt.classes_table(store.read_table(schemas.CLUSTERS, version), fingerprints),

@@ -246,6 +246,23 @@ def _timings_html(timings: pa.Table, run_id: str | None) -> str:
     return f"<table><tr>{head}<th>stage</th><th>seconds</th></tr>{body}</table>"
 
 
+def _dedup_rule_html(rule: pa.Table, run_id: str | None) -> str:
+    """Per bulk run: the direct t, the verified zone, its verifications, and the expected false merges."""
+    rows = _of_run(rule, run_id)
+    if not rows:
+        return "<p>No bulk run recorded its dedup rule here.</p>"
+    head = "<th>run</th>" if run_id is None else ""
+    body = "".join(
+        f"<tr>{_run_cell(r, run_id)}<td>{r['threshold_t']}</td>"
+        f"<td>{r['verify_t'] if r['verify_t'] > r['threshold_t'] else 'none'}</td>"
+        f"<td>{r['pairs_verified']}</td><td>{r['pairs_passed']}</td>"
+        f"<td>{r['expected_false_merges_direct']:.2g}</td><td>{r['expected_false_merges_verified']:.2g}</td></tr>"
+        for r in rows)
+    return (f'<table class="dedup-rule"><tr>{head}<th>t (bits)</th><th>verified zone up to</th>'
+            "<th>pairs verified</th><th>passed</th><th>expected false merges within t</th>"
+            f"<th>through verification</th></tr>{body}</table>")
+
+
 def _errors_html(errors: pa.Table, run_id: str | None) -> str:
     rows = _of_run(errors, run_id)
     if not rows:
@@ -311,6 +328,7 @@ def write_html_report(page: ReportPage, out: Path, thumbnails: Thumbnails | None
                 "</div>",
                 "<h2>Runs</h2>", _runs_html(page.tables[rt.SUMMARY]),
                 "<h2>Time per stage</h2>", _timings_html(page.tables[rt.TIMINGS], run_id),
+                "<h2>Dedup rule</h2>", _dedup_rule_html(page.tables[rt.DEDUP_RULE], run_id),
                 "<h2>Errors by type</h2>", _errors_html(page.tables[rt.ERRORS_BY_TYPE], run_id),
             ]
         else:

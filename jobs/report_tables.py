@@ -25,6 +25,7 @@ ERRORS_BY_TYPE = "errors_by_type"
 GROUPS = "groups"
 CLASSES = "classes"
 NEAREST = "nearest"
+DEDUP_RULE = "dedup_rule"
 
 #: Distance-matrix cells (int32) computed at once when searching nearest neighbours within a class.
 NEAREST_BLOCK_CELLS = 1 << 22
@@ -90,9 +91,19 @@ NEAREST_SCHEMA = pa.schema([
     pa.field("distance", pa.int16()),
 ])
 
+DEDUP_RULE_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("threshold_t", pa.int16(), nullable=False),
+    pa.field("verify_t", pa.int16(), nullable=False),
+    pa.field("pairs_verified", pa.int64(), nullable=False),
+    pa.field("pairs_passed", pa.int64(), nullable=False),
+    pa.field("expected_false_merges_direct", pa.float64(), nullable=False),
+    pa.field("expected_false_merges_verified", pa.float64(), nullable=False),
+])
+
 SCHEMAS = {
     SUMMARY: SUMMARY_SCHEMA, TIMINGS: TIMINGS_SCHEMA, ERRORS_BY_TYPE: ERRORS_BY_TYPE_SCHEMA,
-    GROUPS: GROUPS_SCHEMA, CLASSES: CLASSES_SCHEMA, NEAREST: NEAREST_SCHEMA,
+    GROUPS: GROUPS_SCHEMA, CLASSES: CLASSES_SCHEMA, NEAREST: NEAREST_SCHEMA, DEDUP_RULE: DEDUP_RULE_SCHEMA,
 }
 
 
@@ -134,6 +145,24 @@ def timings_table(metrics: pa.Table) -> pa.Table:
     timing = metrics.filter(is_timing)
     stages = pc.utf8_slice_codeunits(timing.column("name"), len(STAGE_SECONDS_PREFIX))
     return pa.table([timing.column("run_id"), stages, timing.column("value")], schema=TIMINGS_SCHEMA)
+
+
+def dedup_rule_table(metrics: pa.Table) -> pa.Table:
+    """The ``dedup_rule`` table: per bulk run, its direct t, verified zone, verifications and expected false merges.
+
+    Built from the run's metric rows in the ``reports`` table; a run that
+    recorded no ``verify_t`` (an ingest batch, a bulk run from before the
+    verified zone) has no row.
+    """
+    columns = DEDUP_RULE_SCHEMA.names[1:]
+    values: dict[str, dict[str, float]] = {}
+    for run_id, name, value in zip(*(metrics.column(c).to_pylist() for c in ("run_id", "name", "value"))):
+        if name in columns:
+            values.setdefault(run_id, {})[name] = value
+    rows = [{"run_id": run_id, **{c: (int(v[c]) if DEDUP_RULE_SCHEMA.field(c).type != pa.float64() else v[c])
+                                  for c in columns}}
+            for run_id, v in values.items() if set(columns) <= set(v)]
+    return pa.Table.from_pylist(rows, schema=DEDUP_RULE_SCHEMA)
 
 
 def errors_by_type_table(errors: pa.Table) -> pa.Table:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.errors import ConfigError
-from imgdedup.pipeline.threshold import FalsePairTail, threshold_for
-from imgdedup.pipeline.threshold import FalsePairTail
+from imgdedup.pipeline.threshold import (FalsePairTail, expected_false_merges, expected_verified_false_merges,
+                                         threshold_for, verify_threshold_for)
 
 DEFAULT_CONFIG_NAME = "imgdedup.conf/default.toml"
 
@@ -60,12 +60,19 @@ class DedupConfig:
     max_false_merge_rate: float = 1e-5
     false_pair_tail_intercept: float = -13.978
     false_pair_tail_slope: float = 0.1108
+    verify_up_to: int = 88
+    verify_min_inliers: int = 20
+    verifier_false_accept: float = 3e-3
+    max_verifications_per_image: float = 0.1
 
     def __post_init__(self):
         if not self.max_false_merge_rate >= 0:
             raise ConfigError("dedup.max_false_merge_rate", f"must be >= 0, got {self.max_false_merge_rate}")
         if not self.false_pair_tail_slope > 0:
             raise ConfigError("dedup.false_pair_tail_slope", f"must be > 0, got {self.false_pair_tail_slope}")
+        if not self.max_verifications_per_image > 0:
+            raise ConfigError("dedup.max_verifications_per_image",
+                              f"must be > 0, got {self.max_verifications_per_image}")
 
     def threshold_for(self, n: int) -> int:
         """t for a collection of ``n`` images: the t rule (:func:`imgdedup.pipeline.threshold.threshold_for`).
@@ -75,6 +82,26 @@ class DedupConfig:
         if self.max_false_merge_rate == 0:
             return self.threshold_t
         return threshold_for(n, self.max_false_merge_rate, self.false_pair_tail, self.threshold_t)
+
+    def verify_threshold_for(self, n: int, t_direct: int) -> int:
+        """t_verify for ``n`` images above the direct-accept ``t_direct``: ``t_direct`` when there is no zone.
+
+        :func:`imgdedup.pipeline.threshold.verify_threshold_for` with this section's knobs.
+        """
+        return verify_threshold_for(n, t_direct, ceiling=self.verify_up_to,
+                                    max_false_merge_rate=self.max_false_merge_rate,
+                                    false_accept=self.verifier_false_accept,
+                                    max_verifications_per_image=self.max_verifications_per_image,
+                                    tail=self.false_pair_tail)
+
+    def expected_false_merges(self, n: int, t_direct: int, t_verify: int) -> tuple[float, float]:
+        """Expected false merges among ``n`` images: ``(direct part, verified part)``.
+
+        See :mod:`imgdedup.pipeline.threshold`.
+        """
+        tail = self.false_pair_tail
+        return (expected_false_merges(n, t_direct, tail),
+                expected_verified_false_merges(n, t_direct, t_verify, tail, self.verifier_false_accept))
 
     @property
     def false_pair_tail(self) -> FalsePairTail:
@@ -209,6 +236,9 @@ _RANGES = {
     ("dedup", "centre_threshold"): (0, None),
     ("dedup", "clusters"): (1, None),
     ("dedup", "pointer_blob_grace_days"): (0, None),
+    ("dedup", "verify_up_to"): (0, None),
+    ("dedup", "verify_min_inliers"): (1, None),
+    ("dedup", "verifier_false_accept"): (0, 1),
     ("cluster", "batch_size"): (1, None),
     ("cluster", "max_batches"): (1, None),
     ("cluster", "seed_sample_size"): (1, None),

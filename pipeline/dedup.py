@@ -10,7 +10,14 @@ bulk job (``jobs/bulk_dedup.py``) applies once its images are in classes:
    within ``threshold_t`` bits of a member (the index's join, searching each
    class and the neighbour classes its radius cannot rule out);
 2. byte-identical files (equal digests) join one group whatever their quality;
-3. each group keeps one canonical image and the others become pointers to it.
+3. with a verified zone (``verify_t`` above ``threshold_t``), a pair farther
+   than ``threshold_t`` but within ``verify_t`` (one per pair of groups, as
+   the join returns them) joins two groups once a ``verify`` callable, a second
+   opinion on the pixels, gives it at least ``min_inliers`` inliers;
+4. each group keeps one canonical image and the others become pointers to it:
+   stars, every pointer within ``threshold_t`` of its canonical or verified
+   against it (a member that is neither is verified against its canonical in
+   a second round, one verification per member, or split off for review).
 
 Rule (per group): an image the store already holds as a canonical stays one —
 committed rows are never rewritten — and the group's new members point to the
@@ -28,9 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgdedup.pipeline.groups import component_star_pairs, star_groups
+from imgdedup.pipeline.groups import component_star_pairs, verified_star_groups
 from imgdedup.pipeline.hashing.bits import paired_distances
-from imgdedup.pipeline.index.join import connected_components, near_duplicate_components
+from imgdedup.pipeline.index.join import (JoinedGroups, connected_components, near_duplicate_groups,
+                                          zone_pairs_between_groups)
 
 #: Marks "no canonical" / "no distance" in :class:`PointerPlan` arrays.
 NONE = -1
@@ -279,8 +287,10 @@ def class_radii(labels: np.ndarray, to_centre: np.ndarray, k: int) -> np.ndarray
     return radii
 
 
-#: ``join(fingerprints (m, nbytes), forms (m, F, nbytes)) -> (m,) int64 group labels`` (see :func:`dedup_decisions`).
-NearDuplicateJoin = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: ``join(fingerprints (m, nbytes), forms (m, F, nbytes)) -> JoinedGroups`` (see :func:`dedup_decisions`).
+NearDuplicateJoin = Callable[[np.ndarray, np.ndarray], JoinedGroups]
+#: ``verify(pairs (m, 2) int64 image indices) -> (m,) int inliers`` (see :func:`dedup_decisions`).
+PairVerifier = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -301,7 +311,11 @@ class DedupDecisions:
         Images joined to a near-duplicate group, and byte-identical pairs found.
     review : ndarray of int64, shape (r,)
         Images split off their component because they lie beyond ``t`` of its
-        canonical (:func:`imgdedup.pipeline.groups.star_groups`): for a person to review.
+        canonical and did not pass verification against it
+        (:func:`imgdedup.pipeline.groups.star_groups`): for a person to review.
+    verified, verified_passed : int
+        Pairs given to the verifier (zone pairs, then members against their
+        canonical) and those that passed.
     """
 
     plan: PointerPlan
@@ -311,13 +325,16 @@ class DedupDecisions:
     near_links: int
     exact_pairs: int
     review: np.ndarray
+    verified: int = 0
+    verified_passed: int = 0
 
 
 def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, labels: np.ndarray,
                     to_centre: np.ndarray, centres: np.ndarray, quality: np.ndarray, digests: np.ndarray,
                     rank: np.ndarray, fixed: np.ndarray, *, threshold_t: int, min_quality: int,
                     batch: int = 1024, threads: int = 1, links: np.ndarray | None = None,
-                    join: NearDuplicateJoin | None = None) -> DedupDecisions:
+                    join: NearDuplicateJoin | None = None, verify_t: int | None = None,
+                    verify: PairVerifier | None = None, min_inliers: int = 20) -> DedupDecisions:
     """The dedup rule over one set of images: groups, canonicals, pointers.
 
     Parameters
@@ -349,27 +366,42 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
         Pairs known to share a group whatever their distance (a re-election
         links each committed pointer to its canonical).
     join : callable, optional
-        ``join(fingerprints, forms) -> labels``: the near-duplicate groups of the
-        rows given (``(m, nbytes)`` and ``(m, F, nbytes)`` uint8, ``F`` forms plain
-        first), each row's label the smallest row of its group, pairs within
-        ``threshold_t``. The bulk job passes its join on Dask; by default
-        :func:`~imgdedup.pipeline.index.join.near_duplicate_components` in
-        exact mode over the given classes, in this process.
+        ``join(fingerprints, forms) -> JoinedGroups``: the near-duplicate groups
+        of the rows given (``(m, nbytes)`` and ``(m, F, nbytes)`` uint8, ``F``
+        forms plain first), each row's label the smallest row of its group,
+        pairs within ``threshold_t``, and the zone pairs up to ``verify_t``
+        between groups (row indices into the rows given). The bulk job passes
+        its join on Dask; by default
+        :func:`~imgdedup.pipeline.index.join.near_duplicate_groups` in exact
+        mode over the given classes, in this process.
+    verify_t : int, optional
+        Top of the verified zone, in bits; None or at most ``threshold_t``: no
+        zone and no verification (the decisions without a verifier).
+    verify : callable, optional
+        ``verify(pairs) -> inliers``: ``pairs`` (m, 2) int64 image indices,
+        ``inliers`` (m,) int, the second opinion on each pair (negative: the
+        pair could not be verified). Needed with a zone.
+    min_inliers : int
+        Inliers a pair needs to pass.
 
     Returns
     -------
     DedupDecisions
     """
     n, k = len(fingerprints), len(centres)
+    zoned = verify_t is not None and verify_t > threshold_t
+    if zoned and verify is None:
+        raise ValueError(f"a verified zone up to {verify_t} bits needs a verify callable")
     # Routing needs every member's distance; the class table's radii (below) count canonicals only.
     routing_radii = class_radii(labels, to_centre, k)
     eligible = np.flatnonzero(quality >= min_quality)
     forms = fingerprints[:, None, :] if dihedral is None else dihedral
     if join is None:
-        def join(rows: np.ndarray, row_forms: np.ndarray) -> np.ndarray:
-            return near_duplicate_components(rows, labels[eligible], centres, routing_radii, threshold_t, row_forms,
-                                             batch=batch, threads=threads)
-    near_groups = eligible[join(fingerprints[eligible], forms[eligible])]
+        def join(rows: np.ndarray, row_forms: np.ndarray) -> JoinedGroups:
+            return near_duplicate_groups(rows, labels[eligible], centres, routing_radii, threshold_t, row_forms,
+                                         verify_t=verify_t if zoned else None, batch=batch, threads=threads)
+    joined = join(fingerprints[eligible], forms[eligible])
+    near_groups = eligible[joined.labels]
     # Linking each image to its near-duplicate group's first image keeps those
     # groups' components; the exact copies then join them.
     grouped = near_groups != eligible
@@ -377,16 +409,28 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     with_digest = np.flatnonzero(digests.any(axis=1))
     exact_pairs = with_digest[exact_duplicate_pairs(digests[with_digest])]
     known = np.zeros((0, 2), np.int64) if links is None else np.asarray(links, dtype=np.int64).reshape(-1, 2)
-    groups = connected_components(n, np.concatenate([near_links, exact_pairs, known]))
+    given = np.concatenate([exact_pairs, known])
+    verified = np.zeros((0, 2), np.int64)
+    asked = 0
+    if zoned:
+        # Exact copies and known links may have joined more groups than the join saw.
+        direct_groups = connected_components(n, np.concatenate([near_links, given]))
+        zone, _ = zone_pairs_between_groups(direct_groups, eligible[joined.zone_pairs], joined.zone_distances)
+        verified, asked = _passed(zone, verify, min_inliers), len(zone)
+    groups = connected_components(n, np.concatenate([near_links, given, verified]))
     canonical = choose_canonicals(groups, rank, fixed)
-    # Groups are stars, not chains: every pointer within t of its own canonical
-    # (byte-identical copies and known links count as pairs at distance 0).
+    # Groups are stars, not chains: every pointer within t of its own canonical or
+    # verified against it (byte-identical copies, known links and verified pairs
+    # count as pairs at distance 0); with a zone, a member that reached its group
+    # only through another member is verified against its canonical, once.
     linkable = np.zeros(n, dtype=bool)
     linkable[eligible] = True
     pairs, distances = component_star_pairs(groups, canonical, forms, linkable, threshold_t)
-    given = np.concatenate([exact_pairs, known])
-    stars = star_groups(canonical, canonical_preference(rank, fixed), np.concatenate([pairs, given]),
-                        np.concatenate([distances, np.zeros(len(given), np.int64)]), threshold_t)
+    stars, checked = verified_star_groups(canonical, canonical_preference(rank, fixed), pairs, distances,
+                                          np.concatenate([given, verified]), threshold_t, linkable,
+                                          (lambda p: _passed(p, verify, min_inliers)) if zoned else None)
+    asked += checked
+    verified_passed = len(verified) + int(stars.verified.sum())
     plan = plan_pointers(stars.canonical, fingerprints, dihedral)
 
     is_canonical = ~plan.is_pointer
@@ -395,4 +439,16 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     exact = np.zeros(n, dtype=bool)
     points = np.flatnonzero(plan.is_pointer)
     exact[points] = (digests[points] == digests[plan.duplicate_of[points]]).all(axis=1)
-    return DedupDecisions(plan, exact, sizes, radii, len(near_links), len(exact_pairs), stars.review)
+    return DedupDecisions(plan, exact, sizes, radii, len(near_links), len(exact_pairs), stars.review, asked,
+                          verified_passed)
+
+
+def _passed(pairs: np.ndarray, verify: PairVerifier, min_inliers: int) -> np.ndarray:
+    """(p, 2) int64: the rows of ``pairs`` (m, 2) that ``verify`` gives at least ``min_inliers`` inliers."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return pairs
+    inliers = np.asarray(verify(pairs)).reshape(-1)
+    if len(inliers) != len(pairs):
+        raise ValueError(f"the verifier returned {len(inliers)} inlier counts for {len(pairs)} pairs")
+    return pairs[inliers >= min_inliers]

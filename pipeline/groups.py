@@ -20,13 +20,17 @@ rule prefers images in, best first):
    within ``t`` points to it; repeat until none is left.
 
 The result is deterministic (it depends on the pairs, not their order) and
-every pointer's distance to its canonical is at most ``t``. Members of one star
+every pointer's distance to its canonical is at most ``t``.
+:func:`verified_star_groups` adds a second opinion: pairs a verifier passed
+count as pairs within ``t``, and a member step 1 would split is first
+verified against its own canonical (once), keeping it if it passes. Members of one star
 can still lie up to ``2 t`` apart; two images of one star never reach each
 other only through a third image's pair. Pure function over arrays, server side:
 the pairs and distances are what the index's join returns on tokens.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,11 +57,15 @@ class StarGroups:
     split : ndarray of bool, shape (n,)
         Images whose canonical is no longer the one the component rule chose
         (they were more than ``t`` from it): the list for a person to review.
+    verified : ndarray of bool, shape (n,)
+        Members kept with their canonical because they passed verification
+        against it in :func:`verified_star_groups`' second round.
     """
 
     canonical: np.ndarray
     distance: np.ndarray
     split: np.ndarray
+    verified: np.ndarray
 
     @property
     def review(self) -> np.ndarray:
@@ -136,7 +144,57 @@ def star_groups(canonical: np.ndarray, rank: np.ndarray, pairs: np.ndarray,
     left = ~kept
     if left.any():
         _greedy_stars(left, rank, a, b, d, out, distance)
-    return StarGroups(out, distance, split)
+    return StarGroups(out, distance, split, np.zeros(n, dtype=bool))
+
+
+def verified_star_groups(canonical: np.ndarray, rank: np.ndarray, pairs: np.ndarray, distances: np.ndarray,
+                         accepted: np.ndarray, t: int, checkable: np.ndarray,
+                         verify: Callable[[np.ndarray], np.ndarray] | None) -> tuple[StarGroups, int]:
+    """:func:`star_groups` with accepted pairs, and a second round that verifies members against their canonical.
+
+    Parameters
+    ----------
+    canonical, rank, t
+        As for :func:`star_groups`.
+    pairs : ndarray of int, shape (m, 2)
+    distances : ndarray of int, shape (m,)
+        Measured pairs, as for :func:`star_groups`.
+    accepted : ndarray of int, shape (a, 2)
+        Pairs that belong together whatever their distance (byte-identical
+        copies, known links, pairs a verifier passed): taken as within ``t``.
+    checkable : ndarray of bool, shape (n,)
+        Images whose pictures may be verified (those that passed the quality gate).
+    verify : callable or None
+        ``verify(pairs (k, 2) int64) -> (p, 2)``: the pairs that pass. Each
+        member :func:`star_groups` would split, with its canonical checkable,
+        is verified against its canonical once; one that passes keeps it. None:
+        no second round.
+
+    Returns
+    -------
+    stars : StarGroups
+        Its ``verified`` marks the members kept by the second round.
+    checked : int
+        Pairs given to ``verify``.
+    """
+    accepted = np.asarray(accepted, np.int64).reshape(-1, 2)
+    pairs = np.concatenate([np.asarray(pairs, np.int64).reshape(-1, 2), accepted])
+    distances = np.concatenate([np.asarray(distances, np.int64).reshape(-1), np.zeros(len(accepted), np.int64)])
+    stars = star_groups(canonical, rank, pairs, distances, t)
+    if verify is None:
+        return stars, 0
+    canonical = np.asarray(canonical, np.int64)
+    split = stars.review
+    split = split[checkable[split] & checkable[canonical[split]]]
+    asked = np.stack([split, canonical[split]], axis=1)
+    passed = np.asarray(verify(asked), np.int64).reshape(-1, 2)
+    if len(passed) == 0:
+        return stars, len(asked)
+    stars = star_groups(canonical, rank, np.concatenate([pairs, passed]),
+                        np.concatenate([distances, np.zeros(len(passed), np.int64)]), t)
+    kept = np.zeros(len(canonical), dtype=bool)
+    kept[passed[:, 0]] = True
+    return StarGroups(stars.canonical, stars.distance, stars.split, kept), len(asked)
 
 
 def _greedy_stars(left: np.ndarray, rank: np.ndarray, a: np.ndarray, b: np.ndarray, d: np.ndarray,

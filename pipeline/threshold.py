@@ -17,6 +17,14 @@ intercept + slope t``, fitted by ``scripts/bench_false_merges.py`` to the
 upper 95 % confidence bounds of the observed tail (so it errs towards more
 false pairs, not fewer) and recorded in ``conf/default.toml``
 (``dedup.false_pair_tail``) for the default fingerprint.
+
+Above ``t`` a verified zone ``(t, t_verify]`` (:func:`verify_threshold_for`)
+takes pairs that a second opinion on the pixels
+(:mod:`imgdedup.pipeline.hashing.verify`) passes: its false merges are the
+zone's different-photo pairs times the verifier's false-accept rate, so the
+zone can reach far above ``t`` within the same budget; a run's expected false
+merges are the direct part (:func:`expected_false_merges` at ``t``) plus the
+verified part (:func:`expected_verified_false_merges`).
 """
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ class FalsePairTail:
 
     def rate(self, t: float) -> float:
         """Modelled probability that two different photos lie within ``t`` bits (at most 1)."""
-        return min(1.0, 10.0 ** (self.intercept + self.slope * t))
+        return 10.0 ** min(0.0, self.intercept + self.slope * t)
 
 
 def expected_false_merges(n: int, t: int, tail: FalsePairTail) -> float:
@@ -100,7 +108,92 @@ def threshold_for(n: int, max_false_merge_rate: float, tail: FalsePairTail, ceil
         raise ValueError(f"need n >= 0 and max_false_merge_rate > 0; got n={n}, rate={max_false_merge_rate}")
     if n < 2:
         return ceiling
-    # p(t) <= 2 rate / (n - 1)  <=>  t <= (log10(2 rate / (n - 1)) - intercept) / slope
-    bound = (math.log10(2 * max_false_merge_rate / (n - 1)) - tail.intercept) / tail.slope
-    t = min(ceiling, math.floor(bound + 1e-9))
-    return max(t, -1)
+    return _largest_t(n, max_false_merge_rate, tail, ceiling)
+
+
+def _largest_t(n: int, pairs_per_image: float, tail: FalsePairTail, ceiling: int) -> int:
+    """The largest t <= ``ceiling`` with ``p(t) n (n - 1) / 2 <= pairs_per_image * n``; -1 if none (``n >= 2``)."""
+    if 2 * pairs_per_image / (n - 1) >= 1:  # met even where p(t) reaches 1
+        return ceiling
+    # p(t) <= 2 pairs_per_image / (n - 1)  <=>  t <= (log10(2 pairs_per_image / (n - 1)) - intercept) / slope
+    bound = (math.log10(2 * pairs_per_image / (n - 1)) - tail.intercept) / tail.slope
+    return max(min(ceiling, math.floor(bound + 1e-9)), -1)
+
+
+def verify_threshold_for(n: int, t_direct: int, *, ceiling: int, max_false_merge_rate: float, false_accept: float,
+                         max_verifications_per_image: float, tail: FalsePairTail) -> int:
+    """The top of the verified zone ``(t_direct, t_verify]``: pairs there merge only once the verifier passes them.
+
+    A pair of different photos lands in the zone with probability at most
+    ``p(t_verify)`` and passes the verifier with probability at most
+    ``false_accept``, so the zone adds at most ``p(t) false_accept n (n - 1) / 2``
+    expected false merges; and every such pair costs a verification. The rule:
+
+        t_verify(n) = the largest t <= ceiling with
+                      p(t) false_accept n (n - 1) / 2 <= max_false_merge_rate n   (false merges), and
+                      p(t) n (n - 1) / 2 <= max_verifications_per_image n          (cost),
+
+    never below ``t_direct`` (an empty zone).
+
+    Parameters
+    ----------
+    n : int
+        Images in the collection.
+    t_direct : int
+        The direct-accept t (:func:`threshold_for`), in bits.
+    ceiling : int
+        ``dedup.verify_up_to``: the largest t_verify, in bits; at or below
+        ``t_direct`` (0 included) there is no zone.
+    max_false_merge_rate : float
+        Budget of expected false merges per image for the zone's part; 0 leaves
+        out the false-merge condition (the t rule is off).
+    false_accept : float
+        The verifier's false-accept rate on pairs of different pictures (an upper bound); 0 leaves
+        out the false-merge condition.
+    max_verifications_per_image : float
+        Budget of verified different-photo pairs per image; positive.
+    tail : FalsePairTail
+
+    Returns
+    -------
+    int
+        In ``t_direct .. max(ceiling, t_direct)``; ``t_direct`` means no zone.
+
+    Raises
+    ------
+    ValueError
+        A negative collection size, rate or false-accept rate, or a verification budget that is not positive.
+    """
+    if n < 0 or max_false_merge_rate < 0 or false_accept < 0 or not max_verifications_per_image > 0:
+        raise ValueError(f"need n >= 0, max_false_merge_rate >= 0, false_accept >= 0 and "
+                         f"max_verifications_per_image > 0; got n={n}, rate={max_false_merge_rate}, "
+                         f"false_accept={false_accept}, verifications={max_verifications_per_image}")
+    if ceiling <= t_direct:
+        return t_direct
+    if n < 2:
+        return ceiling
+    per_image = max_verifications_per_image
+    if max_false_merge_rate > 0 and false_accept > 0:
+        per_image = min(per_image, max_false_merge_rate / false_accept)
+    return max(t_direct, _largest_t(n, per_image, tail, ceiling))
+
+
+def expected_verified_false_merges(n: int, t_direct: int, t_verify: int, tail: FalsePairTail,
+                                   false_accept: float) -> float:
+    """Expected false merges through the verified zone ``(t_direct, t_verify]``: an upper bound.
+
+    Returns
+    -------
+    float
+        ``false_accept (p(t_verify) - p(t_direct)) n (n - 1) / 2``: the zone's
+        expected different-photo pairs (:func:`expected_zone_pairs`) times the
+        verifier's false-accept rate; 0 for an empty zone.
+    """
+    return false_accept * expected_zone_pairs(n, t_direct, t_verify, tail)
+
+
+def expected_zone_pairs(n: int, t_direct: int, t_verify: int, tail: FalsePairTail) -> float:
+    """Expected pairs of different photos in the zone ``(t_direct, t_verify]``: the verifications they cost."""
+    if t_verify <= t_direct:
+        return 0.0
+    return expected_false_merges(n, t_verify, tail) - expected_false_merges(n, t_direct, tail)

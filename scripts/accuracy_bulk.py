@@ -3,7 +3,7 @@
     python ../shared/bench/transforms.py ../shared/data/dev /tmp/variants
     python scripts/accuracy_bulk.py /tmp/variants [--set section.key=value ...]
 
-Runs the bulk job (local Dask cluster, a throw-away key, an in-memory store) on
+Runs the bulk job (local Dask cluster, a throw-away key, a temporary store) on
 the set, turns its duplicate groups into pairs and compares them with
 ``truth.csv``: pairwise precision, recall and false-positive rate (false pairs
 over all different-original pairs), and recall per transform family (original
@@ -19,7 +19,7 @@ import csv
 import importlib.util
 import itertools
 import json
-import uuid
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from distributed import Client, LocalCluster
 from PIL import Image
 
 from imgdedup.jobs.bulk import run_bulk
+from imgdedup.jobs.bulk_commit import BulkSummary
 from imgdedup.pipeline.config import load_config
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.store import Store
@@ -35,32 +36,34 @@ REPO = Path(__file__).resolve().parents[1]
 SCORE = REPO.parent / "shared" / "bench" / "score.py"
 
 
-def job_groups(folder: Path, overrides: list[str]) -> list[set[str]]:
-    """The bulk job's groups over ``folder``, as sets of file names relative to it."""
-    url = f"memory://{uuid.uuid4().hex}"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+def job_groups(folder: Path, overrides: list[str]) -> tuple[list[set[str]], BulkSummary]:
+    """The bulk job's groups over ``folder``, as sets of file names relative to it, and the run's summary.
+
+    The store is a temporary folder: fsspec's memory filesystem is one dict per
+    process, whose listing can meet a blob writer thread's insert.
+    """
+    with tempfile.TemporaryDirectory(prefix="accuracy-bulk-") as url, \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        run_bulk(str(folder), url, GroupKey.generate(), load_config(overrides=overrides), client=client)
-    rows = Store(url).read_table("fingerprints", columns=["image_id", "source", "duplicate_of"]).to_pylist()
+        summary = run_bulk(str(folder), url, GroupKey.generate(), load_config(overrides=overrides), client=client)
+        rows = Store(url).read_table("fingerprints", columns=["image_id", "source", "duplicate_of"]).to_pylist()
     prefix = str(folder.resolve()).rstrip("/") + "/"
     members: dict[str, set[str]] = {}
     for row in rows:
         members.setdefault(row["duplicate_of"] or row["image_id"], set()).add(row["source"].split(prefix, 1)[-1])
-    return list(members.values())
+    return list(members.values()), summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("variants", type=Path, help="folder written by ../shared/bench/transforms.py")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args()
-    with open(args.variants / "truth.csv", newline="") as f:
+def read_truth(folder: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """``({file: group}, {file: family})`` from ``folder/truth.csv``."""
+    with open(folder / "truth.csv", newline="") as f:
         truth = list(csv.DictReader(f))
-    group = {r["file"]: r["group"] for r in truth}
-    family = {r["file"]: r["family"] for r in truth}
+    return {r["file"]: r["group"] for r in truth}, {r["file"]: r["family"] for r in truth}
 
-    found = {tuple(sorted(p)) for g in job_groups(args.variants, args.overrides)
-             for p in itertools.combinations(sorted(g & group.keys()), 2)}
+
+def pairwise_scores(groups: list[set[str]], group: dict[str, str], family: dict[str, str]) -> dict:
+    """Pairwise precision, recall, false pairs and FPR of ``groups``, and recall per family (original ↔ variant)."""
+    found = {tuple(sorted(p)) for g in groups for p in itertools.combinations(sorted(g & group.keys()), 2)}
     files = sorted(group)
     true_pairs = {(a, b) for a, b in itertools.combinations(files, 2) if group[a] == group[b]}
     negatives = len(files) * (len(files) - 1) // 2 - len(true_pairs)
@@ -70,6 +73,7 @@ def main() -> None:
         "recall": correct / len(true_pairs),
         "false_pairs": len(found) - correct,
         "fpr": (len(found) - correct) / negatives,
+        "negatives": negatives,
     }
     originals = {group[f]: f for f in files if family[f] == "orig"}
     by_family: dict[str, list[bool]] = {}
@@ -77,6 +81,17 @@ def main() -> None:
         if family[f] != "orig":
             by_family.setdefault(family[f], []).append(tuple(sorted((f, originals[group[f]]))) in found)
     job["recall_by_family"] = {fam: round(float(np.mean(v)), 3) for fam, v in sorted(by_family.items())}
+    return job
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("variants", type=Path, help="folder written by ../shared/bench/transforms.py")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    group, family = read_truth(args.variants)
+    job = pairwise_scores(job_groups(args.variants, args.overrides)[0], group, family)
+    files, negatives = sorted(group), job.pop("negatives")
     print(f"bulk job: precision {job['precision']:.4f}, recall {job['recall']:.4f}, "
           f"{job['false_pairs']} false pairs of {negatives} (FPR {job['fpr']:.2e})")
     print("  recall by family: " + ", ".join(f"{k} {v:.2f}" for k, v in job["recall_by_family"].items()))

@@ -66,7 +66,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from imgdedup.jobs.bulk_join import join_partitions
 from imgdedup.pipeline.cluster import hamming_kmeans
-from imgdedup.pipeline.config import Config, IndexConfig
+from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch
 
@@ -229,7 +229,7 @@ def _stacked_centres(*partitions, k: int) -> np.ndarray:
 def run_join(client, parts, sizes, t, mode, index, centres=None) -> tuple[float, np.ndarray, int]:
     with ClientPeak() as peak:
         started = time.perf_counter()
-        labels = join_partitions(client, parts, sizes, NBYTES, t, mode=mode, centres=centres, index=index)
+        labels = join_partitions(client, parts, sizes, NBYTES, t, mode=mode, centres=centres, index=index).labels
         seconds = time.perf_counter() - started
     return seconds, labels, peak.peak
 

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgdedup.pipeline.threshold import FalsePairTail, expected_false_merges, threshold_for
+from imgdedup.pipeline.threshold import (FalsePairTail, expected_false_merges, expected_verified_false_merges,
+                                         threshold_for, verify_threshold_for)
 
 TAIL = FalsePairTail(intercept=-20.0, slope=0.2)  # p(64) = 10^-7.2, p(80) = 10^-4
 
@@ -65,3 +66,75 @@ def test_the_knobs_load_and_bad_ones_are_refused():
         load_config(overrides=["dedup.max_false_merge_rate=-1e-5"])
     with pytest.raises(ConfigError, match="false_pair_tail_slope"):
         load_config(overrides=["dedup.false_pair_tail_slope=-0.1"])
+
+
+# The verified zone above t.
+
+VERIFY = dict(max_false_merge_rate=1e-5, false_accept=3e-3, max_verifications_per_image=0.1, tail=TAIL)
+
+
+def test_zone_is_off_at_a_ceiling_of_zero_or_below_the_direct_t():
+    assert verify_threshold_for(10**6, 40, ceiling=0, **VERIFY) == 40
+    assert verify_threshold_for(10**6, 40, ceiling=40, **VERIFY) == 40
+    assert verify_threshold_for(10**6, 40, ceiling=30, **VERIFY) == 40
+    assert expected_verified_false_merges(10**6, 40, 40, TAIL, 3e-3) == 0.0
+
+
+def test_zone_reaches_above_the_direct_t_by_the_verifier_s_false_accept_rate():
+    # 10^6 images: direct p(t) <= 2e-11 -> t = 46; through the verifier p(t) <= 2e-11 / 3e-3 -> t = 59
+    t = threshold_for(10**6, 1e-5, TAIL, ceiling=64)
+    assert t == 46
+    assert verify_threshold_for(10**6, t, ceiling=88, **VERIFY) == 59
+    # a verifier that accepts nothing falsely leaves only the cost budget: p(t) <= 2e-7 -> t = 66
+    assert verify_threshold_for(10**6, t, ceiling=88, **{**VERIFY, "false_accept": 0.0}) == 66
+    # 100 images: p(t) <= 2e-5 / 99 / 3e-3 -> t = 79; the ceiling binds a smaller collection
+    assert verify_threshold_for(100, 64, ceiling=88, **VERIFY) == 79
+    assert verify_threshold_for(10, 64, ceiling=70, **VERIFY) == 70
+    with pytest.raises(ValueError, match="max_verifications_per_image"):
+        verify_threshold_for(100, 64, ceiling=88, **{**VERIFY, "max_verifications_per_image": 0.0})
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(2, 10**9), rate=st.floats(1e-9, 1e-2), false_accept=st.floats(1e-9, 1.0),
+       verifications=st.floats(1e-4, 100), intercept=st.floats(-40, 0), slope=st.floats(0.01, 2),
+       t_direct=st.integers(0, 128), ceiling=st.integers(0, 256))
+def test_zone_meets_both_budgets_is_never_below_t_direct_and_shrinks_with_n(n, rate, false_accept, verifications,
+                                                                         intercept, slope, t_direct, ceiling):
+    tail = FalsePairTail(intercept, slope)
+    knobs = dict(max_false_merge_rate=rate, false_accept=false_accept, max_verifications_per_image=verifications,
+                 tail=tail)
+    t = verify_threshold_for(n, t_direct, ceiling=ceiling, **knobs)
+    assert t_direct <= t <= max(ceiling, t_direct)
+    if t > t_direct:
+        zone_pairs = expected_false_merges(n, t, tail)  # different-photo pairs within t_verify
+        assert zone_pairs * false_accept <= rate * n * (1 + 1e-6)
+        assert zone_pairs <= verifications * n * (1 + 1e-6)
+        assert expected_verified_false_merges(n, t_direct, t, tail, false_accept) <= rate * n * (1 + 1e-6)
+        if t < ceiling:  # the next bit breaks one budget
+            wider = expected_false_merges(n, t + 1, tail)
+            assert wider * false_accept > rate * n * (1 - 1e-6) or wider > verifications * n * (1 - 1e-6)
+    # more images never widen the zone (for the same direct t)
+    assert verify_threshold_for(n * 10, t_direct, ceiling=ceiling, **knobs) <= t
+
+
+def test_the_zone_knobs_load():
+    from imgdedup.pipeline.config import load_config
+    from imgdedup.pipeline.errors import ConfigError
+
+    dedup = load_config().dedup
+    assert (dedup.verify_up_to, dedup.verify_min_inliers) == (88, 20)
+    # with the shipped knobs the zone reaches well above the direct t at every size, and the
+    # rule's t_verify falls with n like the direct t
+    sizes = [10**3, 10**5, 10**6, 10**7]
+    direct = [dedup.threshold_for(n) for n in sizes]
+    verify = [dedup.verify_threshold_for(n, t) for n, t in zip(sizes, direct)]
+    assert all(v > t for v, t in zip(verify, direct))
+    assert verify == sorted(verify, reverse=True)
+    direct_part, verified_part = dedup.expected_false_merges(10**6, direct[2], verify[2])
+    assert direct_part <= 10 and verified_part <= 10
+    off = load_config(overrides=["dedup.verify_up_to=0"]).dedup
+    assert off.verify_threshold_for(10**6, direct[2]) == direct[2]
+    with pytest.raises(ConfigError, match="max_verifications_per_image"):
+        load_config(overrides=["dedup.max_verifications_per_image=0"])
+    with pytest.raises(ConfigError, match="verifier_false_accept"):
+        load_config(overrides=["dedup.verifier_false_accept=2"])

@@ -7,7 +7,7 @@ from distributed import Client, LocalCluster
 
 from imgdedup.jobs.bulk_join import join_rows
 from imgdedup.pipeline.config import IndexConfig
-from imgdedup.pipeline.index import ClusterIndex, near_duplicate_components, spanning_links
+from imgdedup.pipeline.index import ClusterIndex, near_duplicate_components, near_duplicate_groups, spanning_links
 from imgdedup.pipeline.index.join import connected_components
 from tests.index.data import fingerprint_set, flip_bits, nearest_labels
 
@@ -38,22 +38,36 @@ def test_distributed_join_equals_single_process(client, monkeypatch, mode, t):
     fingerprints, forms, centres, labels, radii = dataset(5, 2000)
     expected = near_duplicate_components(fingerprints, labels, centres, radii, t, forms, mode=mode)
     assert len(np.unique(expected)) < len(expected)  # the set has groups to find
-    assert np.array_equal(join_rows(client, fingerprints, forms, centres, t, IndexConfig(mode=mode)), expected)
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, t, IndexConfig(mode=mode)).labels, expected)
 
+
+@pytest.mark.parametrize("mode", ["exact", "mih"])
+def test_distributed_zone_pairs_equal_single_process(client, monkeypatch, mode):
+    monkeypatch.setattr("imgdedup.jobs.bulk_join.ROWS_PER_PARTITION", 300)
+    fingerprints, forms, centres, labels, radii = dataset(5, 2000)
+    t, verify_t = 12, 40
+    expected = near_duplicate_groups(fingerprints, labels, centres, radii, t, forms, verify_t=verify_t, mode=mode)
+    joined = join_rows(client, fingerprints, forms, centres, t, IndexConfig(mode=mode), verify_t=verify_t)
+    # the groups are those of the pairs within t alone; the zone holds pairs between groups
+    assert np.array_equal(joined.labels, near_duplicate_components(fingerprints, labels, centres, radii, t, forms,
+                                                                   mode=mode))
+    assert len(expected.zone_pairs) > 10
+    assert np.array_equal(joined.zone_pairs, expected.zone_pairs)
+    assert np.array_equal(joined.zone_distances, expected.zone_distances)
 
 def test_auto_mode_switches_at_the_configured_size(client):
     fingerprints, forms, centres, labels, radii = dataset(6, 600)
     approximate = IndexConfig(mode="auto", approximate_from=600, substring_bits=16)
     exact = IndexConfig(mode="auto", approximate_from=601)
-    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, approximate),
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, approximate).labels,
                           near_duplicate_components(fingerprints, labels, centres, radii, 30, forms, mode="mih"))
-    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, exact),
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, exact).labels,
                           near_duplicate_components(fingerprints, labels, centres, radii, 30, forms))
 
 
 def test_no_rows_form_no_groups(client):
     empty = np.zeros((0, 32), np.uint8)
-    assert len(join_rows(client, empty, None, empty, 10, IndexConfig(mode="mih"))) == 0
+    assert len(join_rows(client, empty, None, empty, 10, IndexConfig(mode="mih")).labels) == 0
 
 
 def test_spanning_links_keep_the_components():

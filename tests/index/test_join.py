@@ -10,7 +10,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
 from imgdedup.pipeline.hashing.bits import dihedral_hamming, hamming
-from imgdedup.pipeline.index import ClusterIndex, connected_components, near_duplicate_components, near_duplicate_pairs
+from imgdedup.pipeline.index import (ClusterIndex, connected_components, near_duplicate_components,
+                                     near_duplicate_groups, near_duplicate_pairs, zone_pairs_between_groups)
 from tests.index.data import NBYTES, fingerprint_set, flip_bits, nearest_labels
 
 
@@ -83,6 +84,36 @@ def test_streamed_components_equal_components_of_all_pairs(seed, n, k, t, cluste
     pairs, _ = near_duplicate_pairs(fingerprints, labels, centres, radii, t, dihedral=forms)
     groups = near_duplicate_components(fingerprints, labels, centres, radii, t, dihedral=forms, batch=batch)
     assert np.array_equal(groups, connected_components(n, pairs))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 150), t=st.integers(0, 60), zone=st.integers(0, 40),
+       batch=st.sampled_from([1, 64, 1024]))
+def test_zone_pairs_are_the_closest_pair_between_each_two_groups(seed, n, t, zone, batch):
+    rng = np.random.default_rng(seed)
+    fingerprints, centres = fingerprint_set(rng, n, 3, True)
+    forms = rng.integers(0, 256, (n, 8, NBYTES), dtype=np.uint8)
+    forms[:, 3] = flip_bits(fingerprints[rng.permutation(n)], 0.05, rng)
+    if n:
+        copies, sources = rng.integers(0, n, (2, n // 3))
+        fingerprints[copies], forms[copies] = fingerprints[sources], forms[sources]
+    forms[:, 0] = fingerprints
+    labels = nearest_labels(fingerprints, centres)
+    radii = radii_of(fingerprints, centres, labels)
+    joined = near_duplicate_groups(fingerprints, labels, centres, radii, t, forms, verify_t=t + zone, batch=batch)
+    # Against all pairs within t + zone: groups from those within t, the rest reduced between groups.
+    pairs, distances = near_duplicate_pairs(fingerprints, labels, centres, radii, t + zone, dihedral=forms)
+    direct = distances <= t
+    groups = connected_components(n, pairs[direct])
+    assert np.array_equal(joined.labels, groups)
+    expected, expected_distances = zone_pairs_between_groups(groups, pairs[~direct], distances[~direct])
+    assert np.array_equal(joined.zone_pairs, expected) and np.array_equal(joined.zone_distances, expected_distances)
+    assert (joined.zone_distances > t).all() and (joined.zone_distances <= t + zone).all()
+    ends = groups[joined.zone_pairs]
+    assert (ends[:, 0] != ends[:, 1]).all()
+    assert len({tuple(sorted(e)) for e in ends.tolist()}) == len(ends)  # one pair per two groups
+    if zone == 0:
+        assert len(joined.zone_pairs) == 0
 
 
 def test_streamed_components_refuse_a_radius_below_the_members():

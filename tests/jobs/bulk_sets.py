@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -66,3 +67,31 @@ def pair_precision_recall(groups: set[frozenset[str]], truth: Mapping[str, str])
     true = {(a, b) for g in by_group.values() for a in g for b in g if a < b}
     correct = len(found & true)
     return (correct / len(found) if found else 1.0), (correct / len(true) if true else 1.0)
+
+
+#: Distinct dev photos a grey-zone set holds beside its copied photo.
+ZONE_OTHERS = ("perception_image3.jpg", "ukbench00120.jpg", "ukbench09380.jpg")
+#: The photo whose 20 % centre crop lies in the verified zone above t = 64 (76 bits, its 8° turn 92).
+ZONE_PHOTO = "ukbench09040.jpg"
+
+
+def centre_crop(image: Image.Image, fraction: float) -> Image.Image:
+    """``image`` with ``fraction`` of its width and of its height cut off, half on each side."""
+    dx, dy = int(image.width * fraction / 2), int(image.height * fraction / 2)
+    return image.crop((dx, dy, image.width - dx, image.height - dy))
+
+
+def turned(image: Image.Image, degrees: float) -> Image.Image:
+    """``image`` turned by ``degrees`` and cropped to no corner wedges (a margin of sin(degrees) of its long side)."""
+    margin = int(math.sin(math.radians(degrees)) * max(image.size) / 1.5)
+    rotated = image.rotate(degrees, resample=Image.Resampling.BICUBIC)
+    return rotated.crop((margin, margin, image.width - margin, image.height - margin))
+
+
+def zone_set(dev: Path) -> dict[str, bytes]:
+    """``{name: bytes}``: :data:`ZONE_PHOTO`, its 20 % centre crop (JPEG q90) and :data:`ZONE_OTHERS`."""
+    original = Image.open(dev / ZONE_PHOTO).convert("RGB")
+    buffer = io.BytesIO()
+    centre_crop(original, 0.2).save(buffer, "JPEG", quality=90)
+    return {"photo.jpg": (dev / ZONE_PHOTO).read_bytes(), "photo-crop20.jpg": buffer.getvalue(),
+            **{name: (dev / name).read_bytes() for name in ZONE_OTHERS}}
