@@ -27,7 +27,7 @@ import numpy as np
 from distributed import Client
 
 from imgdedup.jobs.bulk_task import PartitionSpec
-from imgdedup.pipeline.crypto.blob import open_stream
+from imgdedup.jobs.upload import read_blob_plaintext
 from imgdedup.pipeline.hashing.decode import decode_image
 from imgdedup.pipeline.pair_check import pair_batches, pair_inliers
 from imgdedup.pipeline.store import Store
@@ -79,9 +79,7 @@ def verify_pairs_task(pairs: np.ndarray, pictures: Mapping[int, PictureAt],
             data = fs.cat_file(path)
         else:
             store = store or Store(spec.store_url, spec.storage_options)
-            header = store.read_blob_header(at.blob_id)
-            with store.open_blob_body(at.blob_id) as body:
-                data = b"".join(open_stream(spec.key, at.blob_id, header, body))
+            data = read_blob_plaintext(store, spec.key, at.blob_id)
         return decode_image(data, name=at.name, **decode)
 
     found = pair_inliers(pairs, load)

@@ -15,9 +15,11 @@ a pointer (distance 0, no blob) to the canonical image of the first upload of
 those bytes (a ``duplicate`` at its distance if that upload was itself a near
 duplicate of another picture). A new picture is fingerprinted (LBPH with its dihedral forms,
 keyed into tokens) and searched in the class index: the nearest stored
-fingerprint within ``dedup.threshold_t`` makes it a ``duplicate`` (a pointer
-to that image's canonical, no blob); otherwise its sealed blob is written and
-it is ``stored``. Either way its token joins its nearest class, or opens a new
+fingerprint within the direct-accept t (``dedup.threshold_t`` under the t rule)
+makes it a ``duplicate`` (a pointer to that image's canonical, no blob), and
+so does one in the verified zone above t once local features on the two
+pictures agree (:meth:`Ingestor._verified`); otherwise its sealed blob is
+written and it is ``stored``. Either way its token joins its nearest class, or opens a new
 class when no centre lies within ``dedup.centre_threshold`` (N). A file that
 cannot be read or decoded is an ``error`` row. Images whose quality is below
 ``hash.min_quality`` are stored and kept out of the index, as in the bulk job.
@@ -51,7 +53,7 @@ import pyarrow as pa
 
 from imgdedup.jobs.lookup import DecidedImages, Decision, News, fingerprint_images, nearest_within, queries
 from imgdedup.jobs.source import SourceImage, read_source
-from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store, with_decisions
+from imgdedup.jobs.upload import RowSettings, fingerprint_rows, read_blob_plaintext, seal_and_store, with_decisions
 from imgdedup.pipeline.cluster import hamming_kmeans
 from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config, load_config
@@ -59,7 +61,9 @@ from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.index_keys import key_for_store
 from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, fingerprint_width, seal_hashes
 from imgdedup.pipeline.errors import StoreError
+from imgdedup.pipeline.hashing.decode import decode_image
 from imgdedup.pipeline.index import ClusterIndex
+from imgdedup.pipeline.pair_check import pair_inliers
 from imgdedup.pipeline.store import Store, schemas
 
 log = logging.getLogger(__name__)
@@ -228,7 +232,7 @@ class Ingestor:
                 decision = self._copy_of_known_bytes(image, earlier)
             else:
                 decision = self._decide_one(image, plain[row], searched[row:row + 1],
-                                            int(batch.quality[row]) >= self.config.hash.min_quality)
+                                            int(batch.quality[row]) >= self.config.hash.min_quality, new, errors)
                 first_of[image.digest] = decision
             decisions[image.image_id] = decision
         to_store = [image for image in decided if decisions[image.image_id].kind == "stored"]
@@ -251,12 +255,28 @@ class Ingestor:
                             image.source)
         return Decision(image.image_id, "exact_duplicate", earlier.cluster_id, canonical, 0, "", image.source)
 
-    def _decide_one(self, image: SourceImage, token: np.ndarray, query: np.ndarray, searchable: bool) -> Decision:
-        """The paper's upload step for one fingerprinted image: pointer, or blob to store; class update."""
-        match = nearest_within(self.images.index, query, self.config)[0] if searchable else None
+    def _decide_one(self, image: SourceImage, token: np.ndarray, query: np.ndarray, searchable: bool,
+                    batch: dict[str, SourceImage], errors: list[dict]) -> Decision:
+        """The paper's upload step for one fingerprinted image: pointer, or blob to store; class update.
+
+        The nearest stored fingerprint within the direct-accept t makes a
+        pointer; one in the verified zone above it makes a pointer only if the
+        verifier passes the upload against that image's canonical (its pixels
+        from ``batch`` when it was stored earlier in this micro-batch, else its
+        blob, decrypted here). A canonical that cannot be read adds a row to
+        ``errors`` (stage ``verify``) and the upload is stored.
+        """
+        dedup = self.config.dedup
+        n = len(self.images.index) + 1
+        t = max(dedup.threshold_for(n), 0)
+        match = nearest_within(self.images.index, query, self.config,
+                               t=dedup.verify_threshold_for(n, t))[0] if searchable else None
+        if match is not None and match[1] > t:
+            canonical = self.images.canonical_of(match[0]) or match[0]
+            if not self._verified(image, canonical, batch, errors):
+                match = None
         if searchable:
-            cluster_id, _ = self.images.index.add(token, image.image_id,
-                                                  centre_threshold=self.config.dedup.centre_threshold)
+            cluster_id, _ = self.images.index.add(token, image.image_id, centre_threshold=dedup.centre_threshold)
         else:
             cluster_id = None
         if match is not None:
@@ -265,6 +285,25 @@ class Ingestor:
             return Decision(image.image_id, "duplicate", cluster_id, canonical, match[1], "", image.source)
         self.images.point(image.image_id, image.image_id)
         return Decision(image.image_id, "stored", cluster_id, None, None, "", image.source)
+
+    def _verified(self, image: SourceImage, canonical: str, batch: dict[str, SourceImage],
+                  errors: list[dict]) -> bool:
+        """Whether the verifier passes ``image`` against the picture of the stored image ``canonical``."""
+        decode = dataclasses.asdict(self.config.decode)
+
+        def load(which: int):
+            if which == 0:
+                return decode_image(image.data, name=image.source, **decode)
+            data = batch[canonical].data if canonical in batch else read_blob_plaintext(self.store, self.key,
+                                                                                         canonical)
+            return decode_image(data, name=canonical, **decode)
+
+        found = pair_inliers(np.array([[0, 1]]), load)
+        for which, exc in found.failed.items():
+            log.warning("verify: %s", exc)
+            errors.append(_error_row(canonical if which == 1 else image.source, "verify", type(exc).__name__,
+                                     getattr(exc, "reason", str(exc))))
+        return int(found.inliers[0]) >= self.config.dedup.verify_min_inliers
 
     def _spec(self) -> RowSettings:
         """This batch's row settings: ingest seals blobs and builds rows as the bulk job does."""

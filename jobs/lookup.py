@@ -316,11 +316,9 @@ class DecidedImages:
         self.errors.setdefault(decision.source, decision)
 
 
-def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config) -> list[tuple[str, int] | None]:
+def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config,
+                   t: int | None = None) -> list[tuple[str, int] | None]:
     """The nearest indexed image within t of each query, or None.
-
-    t is the bulk job's: ``dedup.threshold_t``, lowered by the t rule
-    (``dedup.max_false_merge_rate``) for a store of the index's size.
 
     Parameters
     ----------
@@ -329,8 +327,13 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config) -> 
         Queries in the index's space (:func:`queries`), or each query's 8 dihedral forms.
     config : Config
         ``[dedup]`` and ``[index]``.
+    t : int, optional
+        Largest distance in bits; by default the bulk job's direct-accept t:
+        ``dedup.threshold_t``, lowered by the t rule (``dedup.max_false_merge_rate``)
+        for a store of the index's size.
     """
-    t = max(config.dedup.threshold_for(len(index) + len(queries)), 0)
+    if t is None:
+        t = max(config.dedup.threshold_for(len(index) + len(queries)), 0)
     results = index.search(queries, t, mode=config.index.search_mode(len(index)),
                            centre_threshold=config.dedup.centre_threshold, batch=config.index.query_batch,
                            threads=config.index.scan_threads, substring_bits=config.index.substring_bits,

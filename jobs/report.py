@@ -29,8 +29,8 @@ from PIL import Image
 from imgdedup.jobs import report_tables as rt
 from imgdedup.jobs.report_html import ReportPage, write_html_report
 from imgdedup.jobs.source import printable
+from imgdedup.jobs.upload import read_blob_plaintext
 from imgdedup.pipeline.config import Config
-from imgdedup.pipeline.crypto.blob import open_stream
 from imgdedup.pipeline.crypto.keyed_fingerprint import open_hashes
 from imgdedup.pipeline.crypto.group_key import GroupKey, load_key_file
 from imgdedup.pipeline.crypto.index_keys import key_for_store
@@ -155,9 +155,7 @@ def thumbnail_jpeg(store: Store, key: GroupKey, image_id: str, px: int, config: 
         The blob does not decrypt under ``key`` (wrong key or tampered blob).
     """
     try:
-        header = store.read_blob_header(image_id)
-        with store.open_blob_body(image_id) as body:
-            plaintext = b"".join(open_stream(key, image_id, header, body))
+        plaintext = read_blob_plaintext(store, key, image_id)
     except StoreError:
         return None
     try:

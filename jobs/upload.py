@@ -1,4 +1,4 @@
-"""Writing new images to the store, shared by the bulk job's task and ingest.
+"""Writing new images to the store, and reading them back, shared by the bulk job's tasks, ingest and reports.
 
 Client side (everything here needs the group key): a new image's blob sealed
 and written, its ``fingerprints`` row built (keyed fingerprint, sealed raw
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.pipeline.crypto.blob import seal_stream
+from imgdedup.pipeline.crypto.blob import open_stream, seal_stream
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import fingerprint_width, fingerprints, seal_hashes
 from imgdedup.pipeline.crypto.resolution import resolution_macs
@@ -54,6 +54,21 @@ def seal_and_store(store: Store, settings: RowSettings, blob_id: str, data: byte
     header, body = seal_stream(settings.key, blob_id, io.BytesIO(data), settings.segment_bytes,
                                content_digest=digest)
     store.write_blob(blob_id, header, body)
+
+
+def read_blob_plaintext(store: Store, key: GroupKey, blob_id: str) -> bytes:
+    """The plaintext of blob ``blob_id`` (an image file's bytes), in memory, once every segment authenticated.
+
+    Raises
+    ------
+    IntegrityError
+        The blob does not decrypt under ``key`` (wrong key, tampered header or body).
+    StoreError
+        The blob is missing.
+    """
+    header = store.read_blob_header(blob_id)
+    with store.open_blob_body(blob_id) as body:
+        return b"".join(open_stream(key, blob_id, header, body))
 
 
 def _binary(array: np.ndarray, type_: pa.DataType) -> pa.Array:
