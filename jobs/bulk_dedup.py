@@ -33,7 +33,8 @@ from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, search_space
 from imgdedup.pipeline.crypto.group_key import GroupKey
-from imgdedup.pipeline.dedup import NONE, dedup_decisions, keep_rank, re_pointed
+from imgdedup.pipeline.dedup import NONE, dedup_decisions, re_pointed
+from imgdedup.pipeline.keep import keep_rank
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import CLUSTERS, FINGERPRINTS, binary_matrix
 

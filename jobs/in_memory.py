@@ -19,11 +19,12 @@ from imgdedup.jobs.hash import configured_algorithm, fingerprint_in_batches, lis
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.cluster.kmeans import class_count, hamming_kmeans
 from imgdedup.pipeline.config import Config, load_config
-from imgdedup.pipeline.dedup import dedup_decisions, keep_rank
+from imgdedup.pipeline.dedup import dedup_decisions
 from imgdedup.pipeline.errors import DecodeError
 from imgdedup.pipeline.hashing.algorithms import HashAlgorithm
 from imgdedup.pipeline.hashing.decode import decode_image, known_formats
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
+from imgdedup.pipeline.keep import keep_rank
 from imgdedup.pipeline.pair_check import pair_batches, pair_inliers
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ bulk job (``jobs/bulk_dedup.py``) applies once its images are in classes:
 Rule (per group): an image the store already holds as a canonical stays one —
 committed rows are never rewritten — and the group's new members point to the
 best of those; a group of new images only takes its best member. "Best" is the
-``dedup.keep`` policy, turned into one rank per image by :func:`keep_rank`:
+``dedup.keep`` policy, turned into one rank per image by :func:`~imgdedup.pipeline.keep.keep_rank`:
 ``best`` (more pixels, then the less lossy encoding, then EXIF present, then
-the earliest), ``largest`` (more pixels, then the earliest) or ``earliest``.
+the earliest), ``largest`` (more pixels, then the earliest) or ``earliest``
+(``pipeline/keep.py``).
 A re-election (the bulk job's ``--re-elect``) passes no fixed images, so the
 best member of each group wins even over a committed canonical.
 """
@@ -39,6 +40,7 @@ from imgdedup.pipeline.groups import component_star_pairs, verified_star_groups
 from imgdedup.pipeline.hashing.bits import paired_distances
 from imgdedup.pipeline.index.join import (JoinedGroups, connected_components, near_duplicate_groups,
                                           zone_pairs_between_groups)
+from imgdedup.pipeline.keep import canonical_preference, choose_canonicals
 
 #: Marks "no canonical" / "no distance" in :class:`PointerPlan` arrays.
 NONE = -1
@@ -90,108 +92,6 @@ def exact_duplicate_pairs(digests: np.ndarray) -> np.ndarray:
     return np.column_stack([owner[others], others]).astype(np.int64)
 
 
-#: The ``dedup.keep`` policies :func:`keep_rank` knows.
-KEEP_POLICIES = ("best", "largest", "earliest")
-
-
-def keep_rank(keep: str, *, pixels: np.ndarray, lossless: np.ndarray, jpeg_quality: np.ndarray,
-              file_bytes: np.ndarray, exif: np.ndarray) -> np.ndarray:
-    """Each image's place in the order a ``dedup.keep`` policy keeps copies in (0 = keep first).
-
-    Parameters
-    ----------
-    keep : {"best", "largest", "earliest"}
-        ``best``: more pixels, then the less lossy encoding (lossless before
-        lossy; among lossy files the higher estimated JPEG quality, then more
-        file bytes per pixel), then EXIF present, then the earliest.
-        ``largest``: more pixels, then the earliest. ``earliest``: the order given.
-    pixels : ndarray of int, shape (n,)
-        Width × height.
-    lossless : ndarray of bool, shape (n,)
-    jpeg_quality : ndarray of int, shape (n,)
-        Estimated JPEG quality 1-100; 0 for other encodings (or unknown).
-    file_bytes : ndarray of int, shape (n,)
-        File sizes in bytes.
-    exif : ndarray of bool, shape (n,)
-
-    Returns
-    -------
-    ndarray of int64, shape (n,)
-        A permutation of ``0..n-1``; images are in time order (earliest first),
-        which breaks every tie.
-
-    Raises
-    ------
-    ValueError
-        An unknown policy.
-    """
-    pixels = np.asarray(pixels, dtype=np.int64)
-    n = len(pixels)
-    order = np.arange(n)
-    if keep == "earliest":
-        keys = (order,)
-    elif keep == "largest":
-        keys = (order, -pixels)
-    elif keep == "best":
-        lossless = np.asarray(lossless, dtype=bool)
-        per_pixel = np.asarray(file_bytes, dtype=np.float64) / np.maximum(pixels, 1)
-        keys = (order, ~np.asarray(exif, dtype=bool), np.where(lossless, 0.0, -per_pixel),
-                np.where(lossless, 0, -np.asarray(jpeg_quality, dtype=np.int64)), ~lossless, -pixels)
-    else:
-        raise ValueError(f"dedup.keep must be one of {list(KEEP_POLICIES)}, got {keep!r}")
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.lexsort(keys)] = order
-    return rank
-
-
-def canonical_preference(rank: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """(n,) int64, a permutation: each image's place as a canonical.
-
-    Committed canonicals (``fixed``) first, then by ``rank`` (:func:`keep_rank`).
-    """
-    ranked = np.lexsort((np.asarray(rank, np.int64), ~np.asarray(fixed, bool)))
-    preference = np.empty(len(ranked), dtype=np.int64)
-    preference[ranked] = np.arange(len(ranked))
-    return preference
-
-
-def choose_canonicals(groups: np.ndarray, rank: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """The canonical image of each group, for every image.
-
-    Parameters
-    ----------
-    groups : ndarray of int, shape (n,)
-        Group label of each image (singletons have labels of their own).
-    rank : ndarray of int, shape (n,)
-        Keep order (smaller = kept first), from :func:`keep_rank`.
-    fixed : ndarray of bool, shape (n,)
-        Images already committed as canonicals; they stay canonicals of themselves.
-
-    Returns
-    -------
-    ndarray of int64, shape (n,)
-        Index of the canonical each image belongs to: itself for fixed images
-        and for each group's chosen one; for the other members, the group's
-        best-ranked fixed image if it has any, else its best-ranked member.
-    """
-    groups, rank = (np.asarray(a, dtype=np.int64) for a in (groups, rank))
-    fixed = np.asarray(fixed, dtype=bool)
-    n = len(groups)
-    if not len(rank) == len(fixed) == n:
-        raise ValueError("groups, rank and fixed must have one entry per image")
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    # Best first inside each group: fixed before new, then by rank.
-    ranked = np.lexsort((canonical_preference(rank, fixed), groups))
-    sorted_groups = groups[ranked]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    best_of_group = ranked[starts]
-    canonical = np.empty(n, dtype=np.int64)
-    canonical[ranked] = np.repeat(best_of_group, np.diff(np.r_[starts, n]))
-    canonical[fixed] = np.flatnonzero(fixed)
-    return canonical
-
-
 def plan_pointers(canonical: np.ndarray, fingerprints: np.ndarray,
                   dihedral: np.ndarray | None = None) -> PointerPlan:
     """Pointer rows for every image whose canonical is another image.
@@ -199,7 +99,7 @@ def plan_pointers(canonical: np.ndarray, fingerprints: np.ndarray,
     Parameters
     ----------
     canonical : ndarray of int64, shape (n,)
-        From :func:`choose_canonicals`.
+        From :func:`~imgdedup.pipeline.keep.choose_canonicals`.
     fingerprints : ndarray of uint8, shape (n, nbytes)
         Packed fingerprints, all in one space (so Hamming distances are meaningful).
     dihedral : ndarray of uint8, shape (n, 8, nbytes), optional
@@ -354,9 +254,9 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
         Keyed content digests; an all-zero row (a row written before digests
         were recorded) takes no part in exact matching.
     rank : ndarray of int, shape (n,)
-        Keep order from :func:`keep_rank` (smaller = kept first).
+        Keep order from :func:`~imgdedup.pipeline.keep.keep_rank` (smaller = kept first).
     fixed : ndarray of bool, shape (n,)
-        Images already committed as canonicals (see :func:`choose_canonicals`).
+        Images already committed as canonicals (see :func:`~imgdedup.pipeline.keep.choose_canonicals`).
     threshold_t : int
         Largest distance, in bits, of a near duplicate.
     min_quality : int

@@ -49,12 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edits import REPO, bench_module, build_set, split_originals  # noqa: E402
 
 from imgdedup.pipeline.config import load_config  # noqa: E402
-from imgdedup.pipeline.dedup import choose_canonicals  # noqa: E402
 from imgdedup.pipeline.groups import star_groups  # noqa: E402
 from imgdedup.pipeline.hashing.algorithms import get_algorithm  # noqa: E402
 from imgdedup.pipeline.hashing.borders import border_box  # noqa: E402
 from imgdedup.pipeline.hashing.decode import decode_image  # noqa: E402
 from imgdedup.pipeline.index.join import connected_components  # noqa: E402
+from imgdedup.pipeline.keep import choose_canonicals  # noqa: E402
 
 # Share of each side the centre-region fingerprint keeps (a 20 % crop keeps 80 %).
 CENTRE = 0.8

@@ -23,7 +23,7 @@ def test_kernel_defaults_match_the_default_file():
 
 
 def test_the_config_accepts_every_keep_policy_the_dedup_rule_knows():
-    from imgdedup.pipeline.dedup import KEEP_POLICIES
+    from imgdedup.pipeline.keep import KEEP_POLICIES
 
     assert [load_config(overrides=[f"dedup.keep={keep}"]).dedup.keep for keep in KEEP_POLICIES] == \
         list(KEEP_POLICIES)

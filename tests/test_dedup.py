@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgdedup.pipeline.dedup import (NONE, choose_canonicals, class_radii, dedup_decisions, exact_duplicate_pairs,
-                                     keep_rank, plan_pointers, re_pointed)
+from imgdedup.pipeline.dedup import NONE, class_radii, dedup_decisions, exact_duplicate_pairs, plan_pointers, re_pointed
 from imgdedup.pipeline.index.join import connected_components
+from imgdedup.pipeline.keep import choose_canonicals, keep_rank
 
 
 @st.composite

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgdedup.pipeline.dedup import choose_canonicals, keep_rank
 from imgdedup.pipeline.groups import NONE, star_groups
 from imgdedup.pipeline.index.join import connected_components
+from imgdedup.pipeline.keep import choose_canonicals, keep_rank
 
 T = 64
 

@@ -19,7 +19,8 @@ PIPELINE = REPO / "pipeline"
 #: Server-side code (under the repository): files, or folders whose every module is server side.
 #: Not unmerge: the mapping it rewrites is MACed under the group key, so the store cannot redirect it.
 SERVER_SIDE = ["pipeline/store", "pipeline/hashing/bits.py", "pipeline/index", "pipeline/cluster",
-               "pipeline/dedup.py", "pipeline/cores.py", "jobs/storecmd.py", "jobs/report_tables.py"]
+               "pipeline/dedup.py", "pipeline/keep.py", "pipeline/cores.py", "jobs/storecmd.py",
+               "jobs/report_tables.py"]
 
 
 def server_side_modules() -> list[Path]:
@@ -52,7 +53,8 @@ def test_server_side_modules_import_nothing_from_crypto():
     assert all((REPO / entry).exists() for entry in SERVER_SIDE)
     assert PIPELINE / "store" / "store.py" in modules and PIPELINE / "hashing" / "bits.py" in modules
     for path in modules:
-        crypto = {n for n in imported_modules(path) if n == "imgdedup.pipeline.crypto" or n.startswith("imgdedup.pipeline.crypto.")}
+        crypto = {n for n in imported_modules(path)
+                  if n == "imgdedup.pipeline.crypto" or n.startswith("imgdedup.pipeline.crypto.")}
         assert not crypto, f"{path.relative_to(REPO)} imports {sorted(crypto)}"
 
 
