@@ -54,7 +54,7 @@ from PIL import Image  # noqa: E402
 from imgdedup.pipeline.config import load_config  # noqa: E402
 from imgdedup.pipeline.hashing.decode import decode_image  # noqa: E402
 from imgdedup.pipeline.hashing.verify import (  # noqa: E402
-    SIDE, Features, affine_inliers, mutual_matches, orb_features, verify_pair)
+    MIN_AREA, MIN_INLIERS, SIDE, Features, affine_inliers, mutual_matches, orb_features, verify_pair)
 from imgdedup.pipeline.threshold import threshold_for  # noqa: E402
 
 # Inlier floors whose pass rates are printed beside the chosen one; the lowest is where fitting starts.
@@ -129,6 +129,7 @@ def cost(pictures: list[Image.Image]) -> dict:
 # ---------------------------------------------------------------- verifying many pairs on 2 processes
 
 _FEATURES: list[Features] = []  # set before the pool forks, read by its workers
+_MIN_AREA = MIN_AREA
 
 
 def _check_chunk(pairs: np.ndarray) -> np.ndarray:
@@ -141,7 +142,7 @@ def _check_chunk(pairs: np.ndarray) -> np.ndarray:
         from_a, to_b = mutual_matches(a, b)
         out[k, 0] = len(from_a)
         if len(from_a) >= FLOORS[0]:
-            out[k, 1] = affine_inliers(a, b, from_a, to_b)
+            out[k, 1] = affine_inliers(a, b, from_a, to_b, min_area=_MIN_AREA)
     return out
 
 
@@ -383,7 +384,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", type=Path, default=REPO / "bench-out" / "families")
     parser.add_argument("--half", choices=("held-out", "tune"), default="held-out")
-    parser.add_argument("--min-inliers", type=int, default=20, help="inliers a pair needs to pass")
+    parser.add_argument("--min-inliers", type=int, default=MIN_INLIERS, help="inliers a pair needs to pass")
+    parser.add_argument("--min-area", type=float, default=MIN_AREA,
+                        help="share of each picture the inliers must span (0: any)")
     parser.add_argument("--grid", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=1_000_000,
                         help="pairs of tiles of different photos verified (a uniform sample when fewer than all)")
@@ -392,12 +395,14 @@ def main() -> None:
     parser.add_argument("--skip", choices=("cost", "labelled", "negatives"), action="append", default=[])
     args = parser.parse_args()
     cv2.setNumThreads(1)  # one core per process, like scikit-image
+    global _MIN_AREA
+    _MIN_AREA = args.min_area
     config = load_config()
     dedup = config.dedup
     rule_t = {n: threshold_for(n, dedup.max_false_merge_rate, dedup.false_pair_tail, dedup.threshold_t)
               for n in SIZES[:2]}
-    out = {"min_inliers": args.min_inliers, "half": args.half, "rule_t": rule_t}
-    print(f"# pass = at least {args.min_inliers} inliers; the t rule's t: "
+    out = {"min_inliers": args.min_inliers, "min_area": args.min_area, "half": args.half, "rule_t": rule_t}
+    print(f"# pass = at least {args.min_inliers} inliers spanning {args.min_area:g} of both pictures; the t rule's t: "
           + ", ".join(f"{n:.0e} images: {t}" for n, t in rule_t.items()))
 
     if "cost" not in args.skip:
@@ -427,7 +432,8 @@ def main() -> None:
                 "ms_per_verification": out.get("cost", {}).get("opencv", {}).get("ms_per_verification"),
                 "skimage_ratio": {k: out["cost"][f"{k}_ratio"] for k in ("extraction", "verification")}
                 if "cost" in out else None,
-                "false_accept_upper_bound": {k: v["bound"] for k, v in out.get("negatives", {}).get("kinds", {}).items()},
+                "false_accept_upper_bound": {k: v["bound"]
+                                             for k, v in out.get("negatives", {}).get("kinds", {}).items()},
                 "recall": [{k: row[k] for k in ("t", "zone", "recall", "different_accepted")}
                            for row in out.get("labelled", {}).get("table", [])]}
     print(json.dumps({**headline, "details": out}, default=float))

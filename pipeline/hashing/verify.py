@@ -8,8 +8,9 @@ cannot: ORB keypoints and their 256-bit rBRIEF descriptors (Rublee et al.,
 nearest neighbours under Lowe's ratio test), and RANSAC fits one affine
 transform to the matches. Copies of one photo share dozens of matches that
 agree on one transform (scale, crop offset, rotation, shear); different photos
-share few, and those agree on nothing. The verdict is the number of inliers;
-a pair passes with at least :data:`MIN_INLIERS`.
+share few, and those agree on nothing. The verdict is the number of inliers,
+provided they span a fair share of both pictures (:data:`MIN_AREA`); a pair
+passes with at least :data:`MIN_INLIERS`.
 
 This runs on pixels, so it belongs to the key-holding jobs, and only on the
 pairs the grey zone selects. Extraction costs a few milliseconds a picture
@@ -37,6 +38,11 @@ DESCRIPTOR_BYTES = 32
 #: Inliers a pair needs to pass: chosen on the tune half of ``scripts/edits.py``'s
 #: labelled set, where no pair of different photos came near it (docs/lbph.md).
 MIN_INLIERS = 20
+#: Share of each picture the inliers must span (:func:`affine_inliers`): a
+#: watermark, logo or caption that two different photos share agrees on one
+#: transform too, but over a strip or a corner (at most 1.4 % of the picture on
+#: the tune half), while copies' inliers span at least 7 % of both (docs/lbph.md).
+MIN_AREA = 0.03
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,6 @@ class Features:
     def __reduce__(self):
         # the two arrays and nothing else: what a Dask worker ships per picture
         return Features, (self.keypoints, self.descriptors)
-
-
-def _no_features() -> Features:
-    return Features(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8))
 
 
 def orb_features(picture: Image.Image, *, keypoints: int = 500, fast_threshold: int = 20) -> Features:
@@ -89,7 +91,7 @@ def orb_features(picture: Image.Image, *, keypoints: int = 500, fast_threshold: 
     orb = cv2.ORB_create(nfeatures=keypoints, fastThreshold=fast_threshold)
     found, descriptors = orb.detectAndCompute(np.asarray(grey), None)
     if descriptors is None or not found:
-        return _no_features()
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8))
     return Features(np.array([k.pt for k in found], dtype=np.float32), np.ascontiguousarray(descriptors))
 
 
@@ -121,8 +123,17 @@ def mutual_matches(a: Features, b: Features, *, max_ratio: float = 0.8) -> tuple
     return from_a, nearest[from_a]
 
 
+def _quartile_box(points: np.ndarray) -> float:
+    """Area, in square pixels, of the box between the quartiles of ``(n, 2)`` points in x and in y.
+
+    Quartiles, not extremes: one stray inlier far from a logo must not make it span the picture.
+    """
+    low, high = np.percentile(points, [25, 75], axis=0)
+    return float(np.prod(high - low))
+
+
 def affine_inliers(a: Features, b: Features, from_a: np.ndarray, to_b: np.ndarray, *,
-                   residual: float = 3.0) -> int:
+                   residual: float = 3.0, min_area: float = MIN_AREA) -> int:
     """Matches that agree on the best affine transform RANSAC finds (up to 2 000 trials).
 
     Parameters
@@ -134,28 +145,41 @@ def affine_inliers(a: Features, b: Features, from_a: np.ndarray, to_b: np.ndarra
     residual : float
         Largest distance, in pixels at ``SIDE``, between a match and where the
         transform puts it, for the match to count.
+    min_area : float
+        Smallest share of a picture the inliers must span, in each picture: the
+        area of their quartile box (between the 25th and 75th percentiles of x
+        and of y) over a quarter of the area of the box around all the
+        picture's keypoints (what points spread evenly over it would give).
 
     Returns
     -------
     int
-        Inliers of the best transform; 0 with fewer than 3 matches.
+        Inliers of the best transform; 0 with fewer than 3 matches, or when the
+        inliers span less than ``min_area`` of either picture.
     """
     if len(from_a) < 3:
         return 0
     _, inliers = cv2.estimateAffine2D(a.keypoints[from_a], b.keypoints[to_b], method=cv2.RANSAC,
                                       ransacReprojThreshold=residual, maxIters=2000, confidence=0.995)
-    return 0 if inliers is None else int(inliers.sum())
+    if inliers is None:
+        return 0
+    agree = inliers.ravel().astype(bool)
+    for features, rows in ((a, from_a[agree]), (b, to_b[agree])):
+        extent = np.ptp(features.keypoints, axis=0)
+        if _quartile_box(features.keypoints[rows]) < min_area * float(extent[0] * extent[1]) / 4:
+            return 0
+    return int(agree.sum())
 
 
 def verify_pair(a: Features, b: Features, *, residual: float = 3.0, max_ratio: float = 0.8,
-                min_matches: int = 3) -> int:
+                min_area: float = MIN_AREA, min_matches: int = 3) -> int:
     """Matches between two pictures that agree on one affine transform.
 
     Parameters
     ----------
     a, b : Features
         From :func:`orb_features`.
-    residual : float
+    residual, min_area : float
         As in :func:`affine_inliers`.
     max_ratio : float
         Lowe's ratio test (:func:`mutual_matches`).
@@ -168,11 +192,12 @@ def verify_pair(a: Features, b: Features, *, residual: float = 3.0, max_ratio: f
     Returns
     -------
     int
-        Inlier matches (:func:`affine_inliers`); 0 with fewer than ``min_matches`` matches.
+        Inlier matches spanning both pictures (:func:`affine_inliers`); 0 with
+        fewer than ``min_matches`` matches.
     """
     if len(a.keypoints) < 2 or len(b.keypoints) < 2:
         return 0
     from_a, to_b = mutual_matches(a, b, max_ratio=max_ratio)
     if len(from_a) < min_matches:
         return 0
-    return affine_inliers(a, b, from_a, to_b, residual=residual)
+    return affine_inliers(a, b, from_a, to_b, residual=residual, min_area=min_area)

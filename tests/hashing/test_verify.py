@@ -106,3 +106,16 @@ def test_pickling_round_trip_is_small_and_exact(photos, features):
     assert np.array_equal(back.keypoints, f.keypoints) and np.array_equal(back.descriptors, f.descriptors)
     copy = orb_features(_crop(photos[0]))
     assert verify_pair(back, copy) == verify_pair(f, copy)
+
+
+def test_a_small_shared_stamp_is_not_a_shared_photo(photos):
+    """Two different photos with one stamp (2.4 % of each): its matches agree on a transform, over the stamp only."""
+    stamp = Image.fromarray(np.random.default_rng(3).integers(0, 2, (12, 30), dtype=np.uint8) * 255).resize(
+        (60, 24), Image.Resampling.NEAREST).convert("RGB")
+    stamped = []
+    for picture in photos[6:8]:
+        picture = picture.copy()
+        picture.paste(stamp, (picture.width // 2, picture.height // 2))
+        stamped.append(orb_features(picture))
+    assert verify_pair(*stamped, min_area=0.0) >= MIN_INLIERS  # counted alone, the stamp would pass
+    assert verify_pair(*stamped) == 0
