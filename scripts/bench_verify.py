@@ -1,6 +1,6 @@
 """A grey zone above t, verified by local features: its cost, the recall it adds and its false-accept rate.
 
-    python scripts/bench_verify.py [--half held-out] [--min-inliers 20] [--pairs 1000000] [--workers 2]
+    python scripts/bench_verify.py [--half held-out] [--min-inliers 12] [--fast-threshold 10] [--pairs 1000000]
 
 1. Cost, against scikit-image's ORB + ``match_descriptors`` + ``ransac`` (the
    verifier's first implementation, kept here as the reference) in the same
@@ -54,7 +54,7 @@ from PIL import Image  # noqa: E402
 from imgdedup.pipeline.config import load_config  # noqa: E402
 from imgdedup.pipeline.hashing.decode import decode_image  # noqa: E402
 from imgdedup.pipeline.hashing.verify import (  # noqa: E402
-    MIN_AREA, MIN_INLIERS, SIDE, Features, affine_inliers, mutual_matches, orb_features, verify_pair)
+    FAST_THRESHOLD, MIN_AREA, MIN_INLIERS, SIDE, Features, affine_inliers, mutual_matches, orb_features, verify_pair)
 from imgdedup.pipeline.threshold import threshold_for  # noqa: E402
 
 # Inlier floors whose pass rates are printed beside the chosen one; the lowest is where fitting starts.
@@ -130,6 +130,7 @@ def cost(pictures: list[Image.Image]) -> dict:
 
 _FEATURES: list[Features] = []  # set before the pool forks, read by its workers
 _MIN_AREA = MIN_AREA
+_FAST_THRESHOLD = FAST_THRESHOLD
 
 
 def _check_chunk(pairs: np.ndarray) -> np.ndarray:
@@ -166,7 +167,7 @@ _LOAD = None  # picture i, set before the pool forks
 
 
 def _extract(i: int) -> Features:
-    return orb_features(_LOAD(i))
+    return orb_features(_LOAD(i), fast_threshold=_FAST_THRESHOLD)
 
 
 def extract_all(load, count: int, workers: int) -> list[Features]:
@@ -385,6 +386,8 @@ def main() -> None:
     parser.add_argument("--set", type=Path, default=REPO / "bench-out" / "families")
     parser.add_argument("--half", choices=("held-out", "tune"), default="held-out")
     parser.add_argument("--min-inliers", type=int, default=MIN_INLIERS, help="inliers a pair needs to pass")
+    parser.add_argument("--fast-threshold", type=int, default=FAST_THRESHOLD,
+                        help="ORB's FAST corner threshold, grey levels")
     parser.add_argument("--min-area", type=float, default=MIN_AREA,
                         help="share of each picture the inliers must span (0: any)")
     parser.add_argument("--grid", type=int, default=5)
@@ -395,8 +398,8 @@ def main() -> None:
     parser.add_argument("--skip", choices=("cost", "labelled", "negatives"), action="append", default=[])
     args = parser.parse_args()
     cv2.setNumThreads(1)  # one core per process, like scikit-image
-    global _MIN_AREA
-    _MIN_AREA = args.min_area
+    global _MIN_AREA, _FAST_THRESHOLD
+    _MIN_AREA, _FAST_THRESHOLD = args.min_area, args.fast_threshold
     config = load_config()
     dedup = config.dedup
     rule_t = {n: threshold_for(n, dedup.max_false_merge_rate, dedup.false_pair_tail, dedup.threshold_t)
