@@ -13,10 +13,11 @@ provided they span a fair share of both pictures (:data:`MIN_AREA`); a pair
 passes with at least :data:`MIN_INLIERS`.
 
 This runs on pixels, so it belongs to the key-holding jobs, and only on the
-pairs the grey zone selects. Extraction costs a few milliseconds a picture
-(most of it the resize to :data:`SIDE`) and a verification about a millisecond
-(``scripts/bench_verify.py``); features are small (about 20 kB for 500
-keypoints), so they are computed once per picture and shipped to the pairs.
+pairs the grey zone selects. Extraction costs ~5 ms a picture of 1 024 pixels
+a side (~2 ms of it the grey resize to :data:`SIDE`) and a verification about
+a millisecond (``scripts/bench_verify.py``); features are small (about 20 kB
+for 500 keypoints), so they are computed once per picture and shipped to the
+pairs.
 Every step is deterministic: OpenCV's RANSAC seeds its own generator the same
 way on every call, so a pair gets the same count every time.
 """
