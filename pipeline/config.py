@@ -61,9 +61,9 @@ class DedupConfig:
     false_pair_tail_intercept: float = -13.978
     false_pair_tail_slope: float = 0.1108
     verify_up_to: int = 88
-    verify_min_inliers: int = 20
-    verifier_false_accept: float = 3e-3
-    max_verifications_per_image: float = 0.1
+    verify_min_inliers: int = 12
+    verifier_false_accept: float = 3.0e-6
+    max_verifications_per_image: float = 1.0
 
     def __post_init__(self):
         if not self.max_false_merge_rate >= 0:

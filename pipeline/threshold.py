@@ -125,14 +125,17 @@ def verify_threshold_for(n: int, t_direct: int, *, ceiling: int, max_false_merge
     """The top of the verified zone ``(t_direct, t_verify]``: pairs there merge only once the verifier passes them.
 
     A pair of different photos lands in the zone with probability at most
-    ``p(t_verify)`` and passes the verifier with probability at most
-    ``false_accept``, so the zone adds at most ``p(t) false_accept n (n - 1) / 2``
-    expected false merges; and every such pair costs a verification. The rule:
+    ``p(t_verify) - p(t_direct)`` and passes the verifier with probability at
+    most ``false_accept``, so the zone adds at most ``zone(t) false_accept``
+    expected false merges, ``zone(t) = (p(t) - p(t_direct)) n (n - 1) / 2`` the
+    zone's expected pairs of different photos; and every such pair costs a
+    verification. The direct part and the zone share one budget:
 
         t_verify(n) = the largest t <= ceiling with
-                      p(t) false_accept n (n - 1) / 2 <= max_false_merge_rate n   (false merges), and
-                      p(t) n (n - 1) / 2 <= max_verifications_per_image n          (cost),
+                      direct + zone(t) false_accept <= max_false_merge_rate n   (false merges), and
+                      zone(t) <= max_verifications_per_image n                  (cost),
 
+    ``direct = p(t_direct) n (n - 1) / 2`` (:func:`expected_false_merges`),
     never below ``t_direct`` (an empty zone).
 
     Parameters
@@ -145,8 +148,8 @@ def verify_threshold_for(n: int, t_direct: int, *, ceiling: int, max_false_merge
         ``dedup.verify_up_to``: the largest t_verify, in bits; at or below
         ``t_direct`` (0 included) there is no zone.
     max_false_merge_rate : float
-        Budget of expected false merges per image for the zone's part; 0 leaves
-        out the false-merge condition (the t rule is off).
+        Budget of expected false merges per image, for the direct part and the
+        zone together; 0 leaves out the false-merge condition (the t rule is off).
     false_accept : float
         The verifier's false-accept rate on pairs of different pictures (an upper bound); 0 leaves
         out the false-merge condition.
@@ -172,10 +175,14 @@ def verify_threshold_for(n: int, t_direct: int, *, ceiling: int, max_false_merge
         return t_direct
     if n < 2:
         return ceiling
-    per_image = max_verifications_per_image
+    direct = expected_false_merges(n, t_direct, tail)
+    zone_pairs = max_verifications_per_image * n
     if max_false_merge_rate > 0 and false_accept > 0:
-        per_image = min(per_image, max_false_merge_rate / false_accept)
-    return max(t_direct, _largest_t(n, per_image, tail, ceiling))
+        zone_pairs = min(zone_pairs, max(max_false_merge_rate * n - direct, 0.0) / false_accept)
+    if zone_pairs <= 0:  # the direct part spends the whole budget
+        return t_direct
+    # p(t) n (n - 1) / 2 <= direct + zone_pairs: the different-photo pairs within t_verify
+    return max(t_direct, _largest_t(n, (direct + zone_pairs) / n, tail, ceiling))
 
 
 def expected_verified_false_merges(n: int, t_direct: int, t_verify: int, tail: FalsePairTail,

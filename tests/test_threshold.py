@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from imgdedup.pipeline.hashing.verify import MIN_INLIERS
 from imgdedup.pipeline.threshold import (FalsePairTail, expected_false_merges, expected_verified_false_merges,
-                                         threshold_for, verify_threshold_for)
+                                         expected_zone_pairs, threshold_for, verify_threshold_for)
 
 TAIL = FalsePairTail(intercept=-20.0, slope=0.2)  # p(64) = 10^-7.2, p(80) = 10^-4
 
@@ -81,17 +82,24 @@ def test_zone_is_off_at_a_ceiling_of_zero_or_below_the_direct_t():
 
 
 def test_zone_reaches_above_the_direct_t_by_the_verifier_s_false_accept_rate():
-    # 10^6 images: direct p(t) <= 2e-11 -> t = 46; through the verifier p(t) <= 2e-11 / 3e-3 -> t = 59
+    # 10^6 images: direct p(t) <= 2e-11 -> t = 46, which spends 7.9 of the budget of 10 false merges;
+    # the zone's pairs may add (10 - 7.9) / 3e-3 = 700: p(t) <= 1.4e-9 -> t = 55
     t = threshold_for(10**6, 1e-5, TAIL, ceiling=64)
     assert t == 46
-    assert verify_threshold_for(10**6, t, ceiling=88, **VERIFY) == 59
+    assert verify_threshold_for(10**6, t, ceiling=88, **VERIFY) == 55
     # a verifier that accepts nothing falsely leaves only the cost budget: p(t) <= 2e-7 -> t = 66
     assert verify_threshold_for(10**6, t, ceiling=88, **{**VERIFY, "false_accept": 0.0}) == 66
-    # 100 images: p(t) <= 2e-5 / 99 / 3e-3 -> t = 79; the ceiling binds a smaller collection
-    assert verify_threshold_for(100, 64, ceiling=88, **VERIFY) == 79
+    # 100 images: direct 3.1e-4 of the budget of 1e-3; p(t) <= (6.9e-4 / 3e-3) / 4950 -> t = 78; the
+    # ceiling binds a smaller collection
+    assert verify_threshold_for(100, 64, ceiling=88, **VERIFY) == 78
     assert verify_threshold_for(10, 64, ceiling=70, **VERIFY) == 70
     with pytest.raises(ValueError, match="max_verifications_per_image"):
         verify_threshold_for(100, 64, ceiling=88, **{**VERIFY, "max_verifications_per_image": 0.0})
+
+
+def test_a_direct_t_that_spends_the_whole_budget_leaves_no_zone():
+    # at 10^6 images t = 64 alone expects far more false merges than the budget of 10
+    assert verify_threshold_for(10**6, 64, ceiling=88, **VERIFY) == 64
 
 
 @settings(max_examples=300, deadline=None)
@@ -105,14 +113,15 @@ def test_zone_meets_both_budgets_is_never_below_t_direct_and_shrinks_with_n(n, r
                  tail=tail)
     t = verify_threshold_for(n, t_direct, ceiling=ceiling, **knobs)
     assert t_direct <= t <= max(ceiling, t_direct)
+    direct = expected_false_merges(n, t_direct, tail)
     if t > t_direct:
-        zone_pairs = expected_false_merges(n, t, tail)  # different-photo pairs within t_verify
-        assert zone_pairs * false_accept <= rate * n * (1 + 1e-6)
-        assert zone_pairs <= verifications * n * (1 + 1e-6)
-        assert expected_verified_false_merges(n, t_direct, t, tail, false_accept) <= rate * n * (1 + 1e-6)
+        zone_pairs = expected_zone_pairs(n, t_direct, t, tail)  # different-photo pairs in (t_direct, t]
+        assert zone_pairs * false_accept <= max(rate * n - direct, 0.0) * (1 + 1e-6) + 1e-9
+        assert zone_pairs <= verifications * n * (1 + 1e-6) + 1e-9
         if t < ceiling:  # the next bit breaks one budget
-            wider = expected_false_merges(n, t + 1, tail)
-            assert wider * false_accept > rate * n * (1 - 1e-6) or wider > verifications * n * (1 - 1e-6)
+            wider = expected_zone_pairs(n, t_direct, t + 1, tail)
+            assert (wider * false_accept > max(rate * n - direct, 0.0) * (1 - 1e-6)
+                    or wider > verifications * n * (1 - 1e-6))
     # more images never widen the zone (for the same direct t)
     assert verify_threshold_for(n * 10, t_direct, ceiling=ceiling, **knobs) <= t
 
@@ -122,7 +131,8 @@ def test_the_zone_knobs_load():
     from imgdedup.pipeline.errors import ConfigError
 
     dedup = load_config().dedup
-    assert (dedup.verify_up_to, dedup.verify_min_inliers) == (88, 20)
+    assert (dedup.verify_up_to, dedup.verify_min_inliers) == (88, 12)
+    assert dedup.verify_min_inliers == MIN_INLIERS  # the floor the verifier's own tests hold it to
     # with the shipped knobs the zone reaches well above the direct t at every size, and the
     # rule's t_verify falls with n like the direct t
     sizes = [10**3, 10**5, 10**6, 10**7]
@@ -131,7 +141,7 @@ def test_the_zone_knobs_load():
     assert all(v > t for v, t in zip(verify, direct))
     assert verify == sorted(verify, reverse=True)
     direct_part, verified_part = dedup.expected_false_merges(10**6, direct[2], verify[2])
-    assert direct_part <= 10 and verified_part <= 10
+    assert direct_part + verified_part <= 10  # one budget: 1e-5 of 10^6 images
     off = load_config(overrides=["dedup.verify_up_to=0"]).dedup
     assert off.verify_threshold_for(10**6, direct[2]) == direct[2]
     with pytest.raises(ConfigError, match="max_verifications_per_image"):
