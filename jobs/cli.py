@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from imgdedup.pipeline.config import load_config
@@ -101,5 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def run_and_exit() -> None:
+    """The console entry point: :func:`main`, then the process ends with its status at once.
+
+    Everything a command does is finished, committed and logged when
+    :func:`main` returns; the streams are flushed and the process leaves with
+    ``os._exit``, so no native thread pool's teardown at interpreter exit
+    (pyarrow's can abort the process with SIGABRT after all work is done,
+    apache/arrow#34314) turns a documented exit status into a crash.
+    """
+    status = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit()

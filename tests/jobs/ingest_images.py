@@ -26,6 +26,10 @@ def rows_per_digest(store: Store) -> dict[bytes, int]:
     return counts
 
 
+#: What an ``imgdedup ingest`` process logs once it has decided and committed everything (its summary line).
+SUMMARY_LOGGED = b"INFO imgdedup.jobs.ingest: ingest:"
+
+
 def ingest_finished(returncode: int, stderr: bytes, expected: int) -> bool:
     """True if an ``imgdedup ingest`` subprocess ended with ``expected``, or aborted only after its summary.
 
@@ -33,4 +37,4 @@ def ingest_finished(returncode: int, stderr: bytes, expected: int) -> bool:
     "terminate called without an active exception", apache/arrow#34314) after
     all work is done and logged; that is not an ingest failure.
     """
-    return returncode == expected or (returncode == -6 and b"INFO jobs.ingest: ingest:" in stderr)
+    return returncode == expected or (returncode == -6 and SUMMARY_LOGGED in stderr)

@@ -21,7 +21,7 @@ from imgdedup.pipeline.crypto.blob import open_bytes
 from imgdedup.pipeline.crypto.group_key import GroupKey, write_key_file
 from imgdedup.pipeline.store import Store, schemas
 from tests.jobs.bulk_sets import groups_by_name, labelled_set, write_files
-from tests.jobs.ingest_images import ingest_finished, noise_png, rows_per_digest
+from tests.jobs.ingest_images import SUMMARY_LOGGED, ingest_finished, noise_png, rows_per_digest
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +166,7 @@ def test_the_cli_prints_the_new_uploads_path_and_a_summary_that_adds_up(tmp_path
     assert lines[0].startswith("exact_duplicate ") and lines[0].endswith("/b.png")
     assert lines[1].startswith("replayed stored ") and lines[1].endswith("/a.png")
     assert b"2 uploads: 0 stored, 0 duplicate, 1 exact_duplicate, 1 replayed, 0 error" in second.stderr
+    assert SUMMARY_LOGGED in second.stderr  # the mark ingest_finished tells a finished process by
 
 
 def test_bad_bytes_are_one_error_row(tmp_path, key, config):
