@@ -235,8 +235,9 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
     t = max(config.dedup.threshold_for(len(everything)), 0)
     decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, rank, fixed,
                               threshold_t=t, min_quality=config.hash.min_quality, links=links,
-                              join=lambda rows, row_forms: join_rows(client, rows, row_forms, centres, t,
-                                                                     config.index))
+                              join=lambda rows, row_forms: join_rows(
+                                  client, rows, row_forms, centres, t,
+                                  config.index.resolved(len(rows), t, 8 * rows.shape[1], row_forms.shape[1])))
 
     ids = table.column("image_id").to_pylist() + [i for part in new_tables for i in part.column("image_id").to_pylist()]
     new_rows = slice(len(old), None)

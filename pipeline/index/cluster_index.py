@@ -25,12 +25,13 @@ Search modes.
     class of each of its forms.
 ``mih``
     Multi-index hashing (:mod:`imgdedup.pipeline.index.substrings`): rows that
-    share a ``substring_bits``-bit substring with the query (its plain form's
-    within ``probe_radius`` bits) are verified exactly; classes play no part.
-    Approximate: it never returns a row beyond ``t`` and misses the rows whose
-    every substring differs by more than the probe radius from the query's
-    (none within ``m * (probe_radius + 1) - 1`` bits). Its cost grows with the
-    rows in the probed buckets, not with the whole index.
+    share a ``substring_bits``-bit substring with a form of the query (within
+    ``probe_radius`` bits) are verified exactly; classes play no part. It never
+    returns a row beyond ``t`` and finds every row within ``m * (probe_radius +
+    1) - 1`` bits of a form (pigeonhole), so a plan with that bound at or above
+    ``t`` (:func:`imgdedup.pipeline.search_plan.choose_plan`) gives the exact
+    answer; with a smaller one it may miss rows between the bound and ``t``.
+    Its cost grows with the rows in the probed buckets, not with the whole index.
 """
 from __future__ import annotations
 
@@ -207,7 +208,8 @@ class ClusterIndex:
         substring_bits, probe_radius : int
             ``mih`` mode only: the substrings' width ``b`` (rows are bucketed by
             each of their ``8 * nbytes // b`` substrings) and how many bits a
-            probed substring of the plain form may differ from the query's.
+            probed substring may differ from a query form's (the plan:
+            :meth:`imgdedup.pipeline.config.IndexConfig.mih_plan`).
 
         Returns
         -------

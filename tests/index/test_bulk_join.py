@@ -38,22 +38,23 @@ def test_distributed_join_equals_single_process(client, monkeypatch, mode, t):
     fingerprints, forms, centres, labels, radii = dataset(5, 2000)
     expected = near_duplicate_components(fingerprints, labels, centres, radii, t, forms, mode=mode)
     assert len(np.unique(expected)) < len(expected)  # the set has groups to find
-    assert np.array_equal(join_rows(client, fingerprints, forms, centres, t, IndexConfig(mode=mode)), expected)
+    index = IndexConfig(mode=mode, substring_bits=16, probe_radius=1)
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, t, index), expected)
 
 
-def test_auto_mode_switches_at_the_configured_size(client):
+def test_resolved_configs_join_in_the_chosen_mode_and_mih_with_the_rule_plan_is_exact(client):
     fingerprints, forms, centres, labels, radii = dataset(6, 600)
-    approximate = IndexConfig(mode="auto", approximate_from=600, substring_bits=16)
-    exact = IndexConfig(mode="auto", approximate_from=601)
-    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, approximate),
-                          near_duplicate_components(fingerprints, labels, centres, radii, 30, forms, mode="mih"))
-    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, exact),
-                          near_duplicate_components(fingerprints, labels, centres, radii, 30, forms))
+    exact_groups = near_duplicate_components(fingerprints, labels, centres, radii, 30, forms)
+    auto = IndexConfig().resolved(600, 30)
+    assert auto.mode == "exact"  # 600 rows: a scan costs less than any plan's probes
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, auto), exact_groups)
+    mih = IndexConfig(mode="mih").resolved(600, 30)
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, mih), exact_groups)
 
 
 def test_no_rows_form_no_groups(client):
     empty = np.zeros((0, 32), np.uint8)
-    assert len(join_rows(client, empty, None, empty, 10, IndexConfig(mode="mih"))) == 0
+    assert len(join_rows(client, empty, None, empty, 10, IndexConfig(mode="mih").resolved(0, 10))) == 0
 
 
 def test_spanning_links_keep_the_components():
