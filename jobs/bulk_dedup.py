@@ -237,7 +237,7 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
                               threshold_t=t, min_quality=config.hash.min_quality, links=links,
                               join=lambda rows, row_forms: join_rows(
                                   client, rows, row_forms, centres, t,
-                                  config.index.resolved(len(rows), t, 8 * rows.shape[1], row_forms.shape[1])))
+                                  config.index.resolved(len(rows), t, 8 * rows.shape[1], row_forms.shape[1], join=True)))
 
     ids = table.column("image_id").to_pylist() + [i for part in new_tables for i in part.column("image_id").to_pylist()]
     new_rows = slice(len(old), None)

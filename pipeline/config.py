@@ -154,7 +154,7 @@ class IndexConfig:
     query_batch: int = 1024
     threads: int = 0
 
-    def mih_plan(self, t: int, bits: int, n: int, forms: int = 8) -> MihPlan:
+    def mih_plan(self, t: int, bits: int, n: int, forms: int = 8, *, join: bool = False) -> MihPlan:
         """mih mode's ``(substring_bits, probe_radius)`` for a search within ``t`` of ``n`` rows of ``bits`` bits.
 
         ``"auto"`` values are chosen by the plan rule
@@ -173,34 +173,41 @@ class IndexConfig:
             Rows searched (the index's, or the join's).
         forms : int
             Forms per query: 8 with dihedral matching, else 1.
+        join : bool
+            For the bulk job's near-duplicate join rather than a lookup (ingest, ``get --like``).
         """
         return choose_plan(max(t, 0), bits, n, forms,
                            substring_bits=None if self.substring_bits == "auto" else self.substring_bits,
-                           probe_radius=None if self.probe_radius == "auto" else self.probe_radius)
+                           probe_radius=None if self.probe_radius == "auto" else self.probe_radius, join=join)
 
-    def search_mode(self, rows: int, t: int | None = None, bits: int = 256, forms: int = 8) -> str:
+    def search_mode(self, rows: int, t: int | None = None, bits: int = 256, forms: int = 8, *,
+                    join: bool = False) -> str:
         """The mode for an index (or join) of ``rows`` fingerprints searched within ``t``.
 
         ``mode``, or for ``"auto"`` the cheaper by the plan rule's cost model
         (:func:`imgdedup.pipeline.search_plan.cheaper_mode`) of an exact-mode
-        scan on :attr:`scan_threads` and mih mode with :meth:`mih_plan`; mih only when that plan is
-        exact at ``t`` or was configured explicitly. ``t`` may be left out
-        only when the mode is not ``"auto"`` (a :meth:`resolved` config).
+        scan on :attr:`scan_threads` and mih mode with :meth:`mih_plan`; mih
+        only when that plan is exact at ``t`` or was configured explicitly.
+        ``t`` may be left out only when the mode is not ``"auto"`` (a
+        :meth:`resolved` config).
         """
         if self.mode != "auto":
             return self.mode
         if t is None:
             raise ValueError("index.mode = \"auto\" chooses by t: pass t, or resolve the config first")
-        plan = self.mih_plan(t, bits, rows, forms)
+        plan = self.mih_plan(t, bits, rows, forms, join=join)
         configured = "auto" not in (self.substring_bits, self.probe_radius)
         if exact_up_to(plan, bits) < t and not configured:
             return "exact"
-        return cheaper_mode(plan, bits, rows, forms, self.scan_threads)
+        return cheaper_mode(plan, bits, rows, forms, self.scan_threads, join=join)
 
-    def resolved(self, rows: int, t: int, bits: int = 256, forms: int = 8) -> "IndexConfig":
-        """This config with the mode and the mih plan chosen for ``rows`` fingerprints at ``t``: no "auto" left."""
-        plan = self.mih_plan(t, bits, rows, forms)
-        return dataclasses.replace(self, mode=self.search_mode(rows, t, bits, forms),
+    def resolved(self, rows: int, t: int, bits: int = 256, forms: int = 8, *, join: bool = False) -> "IndexConfig":
+        """This config with the mode and the mih plan chosen for ``rows`` fingerprints at ``t``: no "auto" left.
+
+        ``join``: for the bulk job's near-duplicate join (its own cost model), else for lookups.
+        """
+        plan = self.mih_plan(t, bits, rows, forms, join=join)
+        return dataclasses.replace(self, mode=self.search_mode(rows, t, bits, forms, join=join),
                                    substring_bits=plan.substring_bits, probe_radius=plan.probe_radius)
 
     @property

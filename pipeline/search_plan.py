@@ -10,7 +10,8 @@ recall 1.0 by construction (:func:`exact_up_to`).
 
 Among the exact plans the rule takes the cheapest by a cost model of one query
 in nanoseconds (:func:`mih_cost_ns`), on near-random codes (photo fingerprints
-are, to one another):
+are, to one another); a lookup (ingest, ``get --like``) and a row of the bulk
+job's join have their own constants, the join's probes being sorted by bucket:
 
 - probes: ``F m V(b, r)`` bucket look-ups, ``V(b, r) = sum_{i <= r} C(b, i)``,
   each a random read of the bucket starts (:data:`PROBE_NS`);
@@ -40,10 +41,14 @@ from typing import NamedTuple
 SUBSTRING_BITS = range(8, 23)
 #: Probe radii supported (the probes per substring grow as ``b^r``).
 RADII = (0, 1, 2)
-#: ns per bucket probed (a random read of two bucket starts).
+#: ns per bucket probed by a lookup (a random read of two bucket starts).
 PROBE_NS = 20.0
-#: ns per candidate row verified against a query's forms (random reads of the row and its stamp dominate).
+#: ns per candidate row a lookup verifies against a query's forms (random reads of the row and its stamp).
 CANDIDATE_NS = 180.0
+#: ns per bucket probed by the join (its probes come sorted by bucket: nearly sequential reads).
+JOIN_PROBE_NS = 14.0
+#: ns per candidate row the join compares with a probing form (the bucket's rows are read in order).
+JOIN_CANDIDATE_NS = 5.0
 #: ns per row and form of a compiled scan of every row (exact mode on codes it cannot prune).
 SCAN_NS = 0.65
 #: ns per row and substring position to build the table (extract the substring, sort the rows by it).
@@ -77,14 +82,21 @@ def table_bytes(plan: MihPlan, nbits: int, n: int) -> int:
     return 4 * (nbits // plan.substring_bits) * (2 ** plan.substring_bits + 1 + n)
 
 
-def mih_cost_ns(plan: MihPlan, nbits: int, n: int, forms: int) -> float:
-    """Modelled nanoseconds of one query of ``forms`` forms against ``n`` near-random rows (module docstring)."""
+def mih_cost_ns(plan: MihPlan, nbits: int, n: int, forms: int, *, join: bool = False) -> float:
+    """Modelled nanoseconds of one query of ``forms`` forms against ``n`` near-random rows (module docstring).
+
+    ``join``: the query is one row of the near-duplicate join, which probes
+    sorted by bucket (:func:`imgdedup.pipeline.index.substrings.substring_pairs`)
+    and builds each position's table once for all ``n`` rows; otherwise a
+    lookup (ingest, ``get --like``) in a table rebuilt every ``n / 16`` adds.
+    """
     probes = forms * probes_per_form(plan, nbits)
     candidates = probes * n / 2 ** plan.substring_bits
     m = nbits // plan.substring_bits
     build = m * (n * TABLE_ROW_NS + 2 ** plan.substring_bits * TABLE_BUCKET_NS)
-    rebuild = build / max(1.0, n * REBUILD_SHARE)
-    return probes * PROBE_NS + candidates * CANDIDATE_NS + rebuild
+    if join:
+        return probes * JOIN_PROBE_NS + candidates * JOIN_CANDIDATE_NS + build / max(1, n)
+    return probes * PROBE_NS + candidates * CANDIDATE_NS + build / max(1.0, n * REBUILD_SHARE)
 
 
 def scan_cost_ns(nbits: int, n: int, forms: int, threads: int = 1) -> float:
@@ -99,7 +111,7 @@ def plans(nbits: int):
 
 
 def choose_plan(t: int, nbits: int, n: int, forms: int, *, substring_bits: int | None = None,
-                probe_radius: int | None = None) -> MihPlan:
+                probe_radius: int | None = None, join: bool = False) -> MihPlan:
     """The cheapest plan exact at ``t``, among those with the given width and radius (None: any).
 
     Parameters
@@ -114,6 +126,8 @@ def choose_plan(t: int, nbits: int, n: int, forms: int, *, substring_bits: int |
         Forms per query (8 with dihedral matching).
     substring_bits, probe_radius : int, optional
         Fixed by the caller; the rule chooses what is None.
+    join : bool
+        Costed for the near-duplicate join rather than a lookup (:func:`mih_cost_ns`).
 
     Returns
     -------
@@ -129,10 +143,14 @@ def choose_plan(t: int, nbits: int, n: int, forms: int, *, substring_bits: int |
                          f"for {nbits}-bit fingerprints")
     exact = [p for p in allowed if exact_up_to(p, nbits) >= t]
     if exact:
-        return min(exact, key=lambda p: mih_cost_ns(p, nbits, n, forms))
-    return min(allowed, key=lambda p: (-exact_up_to(p, nbits), mih_cost_ns(p, nbits, n, forms)))
+        return min(exact, key=lambda p: mih_cost_ns(p, nbits, n, forms, join=join))
+    return min(allowed, key=lambda p: (-exact_up_to(p, nbits), mih_cost_ns(p, nbits, n, forms, join=join)))
 
 
-def cheaper_mode(plan: MihPlan, nbits: int, n: int, forms: int, threads: int = 1) -> str:
-    """``"mih"`` when ``plan`` is modelled cheaper than a scan of every row on ``threads``, else ``"exact"``."""
-    return "mih" if mih_cost_ns(plan, nbits, n, forms) < scan_cost_ns(nbits, n, forms, threads) else "exact"
+def cheaper_mode(plan: MihPlan, nbits: int, n: int, forms: int, threads: int = 1, *, join: bool = False) -> str:
+    """``"mih"`` when ``plan`` is modelled cheaper than a scan of every row on ``threads``, else ``"exact"``.
+
+    For the join (``join``) both sides are per row of the join, and both split among the workers alike.
+    """
+    mih = mih_cost_ns(plan, nbits, n, forms, join=join)
+    return "mih" if mih < scan_cost_ns(nbits, n, forms, 1 if join else threads) else "exact"

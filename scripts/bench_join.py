@@ -66,7 +66,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from imgdedup.jobs.bulk_join import join_partitions
 from imgdedup.pipeline.cluster import hamming_kmeans
-from imgdedup.pipeline.config import Config, IndexConfig
+from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.hashing.algorithms import get_algorithm
 from imgdedup.pipeline.hashing.fingerprint import fingerprint_batch
 
@@ -147,7 +147,7 @@ def bucket_load(rows: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- partitions (run on the workers)
-def _photo_like(rng: np.random.Generator, tiles: np.ndarray, n: int) -> np.ndarray:
+def photo_like(rng: np.random.Generator, tiles: np.ndarray, n: int) -> np.ndarray:
     """(n, 8, 32) rows whose bytes (of every form) are drawn independently from the same byte of the tiles'."""
     pick = rng.integers(0, len(tiles), (n, FORMS, NBYTES))
     return tiles[pick, np.arange(FORMS)[:, None], np.arange(NBYTES)]
@@ -156,7 +156,7 @@ def _photo_like(rng: np.random.Generator, tiles: np.ndarray, n: int) -> np.ndarr
 def _distractors(kind: str, seed: int, n: int, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     forms = (rng.integers(0, 256, (n, FORMS, NBYTES), dtype=np.uint8) if kind == "random"
-             else _photo_like(rng, tiles, n))
+             else photo_like(rng, tiles, n))
     return np.ascontiguousarray(forms[:, 0]), forms
 
 
@@ -257,7 +257,7 @@ def main() -> None:
     real = photo_tiles(args.cache, args.tiles)
     # The model is fitted on one half of the mosaics and checked against the other.
     tiles, held_out = real[:len(real) // 2], real[len(real) // 2:]
-    model_load = bucket_load(_photo_like(np.random.default_rng(1), tiles, 200_000)[:, 0])
+    model_load = bucket_load(photo_like(np.random.default_rng(1), tiles, 200_000)[:, 0])
     real_load = bucket_load(held_out[:, 0])
     load_ratio = model_load / real_load
     print(f"photo model: shared-substring chance {model_load:.2e} vs held-out real mosaics {real_load:.2e} "
