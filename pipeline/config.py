@@ -19,7 +19,8 @@ from pathlib import Path
 
 from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.errors import ConfigError
-from imgdedup.pipeline.search_plan import RADII, SUBSTRING_BITS, MihPlan, cheaper_mode, choose_plan, exact_up_to
+from imgdedup.pipeline.search_plan import (RADII, SUBSTRING_BITS, MihPlan, cheaper_mode, choose_plan, exact_up_to,
+                                           model_rows)
 from imgdedup.pipeline.threshold import FalsePairTail, threshold_for
 from imgdedup.pipeline.threshold import FalsePairTail
 
@@ -170,13 +171,14 @@ class IndexConfig:
         bits : int
             Bits per fingerprint.
         n : int
-            Rows searched (the index's, or the join's).
+            Rows searched (the index's, or the join's); the model reads it to within 4.5 %
+            (:func:`imgdedup.pipeline.search_plan.model_rows`).
         forms : int
             Forms per query: 8 with dihedral matching, else 1.
         join : bool
             For the bulk job's near-duplicate join rather than a lookup (ingest, ``get --like``).
         """
-        return choose_plan(max(t, 0), bits, n, forms,
+        return choose_plan(max(t, 0), bits, model_rows(n), forms,
                            substring_bits=None if self.substring_bits == "auto" else self.substring_bits,
                            probe_radius=None if self.probe_radius == "auto" else self.probe_radius, join=join)
 
@@ -199,7 +201,7 @@ class IndexConfig:
         configured = "auto" not in (self.substring_bits, self.probe_radius)
         if exact_up_to(plan, bits) < t and not configured:
             return "exact"
-        return cheaper_mode(plan, bits, rows, forms, self.scan_threads, join=join)
+        return cheaper_mode(plan, bits, model_rows(rows), forms, self.scan_threads, join=join)
 
     def resolved(self, rows: int, t: int, bits: int = 256, forms: int = 8, *, join: bool = False) -> "IndexConfig":
         """This config with the mode and the mih plan chosen for ``rows`` fingerprints at ``t``: no "auto" left.

@@ -34,6 +34,7 @@ a few plans beside the one chosen to check it.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -110,6 +111,13 @@ def plans(nbits: int):
     return [MihPlan(b, r) for b in SUBSTRING_BITS if b <= nbits for r in RADII]
 
 
+def model_rows(n: int) -> int:
+    """``n`` rounded to one of 8 steps per doubling (within 4.5 %): the model needs no more, and a growing
+    index then meets the same few values, whose choices :func:`choose_plan` and :func:`cheaper_mode` cache."""
+    return 0 if n < 1 else round(2 ** (round(math.log2(n) * 8) / 8))
+
+
+@functools.lru_cache(maxsize=4096)
 def choose_plan(t: int, nbits: int, n: int, forms: int, *, substring_bits: int | None = None,
                 probe_radius: int | None = None, join: bool = False) -> MihPlan:
     """The cheapest plan exact at ``t``, among those with the given width and radius (None: any).
@@ -147,6 +155,7 @@ def choose_plan(t: int, nbits: int, n: int, forms: int, *, substring_bits: int |
     return min(allowed, key=lambda p: (-exact_up_to(p, nbits), mih_cost_ns(p, nbits, n, forms, join=join)))
 
 
+@functools.lru_cache(maxsize=4096)
 def cheaper_mode(plan: MihPlan, nbits: int, n: int, forms: int, threads: int = 1, *, join: bool = False) -> str:
     """``"mih"`` when ``plan`` is modelled cheaper than a scan of every row on ``threads``, else ``"exact"``.
 

@@ -209,7 +209,7 @@ class ClusterIndex:
             ``mih`` mode only: the substrings' width ``b`` (rows are bucketed by
             each of their ``8 * nbytes // b`` substrings) and how many bits a
             probed substring may differ from a query form's (the plan:
-            :meth:`imgdedup.pipeline.config.IndexConfig.mih_plan`).
+            ``IndexConfig.mih_plan`` in the config).
 
         Returns
         -------
