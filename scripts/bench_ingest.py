@@ -2,7 +2,7 @@
 
     python scripts/bench_ingest.py [--sizes 100000,1000000,10000000] [--data random photo] [--queries 2000]
                                    [--reference-queries 200] [--plan-queries 400] [--k 1024] [--t64]
-                                   [--hnsw-max-n 300000] [--cache DIR] [--set KEY=VALUE ...]
+                                   [--hnsw-max-n 300000] [--auto-only] [--cache DIR] [--set KEY=VALUE ...]
 
 Measures what an upload costs once its fingerprint is computed: the decision
 step of ``imgdedup ingest`` (``jobs.lookup.nearest_within`` over the class
@@ -221,7 +221,7 @@ def bench_case(kind: str, n: int, t: int, stored, draw_forms, clustering, masks,
     # The cost model's four cheapest exact plans, timed on the untouched index (search only).
     exact_plans = sorted((p for p in plans(256) if exact_up_to(p, 256) >= t),
                          key=lambda p: mih_cost_ns(p, 256, n, FORMS))[:4]
-    if chosen.mode == "mih":
+    if chosen.mode == "mih" and not args.auto_only:
         checks = {}
         for candidate in exact_plans:
             measured = run_plan(index, uploads[:args.plan_queries], planted[:args.plan_queries], t, candidate)
@@ -238,6 +238,9 @@ def bench_case(kind: str, n: int, t: int, stored, draw_forms, clustering, masks,
     print(f"{tag} auto ({chosen.mode}, b={plan.substring_bits} r={plan.probe_radius}): {figures['auto']} "
           f"({time.perf_counter() - started:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
     ref = slice(0, args.reference_queries)
+    if args.auto_only:
+        figures["peak_rss_mb"], figures["load"] = round(peak_rss_mb()), round(os.getloadavg()[0], 1)
+        return figures
     if chosen.mode != "exact":
         figures["exact"] = run_ingest(fresh_index(), uploads[ref], planted[ref], exact_config)
         print(f"{tag} exact: {figures['exact']}", flush=True)
@@ -292,6 +295,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=1024)
     parser.add_argument("--t64", action="store_true", help="also run every size at t = 64 (the t rule off)")
     parser.add_argument("--hnsw-max-n", type=int, default=300_000)
+    parser.add_argument("--auto-only", action="store_true",
+                        help="time the rule's choice alone (no plan check, exact mode or FAISS)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=REPO / "bench-out" / "bench-join")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
