@@ -153,7 +153,8 @@ def join_rows(client: Client, fingerprints: np.ndarray, forms: np.ndarray | None
               t: int, index: IndexConfig, verify_t: int | None = None) -> JoinedGroups:
     """:func:`join_partitions` over rows the client holds: scattered to the workers in partitions.
 
-    The mode is ``index.search_mode(len(fingerprints))`` (exact for ``paper``).
+    The mode and mih plan are ``index`` resolved for the rows at ``t``
+    (:meth:`~imgdedup.pipeline.config.IndexConfig.resolved`; exact for ``paper``).
 
     Parameters
     ----------
@@ -178,8 +179,12 @@ def join_rows(client: Client, fingerprints: np.ndarray, forms: np.ndarray | None
     parts = max(1, math.ceil(n / ROWS_PER_PARTITION))
     bounds = np.linspace(0, n, parts + 1).astype(int)
     chunks = [(fingerprints[a:b], forms[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    futures = client.scatter(chunks)
+    # The plan is exact within t (pigeonhole); the zone above it, when there is one, gets
+    # the pairs that plan's probes reach (docs/index.md, "The verified zone's candidates").
+    index = index.resolved(n, t, 8 * fingerprints.shape[1], forms.shape[1], join=True)
+    # Without content hashing: joining the same rows twice must not reuse a key the first join released.
+    futures = client.scatter(chunks, hash=False)
     # Paper mode is the upload protocol's; the bulk job joins exactly in it.
-    mode = "exact" if index.search_mode(n) == "paper" else index.search_mode(n)
+    mode = "exact" if index.mode == "paper" else index.mode
     return join_partitions(client, futures, [len(c[0]) for c in chunks], fingerprints.shape[1], t, mode=mode,
                            centres=centres, index=index, verify_t=verify_t)

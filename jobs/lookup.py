@@ -14,6 +14,8 @@ byte-identical upload under another name points to.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,10 +31,13 @@ from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, query_space, 
 from imgdedup.pipeline.crypto.resolution import check_resolution
 from imgdedup.pipeline.errors import IntegrityError
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
+from imgdedup.pipeline.search_plan import MihPlan, exact_up_to
 from imgdedup.pipeline.store import Store, object_paths, schemas
 
 if TYPE_CHECKING:
     from imgdedup.pipeline.index import ClusterIndex
+
+log = logging.getLogger(__name__)
 
 #: Columns of the fingerprints table kept in memory for lookups.
 DECISION_COLUMNS = ["image_id", "fingerprint", "cluster_id", "duplicate_of", "distance",
@@ -320,6 +325,9 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config,
                    t: int | None = None) -> list[tuple[str, int] | None]:
     """The nearest indexed image within t of each query, or None.
 
+    The mode and mih plan are ``config.index``'s for the index's size at that t
+    (:meth:`~imgdedup.pipeline.config.IndexConfig.resolved`).
+
     Parameters
     ----------
     index : ClusterIndex
@@ -334,11 +342,24 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config,
     """
     if t is None:
         t = max(config.dedup.threshold_for(len(index) + len(queries)), 0)
-    results = index.search(queries, t, mode=config.index.search_mode(len(index)),
-                           centre_threshold=config.dedup.centre_threshold, batch=config.index.query_batch,
-                           threads=config.index.scan_threads, substring_bits=config.index.substring_bits,
-                           probe_radius=config.index.probe_radius)
+    forms = queries.shape[1] if queries.ndim == 3 else 1
+    search = config.index.resolved(len(index), t, 8 * index.nbytes, forms)
+    if search.mode == "mih":
+        _note_approximate_plan(search.substring_bits, search.probe_radius, t, 8 * index.nbytes)
+    results = index.search(queries, t, mode=search.mode, centre_threshold=config.dedup.centre_threshold,
+                           batch=search.query_batch, threads=search.scan_threads,
+                           substring_bits=search.substring_bits, probe_radius=search.probe_radius)
     return [(m.ids[0], int(m.distances[0])) if len(m.ids) else None for m in results]
+
+
+@functools.cache
+def _note_approximate_plan(substring_bits: int, probe_radius: int, t: int, nbits: int) -> None:
+    """Log, once per plan and t, a mih plan that the pigeonhole bound does not make exact at t."""
+    bound = exact_up_to(MihPlan(substring_bits, probe_radius), nbits)
+    if bound < t:
+        log.warning("index: mih plan substring_bits=%d, probe_radius=%d finds every match only up to %d bits, "
+                    "below t = %d: matches beyond %d bits may be missed (set both to \"auto\" for an exact plan)",
+                    substring_bits, probe_radius, bound, t, bound)
 
 
 def lookup_like(images: DecidedImages, key: GroupKey, config: Config,

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.errors import ConfigError
+from imgdedup.pipeline.search_plan import (RADII, SUBSTRING_BITS, MihPlan, cheaper_mode, choose_plan, exact_up_to,
+                                           model_rows)
 from imgdedup.pipeline.threshold import (FalsePairTail, expected_false_merges, expected_verified_false_merges,
                                          threshold_for, verify_threshold_for)
 
@@ -175,18 +177,67 @@ class ReportConfig:
 @dataclass(frozen=True)
 class IndexConfig:
     mode: str = "auto"
-    approximate_from: int = 100_000
-    substring_bits: int = 16
-    probe_radius: int = 1
+    substring_bits: int | str = "auto"
+    probe_radius: int | str = "auto"
     query_batch: int = 1024
     threads: int = 0
 
-    def search_mode(self, rows: int) -> str:
-        """The mode for an index (or join) of ``rows`` fingerprints: ``mode``, or for ``"auto"``
-        ``"exact"`` below ``approximate_from`` rows and ``"mih"`` from it."""
+    def mih_plan(self, t: int, bits: int, n: int, forms: int = 8, *, join: bool = False) -> MihPlan:
+        """mih mode's ``(substring_bits, probe_radius)`` for a search within ``t`` of ``n`` rows of ``bits`` bits.
+
+        ``"auto"`` values are chosen by the plan rule
+        (:func:`imgdedup.pipeline.search_plan.choose_plan`): the cheapest plan
+        exact at ``t`` by the pigeonhole bound, with the configured values kept
+        as given. An explicit plan need not be exact: compare ``t`` with
+        :func:`imgdedup.pipeline.search_plan.exact_up_to` of the result.
+
+        Parameters
+        ----------
+        t : int
+            Largest distance of a match, in bits.
+        bits : int
+            Bits per fingerprint.
+        n : int
+            Rows searched (the index's, or the join's); the model reads it to within 4.5 %
+            (:func:`imgdedup.pipeline.search_plan.model_rows`).
+        forms : int
+            Forms per query: 8 with dihedral matching, else 1.
+        join : bool
+            For the bulk job's near-duplicate join rather than a lookup (ingest, ``get --like``).
+        """
+        return choose_plan(max(t, 0), bits, model_rows(n), forms,
+                           substring_bits=None if self.substring_bits == "auto" else self.substring_bits,
+                           probe_radius=None if self.probe_radius == "auto" else self.probe_radius, join=join)
+
+    def search_mode(self, rows: int, t: int | None = None, bits: int = 256, forms: int = 8, *,
+                    join: bool = False) -> str:
+        """The mode for an index (or join) of ``rows`` fingerprints searched within ``t``.
+
+        ``mode``, or for ``"auto"`` the cheaper by the plan rule's cost model
+        (:func:`imgdedup.pipeline.search_plan.cheaper_mode`) of an exact-mode
+        scan on :attr:`scan_threads` and mih mode with :meth:`mih_plan`; mih
+        only when that plan is exact at ``t`` or was configured explicitly.
+        ``t`` may be left out only when the mode is not ``"auto"`` (a
+        :meth:`resolved` config).
+        """
         if self.mode != "auto":
             return self.mode
-        return "exact" if rows < self.approximate_from else "mih"
+        if t is None:
+            raise ValueError("index.mode = \"auto\" chooses by t: pass t, or resolve the config first")
+        plan = self.mih_plan(t, bits, rows, forms, join=join)
+        configured = "auto" not in (self.substring_bits, self.probe_radius)
+        if exact_up_to(plan, bits) < t and not configured:
+            return "exact"
+        return cheaper_mode(plan, bits, model_rows(rows), forms, self.scan_threads, join=join)
+
+    def resolved(self, rows: int, t: int, bits: int = 256, forms: int = 8, *, join: bool = False) -> "IndexConfig":
+        """This config with the mode and the mih plan chosen for ``rows`` fingerprints at ``t``: no "auto" left.
+
+        ``join``: for the bulk job's near-duplicate join (its own cost model), else for lookups.
+        """
+        plan = self.mih_plan(t, bits, rows, forms, join=join)
+        return dataclasses.replace(self, mode=self.search_mode(rows, t, bits, forms, join=join),
+                                   substring_bits=plan.substring_bits, probe_radius=plan.probe_radius)
 
     @property
     def scan_threads(self) -> int:
@@ -219,8 +270,8 @@ _CHOICES = {
     ("bulk", "progress"): {"auto", "bar", "log"},
     ("dask", "local_workers"): {"auto", "processes", "threads"},
     ("index", "mode"): {"auto", "exact", "paper", "mih"},
-    ("index", "probe_radius"): {0, 1, 2},
-    ("index", "substring_bits"): set(range(8, 23)),
+    ("index", "probe_radius"): {*RADII, "auto"},
+    ("index", "substring_bits"): {*SUBSTRING_BITS, "auto"},
     ("dedup", "keep"): {"best", "largest", "earliest"},
 }
 

@@ -299,9 +299,8 @@ def probe_into(queries, rows, starts, order, offsets, bits, radius, t, first, st
                found_q, found_r, found_d):
     """Matches within ``t`` among the rows sharing a substring with queries ``first..``.
 
-    The plain form (form 0) probes every substring's bucket and those of the
-    substrings within ``radius`` bits of it; the other forms probe their own
-    buckets only. Each candidate is verified once per query (``seen[row]`` holds
+    Every form probes each substring's bucket and those of the substrings
+    within ``radius`` bits of it. Each candidate is verified once per query (``seen[row]`` holds
     the stamp ``stamp + q`` of the last query that verified it) against all the
     query's forms. Returns ``(count, q)``: the matches written and the first
     query not done (``len(queries)`` when all are); a query whose matches do not
@@ -320,7 +319,7 @@ def probe_into(queries, rows, starts, order, offsets, bits, radius, t, first, st
                 value = _substring(queries[q, f], offsets[s], mask)
                 probes[0] = value
                 n_probes = 1
-                if f == 0 and radius >= 1:
+                if radius >= 1:
                     for j in range(bits):
                         near = value ^ (np.int64(1) << j)
                         probes[n_probes] = near

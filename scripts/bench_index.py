@@ -28,8 +28,8 @@ of every stored row within ``t`` (what brute force returns):
   (``exact_vs_faiss_ivf``), and again whose recall of every match equals exact
   mode's (``exact_vs_faiss_ivf_all_matches``).
 
-mih mode (multi-index hashing, ``index.substring_bits`` and ``index.probe_radius``
-as configured by default) is compared at equal recall of the planted originals
+mih mode (multi-index hashing, with the plan the plan rule picks for ``--t``:
+exact at t, ``IndexConfig.mih_plan``) is compared at equal recall of the planted originals
 with FAISS ``IndexBinaryIVF`` (``nprobe`` the smallest power of two reaching
 mih's recall; ``mih_vs_faiss_ivf``) and ``IndexBinaryHNSW`` (M = 32, k-NN
 search of ``--hnsw-k`` neighbours kept when within t, ``efSearch`` the smallest
@@ -63,8 +63,6 @@ from imgdedup.pipeline.index.kernels import scan_ranges
 
 NBYTES = 32
 PLANTED_MAX_BITS = 48
-#: mih mode's substring width and probe radius, as configured by default.
-MIH = {"substring_bits": Config().index.substring_bits, "probe_radius": Config().index.probe_radius}
 
 
 def flip(rows: np.ndarray, flips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -160,7 +158,9 @@ def bench_set(kind: str, args, rng: np.random.Generator) -> dict:
         record(f"{mode} mode", per_query(query, ids, args.queries), seconds, args.queries)
     found, seconds = timed(lambda: index.search(queries, args.t), args.repeats)
     record("exact mode, sorted", [m.ids.astype(np.int64) for m in found], seconds, args.queries)
-    (query, ids, _), seconds = timed(lambda: index.search_flat(queries, args.t, mode="mih", **MIH), args.repeats)
+    plan = Config().index.mih_plan(args.t, 8 * NBYTES, args.n, forms=1)  # the plan rule's, exact at t
+    (query, ids, _), seconds = timed(lambda: index.search_flat(queries, args.t, mode="mih", substring_bits=plan[0],
+                                                               probe_radius=plan[1]), args.repeats)
     record("mih mode", per_query(query, ids, args.queries), seconds, args.queries)
 
     faiss.omp_set_num_threads(1)

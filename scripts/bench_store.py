@@ -1,6 +1,6 @@
-"""Store throughput: blob writes and reads against plain files, commits per second.
+"""Store throughput: blob writes and reads against plain files, commits per second, a 10^4-blob commit on S3.
 
-    python scripts/bench_store.py [--mib 64] [--rounds 3] [--runs 200] [--url DIR]
+    python scripts/bench_store.py [--mib 64] [--rounds 3] [--runs 200] [--url DIR] [--blobs 10000] [--skip-s3]
 
 On a local store in a temporary folder (or ``--url``), interleaved round by round:
 
@@ -12,15 +12,28 @@ On a local store in a temporary folder (or ``--url``), interleaved round by roun
 
 Then ``--runs`` runs of one small Parquet part each are committed one after
 another; commits/s is reported for the first and the last tenth, since every
-commit lists the growing ``_commits/`` folder. The last line is one JSON object.
+commit lists the growing ``_commits/`` folder.
+
+Then a bulk run's commit of ``--blobs`` blobs (1 KiB each) on an S3 server
+(moto's, started on loopback as the tests start it: one request at a time)
+and, in the same run, on a local folder: the blobs are written by one
+``Store`` (as the bulk job's workers write them, 8 threads), then a fresh
+``Store`` (the client) commits them with one Parquet part; the commit checks
+that every listed blob is present (two existence checks per blob written by
+another process, 32 at a time). Seconds of the writes and of the commit, and,
+on S3, the HTTP requests the server answered per blob (from its request log).
+The last line is one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,6 +42,20 @@ from imgdedup.pipeline.store import Store, schemas
 from imgdedup.pipeline.store.backend import flush_filesystem, open_flush_handle
 
 CHUNK = 1 << 20
+BUCKET = "imgdedup-bench"
+# The tests' S3 server (tests/store/conftest.py): moto on a loopback port it picks and publishes,
+# one request at a time, each request logged on stderr.
+_S3_SERVER = """
+import os, sys
+from werkzeug.serving import make_server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app),
+                     threaded=False, request_handler=MotoRequestHandler)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(server.server_port))
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+server.serve_forever()
+"""
 
 
 def _timed(function) -> float:
@@ -57,9 +84,61 @@ def _commit_rate(store: Store, runs: int) -> tuple[float, float]:
     durations = []
     for n in range(runs):
         run_id = f"bench-{n:06d}"
-        durations.append(_timed(lambda: store.commit(run_id, {"errors": [store.write_table_part("errors", run_id, 0, rows)]})))
+        part = store.write_table_part("errors", run_id, 0, rows)
+        durations.append(_timed(lambda: store.commit(run_id, {"errors": [part]})))
     tenth = max(1, runs // 10)
     return tenth / sum(durations[:tenth]), tenth / sum(durations[-tenth:])
+
+
+def _requests(log: Path) -> int:
+    """HTTP requests the S3 server has logged so far."""
+    return sum(1 for line in log.read_text(errors="replace").splitlines() if '" 20' in line or '" 40' in line)
+
+
+def _bulk_commit(url: str, options: dict, blobs: int, log: Path | None) -> dict:
+    """Write ``blobs`` blobs with one Store, commit them with another; seconds and requests per blob."""
+    writer = Store(url, options)
+    ids = [f"{k:032x}" for k in range(blobs)]
+    body = os.urandom(1024)
+    before = _requests(log) if log else 0
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda blob_id: writer.write_blob(blob_id, b"header", [body]), ids))
+    write_seconds = time.perf_counter() - started
+    after_writes = _requests(log) if log else 0
+    client = Store(url, options)
+    rows = pa.table({"source": ["s"], "stage": ["decode"], "error_type": ["E"], "message": ["m"], "run_id": ["r"]},
+                    schema=schemas.errors_schema())
+    part = client.write_table_part("errors", "bulk-bench", 0, rows)
+    started = time.perf_counter()
+    client.commit("bulk-bench", {"errors": [part]}, ids)
+    commit_seconds = time.perf_counter() - started
+    figures = {"write_seconds": round(write_seconds, 2), "commit_seconds": round(commit_seconds, 2)}
+    if log:
+        figures["write_requests_per_blob"] = round((after_writes - before) / blobs, 2)
+        figures["commit_requests_per_blob"] = round((_requests(log) - after_writes) / blobs, 2)
+    return figures
+
+
+def _s3_server(folder: Path):
+    """(process, endpoint, log path) of a moto S3 server with the bench's bucket."""
+    import boto3
+
+    log, port_file = folder / "s3.log", folder / "port"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", _S3_SERVER, str(port_file)], stdout=out, stderr=out,
+                                   env=env)
+    deadline = time.monotonic() + 180
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"the S3 server (moto) did not start: {log.read_text()[-500:]}")
+        time.sleep(0.05)
+    endpoint = f"http://127.0.0.1:{int(port_file.read_text())}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+    return process, endpoint, log
 
 
 def main() -> None:
@@ -68,6 +147,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--url", help="store URL (default: a temporary folder)")
+    parser.add_argument("--blobs", type=int, default=10_000, help="blobs of the bulk commit on S3 and locally")
+    parser.add_argument("--skip-s3", action="store_true")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,6 +166,18 @@ def main() -> None:
             timings["plain_read"].append(_timed(lambda: _drain(plain.open("rb"))))
         best = {name: min(values) for name, values in timings.items()}
         first, last = _commit_rate(store, args.runs)
+        bulk = {"local": _bulk_commit(str(Path(tmp) / "bulk"), {}, args.blobs, None)}
+        print(f"local: {args.blobs} blobs: {bulk['local']}, load {os.getloadavg()[0]:.1f}", flush=True)
+        if not args.skip_s3:
+            process, endpoint, log = _s3_server(Path(tmp))
+            try:
+                options = {"key": "testing", "secret": "testing",
+                           "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+                bulk["s3"] = _bulk_commit(f"s3://{BUCKET}/bulk", options, args.blobs, log)
+                print(f"s3 (moto): {args.blobs} blobs: {bulk['s3']}, load {os.getloadavg()[0]:.1f}", flush=True)
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
 
     result = {
         "mib": args.mib,
@@ -96,7 +189,11 @@ def main() -> None:
         "runs": args.runs,
         "commits_per_s_first_tenth": round(first, 1),
         "commits_per_s_last_tenth": round(last, 1),
+        "bulk_commit_blobs": args.blobs,
+        **{f"{backend}_{name}": value for backend, figures in bulk.items() for name, value in figures.items()},
     }
+    if "s3" in bulk:
+        result["s3_commit_vs_local"] = round(bulk["s3"]["commit_seconds"] / bulk["local"]["commit_seconds"], 1)
     for name, value in result.items():
         print(f"{name:>28}: {value}")
     print(json.dumps(result))

@@ -56,7 +56,7 @@ class Layout:
         self.offsets = np.searchsorted(self.labels, np.arange(k + 1))
         self.radii = np.zeros(k, dtype=np.int32)
         np.maximum.at(self.radii, labels, distance.astype(np.int32))
-        self._substring_tables: dict[int, SubstringTable] = {}
+        self._substring_table: SubstringTable | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -92,10 +92,15 @@ class Layout:
         return scan_ranges(block, self._columns, query, lo, hi, t, threads=threads)
 
     def substring_table(self, bits: int) -> SubstringTable:
-        """The members bucketed by their ``bits``-bit substrings (``mih`` mode), built on first use."""
-        if bits not in self._substring_tables:
-            self._substring_tables[bits] = SubstringTable(self.fingerprints, bits)
-        return self._substring_tables[bits]
+        """The members bucketed by their ``bits``-bit substrings (``mih`` mode), built on first use.
+
+        One table is kept: a search with another width (the plan rule chose
+        another as the index grew) replaces it, so memory holds one table.
+        """
+        if self._substring_table is None or self._substring_table.bits != bits:
+            self._substring_table = None  # the old table's memory goes before the new one is built
+            self._substring_table = SubstringTable(self.fingerprints, bits)
+        return self._substring_table
 
     def scan_whole_classes(self, block: np.ndarray, query: np.ndarray, cls: np.ndarray, t: int, threads: int = 1):
         """Every (query, row, distance) within ``t`` among all members of the given classes.

@@ -1,24 +1,23 @@
-"""Multi-index hashing: rows bucketed by substrings, for approximate search within ``t``.
+"""Multi-index hashing: rows bucketed by substrings, for search within ``t``.
 
 Each fingerprint of ``nbits`` bits is cut into ``m = nbits // b`` substrings of
 ``b`` bits (Norouzi et al., *Fast Search in Hamming Space with Multi-Index
 Hashing*, CVPR 2012). For each substring position the rows are bucketed by the
 substring's value (a direct-addressed table: ``2^b + 1`` bucket starts and the
-rows in bucket order). A query probes, at every position, the bucket of its
-plain form's substring and those of the substrings within ``radius`` bits of
-it, and the bucket of each other form's substring; every row found is compared
-with all the query's forms and kept when the smallest distance is at most
-``t``, so nothing beyond ``t`` is ever returned.
+rows in bucket order). Every form of a query probes, at every position, the
+bucket of its substring and those of the substrings within ``radius`` bits of
+it; every row found is compared with all the query's forms and kept when the
+smallest distance is at most ``t``, so nothing beyond ``t`` is ever returned.
 
-What it may miss is a row none of whose ``m`` substrings lies within the probe
-radius of the query's: by the pigeonhole principle every row within
-``m * (radius + 1) - 1`` bits of the plain form is found (31 bits for 256-bit
-fingerprints, ``b = 16``, ``radius = 1``); beyond, a match is found when its
-differing bits leave one substring (nearly) whole, which real edits, whose
-changes are uneven over the bits, mostly do (docs/index.md gives the recall
-measured on real edited copies). The cost per query is
-``m * (1 + b + ...)`` probes plus the rows in the buckets probed, about
-``n / 2^b`` each on near-random codes.
+By the pigeonhole principle every row within ``m * (radius + 1) - 1`` bits of
+any form is found (:func:`imgdedup.pipeline.search_plan.exact_up_to`): a plan
+with ``m * (radius + 1) > t`` is exact, and
+:func:`imgdedup.pipeline.search_plan.choose_plan` picks the cheapest such one.
+Beyond that bound a match is found when its differing bits leave one substring
+(nearly) whole, which real edits, whose changes are uneven over the bits,
+mostly do (docs/index.md gives the recall measured on real edited copies). The
+cost per query is ``F * m * (1 + b + ...)`` probes plus the rows in the buckets
+probed, about ``n / 2^b`` each on near-random codes.
 """
 from __future__ import annotations
 
@@ -27,11 +26,7 @@ import threading
 import numpy as np
 
 from imgdedup.pipeline.hamming import as_words, bucket_pairs_into, probe_into, substrings_into
-
-#: Widths of a substring the table supports (its bucket starts take ``2^b + 1`` entries per position).
-SUBSTRING_BITS = range(8, 23)
-#: Probe radii supported (the probes per position grow as ``b^radius``).
-RADII = (0, 1, 2)
+from imgdedup.pipeline.search_plan import RADII, SUBSTRING_BITS
 _FIRST_BUFFER = 1 << 16
 
 
@@ -43,7 +38,7 @@ class SubstringTable:
     fingerprints : ndarray of uint8, shape (n, nbytes)
         The rows; searches return their positions.
     bits : int
-        Substring width ``b``, in :data:`SUBSTRING_BITS`; ``m = 8 * nbytes // b``
+        Substring width ``b``, in :data:`~imgdedup.pipeline.search_plan.SUBSTRING_BITS`; ``m = 8 * nbytes // b``
         substrings (bits beyond ``m * b`` are compared, never bucketed).
 
     Raises
@@ -86,7 +81,7 @@ class SubstringTable:
         t : int
             Largest distance kept, in bits.
         radius : int
-            Probe radius of the plain form's substrings, in :data:`RADII`.
+            Probe radius of every form's substrings, in :data:`~imgdedup.pipeline.search_plan.RADII`.
 
         Returns
         -------
@@ -150,9 +145,9 @@ def substring_pairs(fingerprints: np.ndarray, forms: np.ndarray, position: int, 
                     t: int) -> np.ndarray:
     """The near-duplicate pairs one substring position finds: a task of the distributed join.
 
-    Every row's plain form probes the bucket of its substring at ``position``
-    and those within ``radius`` bits of it, and each other form its own bucket,
-    as :meth:`SubstringTable.search` does at every position; a pair is kept
+    Every form of every row probes the bucket of its substring at ``position``
+    and those within ``radius`` bits of it, as :meth:`SubstringTable.search`
+    does at every position; a pair is kept
     when the probing form lies within ``t`` of the row (any form within ``t``
     makes a pair, so the others are not compared). The union over positions
     ``0..m-1`` is the pair set of the join.
@@ -197,7 +192,7 @@ def substring_pairs(fingerprints: np.ndarray, forms: np.ndarray, position: int, 
         entries, probed = np.ascontiguousarray(queries[sequence, form]), values[sequence, form]
         # Flipping bit j of ascending values swaps neighbouring runs of 2^j buckets:
         # the flipped probes still read the buckets nearly in order, so they need no sort of their own.
-        for flip in _flips(bits, radius if form == 0 else 0):
+        for flip in _flips(bits, radius):
             first = 0
             while first < n:
                 found_entry, found_row = np.empty(room, np.int64), np.empty(room, np.int64)

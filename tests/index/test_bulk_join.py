@@ -38,7 +38,8 @@ def test_distributed_join_equals_single_process(client, monkeypatch, mode, t):
     fingerprints, forms, centres, labels, radii = dataset(5, 2000)
     expected = near_duplicate_components(fingerprints, labels, centres, radii, t, forms, mode=mode)
     assert len(np.unique(expected)) < len(expected)  # the set has groups to find
-    assert np.array_equal(join_rows(client, fingerprints, forms, centres, t, IndexConfig(mode=mode)).labels, expected)
+    index = IndexConfig(mode=mode, substring_bits=16, probe_radius=1)
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, t, index).labels, expected)
 
 
 @pytest.mark.parametrize("mode", ["exact", "mih"])
@@ -46,8 +47,10 @@ def test_distributed_zone_pairs_equal_single_process(client, monkeypatch, mode):
     monkeypatch.setattr("imgdedup.jobs.bulk_join.ROWS_PER_PARTITION", 300)
     fingerprints, forms, centres, labels, radii = dataset(5, 2000)
     t, verify_t = 12, 40
-    expected = near_duplicate_groups(fingerprints, labels, centres, radii, t, forms, verify_t=verify_t, mode=mode)
-    joined = join_rows(client, fingerprints, forms, centres, t, IndexConfig(mode=mode), verify_t=verify_t)
+    expected = near_duplicate_groups(fingerprints, labels, centres, radii, t, forms, verify_t=verify_t, mode=mode,
+                                     substring_bits=16, probe_radius=1)
+    index = IndexConfig(mode=mode, substring_bits=16, probe_radius=1)
+    joined = join_rows(client, fingerprints, forms, centres, t, index, verify_t=verify_t)
     # the groups are those of the pairs within t alone; the zone holds pairs between groups
     assert np.array_equal(joined.labels, near_duplicate_components(fingerprints, labels, centres, radii, t, forms,
                                                                    mode=mode))
@@ -55,13 +58,13 @@ def test_distributed_zone_pairs_equal_single_process(client, monkeypatch, mode):
     assert np.array_equal(joined.zone_pairs, expected.zone_pairs)
     assert np.array_equal(joined.zone_distances, expected.zone_distances)
 
-def test_auto_mode_switches_at_the_configured_size(client):
-    fingerprints, forms, centres, labels, radii = dataset(6, 600)
-    approximate = IndexConfig(mode="auto", approximate_from=600, substring_bits=16)
-    exact = IndexConfig(mode="auto", approximate_from=601)
-    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, approximate).labels,
-                          near_duplicate_components(fingerprints, labels, centres, radii, 30, forms, mode="mih"))
-    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, exact).labels,
+
+@pytest.mark.parametrize("seed, mode", [(6, "auto"), (7, "mih")])
+def test_resolved_configs_join_in_the_chosen_mode_and_mih_with_the_rule_plan_is_exact(client, seed, mode):
+    fingerprints, forms, centres, labels, radii = dataset(seed, 600)
+    resolved = IndexConfig(mode=mode).resolved(600, 30, join=True)
+    assert resolved.mode == ("exact" if mode == "auto" else "mih")  # 600 rows: a scan costs less than any plan
+    assert np.array_equal(join_rows(client, fingerprints, forms, centres, 30, resolved).labels,
                           near_duplicate_components(fingerprints, labels, centres, radii, 30, forms))
 
 
