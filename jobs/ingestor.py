@@ -270,7 +270,7 @@ class Ingestor:
         n = len(self.images.index) + 1
         t = max(dedup.threshold_for(n), 0)
         match = nearest_within(self.images.index, query, self.config,
-                               t=dedup.verify_threshold_for(n, t))[0] if searchable else None
+                               verify_t=dedup.verify_threshold_for(n, t))[0] if searchable else None
         if match is not None and match[1] > t:
             canonical = self.images.canonical_of(match[0]) or match[0]
             if not self._verified(image, canonical, batch, errors):

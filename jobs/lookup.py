@@ -322,11 +322,15 @@ class DecidedImages:
 
 
 def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config,
-                   t: int | None = None) -> list[tuple[str, int] | None]:
-    """The nearest indexed image within t of each query, or None.
+                   verify_t: int | None = None) -> list[tuple[str, int] | None]:
+    """The nearest indexed image within t (or up to the verified zone's top) of each query, or None.
 
-    The mode and mih plan are ``config.index``'s for the index's size at that t
-    (:meth:`~imgdedup.pipeline.config.IndexConfig.resolved`).
+    t is the bulk job's direct-accept t: ``dedup.threshold_t``, lowered by the
+    t rule (``dedup.max_false_merge_rate``) for a store of the index's size. The
+    mode and mih plan are ``config.index``'s for the index's size at that t
+    (:meth:`~imgdedup.pipeline.config.IndexConfig.resolved`): exact within t;
+    with ``verify_t`` the same plan searches on up to it, and finds the zone's
+    matches its probes reach (docs/index.md, "The verified zone's candidates").
 
     Parameters
     ----------
@@ -335,20 +339,18 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config,
         Queries in the index's space (:func:`queries`), or each query's 8 dihedral forms.
     config : Config
         ``[dedup]`` and ``[index]``.
-    t : int, optional
-        Largest distance in bits; by default the bulk job's direct-accept t:
-        ``dedup.threshold_t``, lowered by the t rule (``dedup.max_false_merge_rate``)
-        for a store of the index's size.
+    verify_t : int, optional
+        Top of the verified zone, in bits; matches beyond t up to it are returned too.
     """
-    if t is None:
-        t = max(config.dedup.threshold_for(len(index) + len(queries)), 0)
+    t = max(config.dedup.threshold_for(len(index) + len(queries)), 0)
     forms = queries.shape[1] if queries.ndim == 3 else 1
     search = config.index.resolved(len(index), t, 8 * index.nbytes, forms)
     if search.mode == "mih":
         _note_approximate_plan(search.substring_bits, search.probe_radius, t, 8 * index.nbytes)
-    results = index.search(queries, t, mode=search.mode, centre_threshold=config.dedup.centre_threshold,
-                           batch=search.query_batch, threads=search.scan_threads,
-                           substring_bits=search.substring_bits, probe_radius=search.probe_radius)
+    results = index.search(queries, max(t, verify_t or 0), mode=search.mode,
+                           centre_threshold=config.dedup.centre_threshold, batch=search.query_batch,
+                           threads=search.scan_threads, substring_bits=search.substring_bits,
+                           probe_radius=search.probe_radius)
     return [(m.ids[0], int(m.distances[0])) if len(m.ids) else None for m in results]
 
 
