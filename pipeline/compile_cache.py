@@ -51,8 +51,12 @@ def compile_cache_enabled(source: str | os.PathLike, environ: MutableMapping[str
     environ : mutable mapping
         The process environment; ``NUMBA_CACHE_DIR`` is set here when the
         fallback folder is used. A ``NUMBA_CACHE_DIR`` already set is the
-        user's choice and is left alone.
+        user's choice and is left alone. ``NUMBA_CACHE_DIR`` or ``XDG_CACHE_HOME``
+        set to the empty string is removed (unset, as the XDG convention reads it).
     """
+    for name in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME"):
+        if environ.get(name) == "":  # set but empty, Numba would put its cache folders in the working folder
+            del environ[name]
     if environ.get("NUMBA_CACHE_DIR"):
         return True
     if _writable_folder(Path(source).resolve().parent / "__pycache__"):

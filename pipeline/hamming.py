@@ -275,7 +275,7 @@ def candidate_ranges_into(queries, centre_columns, radii, keys, offsets, stride,
 # Multi-index hashing (pipeline.index.substrings drives these): rows bucketed by b-bit substrings.
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=_CACHE, inline="always")
 def _substring(row, offset, mask):
     """Bits ``offset .. offset + b`` of one row of words (``mask`` has the low b bits set, b <= 32)."""
     word, shift = offset >> 6, offset & 63
@@ -285,7 +285,7 @@ def _substring(row, offset, mask):
     return np.int64(value & mask)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=_CACHE)
 def substrings_into(words, offsets, bits, out):
     """``out[s, i]``: the ``bits``-bit substring of row ``i`` that starts at bit ``offsets[s]``."""
     mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
@@ -294,7 +294,7 @@ def substrings_into(words, offsets, bits, out):
             out[s, i] = _substring(words[i], offsets[s], mask)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=_CACHE)
 def probe_into(queries, rows, starts, order, offsets, bits, radius, t, first, stamp, seen,
                found_q, found_r, found_d):
     """Matches within ``t`` among the rows sharing a substring with queries ``first..``.
@@ -350,7 +350,7 @@ def probe_into(queries, rows, starts, order, offsets, bits, radius, t, first, st
     return count, queries.shape[0]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=_CACHE)
 def bucket_pairs_into(entries, values, rows, starts, t, first, found_entry, found_row):
     """Rows within ``t`` of each entry among the rows of the bucket it probes (the join's inner loop).
 

@@ -28,3 +28,13 @@ def test_no_file_holds_a_merge_conflict_marker():
     marked = [f"{p.relative_to(REPO)}:{p.read_text(errors='replace')[:m.start()].count(chr(10)) + 1}"
               for p in files for m in [CONFLICT_MARKER.search(p.read_text(errors="replace"))] if m]
     assert marked == []
+
+
+def test_every_compiled_function_caches_only_where_a_cache_folder_was_found():
+    # cache=True fails at import where no folder is writable (no HOME, a read-only install):
+    # compiled functions take pipeline.compile_cache's verdict instead (tests/faults/test_read_only.py).
+    sources = sorted((REPO / "pipeline").rglob("*.py")) + sorted((REPO / "jobs").rglob("*.py"))
+    decorator = re.compile(r"jit\(.*\bcache\s*=\s*True\b")
+    hard_coded = [f"{p.relative_to(REPO)}:{n}" for p in sources
+                  for n, line in enumerate(p.read_text().splitlines(), 1) if decorator.search(line)]
+    assert hard_coded == []
