@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,23 +40,11 @@ import pyarrow as pa
 from imgdedup.pipeline.store import Store, schemas
 from imgdedup.pipeline.store.backend import flush_filesystem, open_flush_handle
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.store import s3_server  # noqa: E402  (the tests' S3 server)
+
 CHUNK = 1 << 20
 BUCKET = "imgdedup-bench"
-# The tests' S3 server (tests/store/conftest.py): moto on a loopback port it picks and publishes,
-# one request at a time, each request logged on stderr.
-_S3_SERVER = """
-import os, sys
-from werkzeug.serving import make_server
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app),
-                     threaded=False, request_handler=MotoRequestHandler)
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(server.server_port))
-os.replace(sys.argv[1] + ".tmp", sys.argv[1])
-server.serve_forever()
-"""
-
-
 def _timed(function) -> float:
     start = time.perf_counter()
     function()
@@ -120,27 +107,6 @@ def _bulk_commit(url: str, options: dict, blobs: int, log: Path | None) -> dict:
     return figures
 
 
-def _s3_server(folder: Path):
-    """(process, endpoint, log path) of a moto S3 server with the bench's bucket."""
-    import boto3
-
-    log, port_file = folder / "s3.log", folder / "port"
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-c", _S3_SERVER, str(port_file)], stdout=out, stderr=out,
-                                   env=env)
-    deadline = time.monotonic() + 180
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit(f"the S3 server (moto) did not start: {log.read_text()[-500:]}")
-        time.sleep(0.05)
-    endpoint = f"http://127.0.0.1:{int(port_file.read_text())}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
-    return process, endpoint, log
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=64)
@@ -169,15 +135,15 @@ def main() -> None:
         bulk = {"local": _bulk_commit(str(Path(tmp) / "bulk"), {}, args.blobs, None)}
         print(f"local: {args.blobs} blobs: {bulk['local']}, load {os.getloadavg()[0]:.1f}", flush=True)
         if not args.skip_s3:
-            process, endpoint, log = _s3_server(Path(tmp))
             try:
-                options = {"key": "testing", "secret": "testing",
-                           "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-                bulk["s3"] = _bulk_commit(f"s3://{BUCKET}/bulk", options, args.blobs, log)
+                server = s3_server.start(Path(tmp), BUCKET)
+            except RuntimeError as exc:
+                raise SystemExit(str(exc)) from None
+            try:
+                bulk["s3"] = _bulk_commit(f"s3://{BUCKET}/bulk", server.storage_options(), args.blobs, server.log)
                 print(f"s3 (moto): {args.blobs} blobs: {bulk['s3']}, load {os.getloadavg()[0]:.1f}", flush=True)
             finally:
-                process.terminate()
-                process.wait(timeout=10)
+                server.stop()
 
     result = {
         "mib": args.mib,
