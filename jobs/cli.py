@@ -14,7 +14,8 @@ Exit statuses, the same for every command (README lists them):
 
 - 0: done;
 - 1: some inputs failed or were not found (error rows, "The image does not exist");
-- 2: usage, configuration, key or store error: nothing was done, one line on stderr says why;
+- 2: usage, configuration, key or store error (a storage backend's own included, such as no
+  credentials for s3://): nothing was committed, one line on stderr says why;
 - 3: integrity error: the store's data failed authentication (tampered, forged or
   made under another key); nothing was written.
 """
@@ -99,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("%s failed", args.command, exc_info=True)
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"imgdedup: error: {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        # What a storage backend raises of its own (no credentials for s3://, an
+        # endpoint that does not answer) and is no OSError: one line, the trace only with -v.
+        log.debug("%s failed", args.command, exc_info=True)
+        print(f"imgdedup: error: {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

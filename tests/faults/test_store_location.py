@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -39,6 +41,21 @@ def test_a_wrong_store_is_one_line_and_status_2(command, store, says, tmp_path, 
     assert cli(*_argv(command, tmp_path, photos, key, store)) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_an_s3_store_without_credentials_is_one_line_and_status_2(command, tmp_path, photos, key_file):
+    # A process of its own: no AWS credentials anywhere, and nothing another test mocked or cached.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    key = key_file("group.key")
+    argv = _argv(command, tmp_path, photos, key, f"s3://imgdedup-{uuid.uuid4().hex}/store")
+    done = subprocess.run([sys.executable, "-m", "imgdedup.jobs.cli", *map(str, argv)], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=tmp_path)
+    lines = [line for line in done.stderr.splitlines() if " INFO " not in line]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and "NoCredentialsError" in lines[0], done.stderr
 
 
 def test_gc_refuses_a_folder_that_is_not_a_store_and_deletes_nothing(tmp_path, capsys, monkeypatch):
