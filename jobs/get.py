@@ -6,8 +6,14 @@
 By id: the image's row names its blob, or (a pointer) the canonical image whose
 blob stands for it. By a query image: the file's keyed content digest is looked
 up first (an exact copy); otherwise its fingerprint (with its dihedral forms
-when configured) is searched in the class index and the nearest stored image
-within ``dedup.threshold_t`` is taken, and reported with its distance. The
+when configured) is searched in the class index up to the top of the verified
+zone, as ingest searches it, and the nearest stored image is taken, reported
+with its distance: as it is within the direct-accept t (``dedup.threshold_t``
+under the t rule), and in the zone above t only once the local-feature
+verifier passes the query's picture against its canonical's (whose blob is
+decrypted for it; ``dedup.verify_up_to = 0`` turns the zone off). A zone match
+that fails verification is a miss; a canonical blob that fails to decrypt is an
+IntegrityError of stage ``verify`` (exit status 3), never a miss. The
 rows that map the id to its canonical are checked against their
 ``resolution_mac`` first (a forged or edited mapping is an IntegrityError,
 exit status 3; a row written before the MAC existed is refused unless
@@ -40,11 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "get",
         description="Write the stored image IMAGE_ID (a pointer resolves to its canonical image), "
-                    "or the stored image nearest to FILE, decrypted, to --out.",
+                    "or the stored image nearest to FILE (searched up to the verified zone above t, where a "
+                    "match counts once verified on both pictures), decrypted, to --out.",
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("image_id", nargs="?", metavar="IMAGE_ID", help="id of a stored or pointer image")
-    target.add_argument("--like", metavar="FILE", help="query image: its exact copy, else its nearest duplicate")
+    target.add_argument("--like", metavar="FILE",
+                        help="query image: its exact copy, else its nearest duplicate within t, or in the verified "
+                             "zone above t once local features on both pictures agree")
     parser.add_argument("--out", metavar="PATH", required=True,
                         help="where to write the decrypted image: a new file or a regular file it replaces, "
                              "in an existing folder")
@@ -65,7 +74,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     key = key_for_store(key, store.key_records())
     images = DecidedImages.load(store, key, config, searchable=args.like is not None)
     if args.like is not None:
-        found = lookup_like(images, key, config, args.like)
+        found = lookup_like(images, key, config, args.like, allow_unauthenticated=args.allow_unauthenticated)
         if found is None:
             print(MISS_MESSAGE)
             return 1

@@ -51,9 +51,10 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.jobs.lookup import DecidedImages, Decision, News, fingerprint_images, nearest_within, queries
+from imgdedup.jobs.lookup import DecidedImages, Decision, News, fingerprint_images, nearest_up_to_zone, queries
 from imgdedup.jobs.source import SourceImage, read_source
-from imgdedup.jobs.upload import RowSettings, fingerprint_rows, read_blob_plaintext, seal_and_store, with_decisions
+from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store, with_decisions
+from imgdedup.jobs.zone_check import STAGE, verify_against_canonical
 from imgdedup.pipeline.cluster import hamming_kmeans
 from imgdedup.pipeline.cluster.kmeans import class_count
 from imgdedup.pipeline.config import Config, load_config
@@ -61,9 +62,7 @@ from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.index_keys import key_for_store
 from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, fingerprint_width, seal_hashes
 from imgdedup.pipeline.errors import StoreError
-from imgdedup.pipeline.hashing.decode import decode_image
 from imgdedup.pipeline.index import ClusterIndex
-from imgdedup.pipeline.pair_check import pair_inliers
 from imgdedup.pipeline.store import Store, schemas
 
 log = logging.getLogger(__name__)
@@ -266,19 +265,15 @@ class Ingestor:
         blob, decrypted here). A canonical that cannot be read adds a row to
         ``errors`` (stage ``verify``) and the upload is stored.
         """
-        dedup = self.config.dedup
-        n = len(self.images.index) + 1
-        t = max(dedup.threshold_for(n), 0)
-        match = nearest_within(self.images.index, query, self.config,
-                               verify_t=dedup.verify_threshold_for(n, t))[0] if searchable else None
-        if match is not None and match[1] > t:
-            canonical = self.images.canonical_of(match[0]) or match[0]
-            if not self._verified(image, canonical, batch, errors):
-                match = None
+        match, cluster_id = None, None
         if searchable:
-            cluster_id, _ = self.images.index.add(token, image.image_id, centre_threshold=dedup.centre_threshold)
-        else:
-            cluster_id = None
+            [match], t = nearest_up_to_zone(self.images.index, query, self.config)
+            if match is not None and match[1] > t:
+                canonical = self.images.canonical_of(match[0]) or match[0]
+                if not self._verified(image, canonical, batch, errors):
+                    match = None
+            cluster_id, _ = self.images.index.add(token, image.image_id,
+                                                  centre_threshold=self.config.dedup.centre_threshold)
         if match is not None:
             canonical = self.images.canonical_of(match[0]) or match[0]
             self.images.point(image.image_id, canonical)
@@ -288,22 +283,16 @@ class Ingestor:
 
     def _verified(self, image: SourceImage, canonical: str, batch: dict[str, SourceImage],
                   errors: list[dict]) -> bool:
-        """Whether the verifier passes ``image`` against the picture of the stored image ``canonical``."""
-        decode = dataclasses.asdict(self.config.decode)
+        """Whether the verifier passes ``image`` against the picture of the stored image ``canonical``.
 
-        def load(which: int):
-            if which == 0:
-                return decode_image(image.data, name=image.source, **decode)
-            data = batch[canonical].data if canonical in batch else read_blob_plaintext(self.store, self.key,
-                                                                                         canonical)
-            return decode_image(data, name=canonical, **decode)
-
-        found = pair_inliers(np.array([[0, 1]]), load)
-        for which, exc in found.failed.items():
+        A picture that cannot be had adds a row of stage ``verify`` to ``errors``.
+        """
+        check = verify_against_canonical(self.store, self.key, self.config, image.data, image.source, canonical,
+                                         batch[canonical].data if canonical in batch else None)
+        for name, exc in check.failed.items():
             log.warning("verify: %s", exc)
-            errors.append(_error_row(canonical if which == 1 else image.source, "verify", type(exc).__name__,
-                                     getattr(exc, "reason", str(exc))))
-        return int(found.inliers[0]) >= self.config.dedup.verify_min_inliers
+            errors.append(_error_row(name, STAGE, type(exc).__name__, getattr(exc, "reason", str(exc))))
+        return check.passed
 
     def _spec(self) -> RowSettings:
         """This batch's row settings: ingest seals blobs and builds rows as the bulk job does."""

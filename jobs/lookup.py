@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imgdedup.jobs.hash import configured_algorithm
-from imgdedup.jobs.source import read_source
+from imgdedup.jobs.source import SourceImage, read_source
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, query_space, search_space
@@ -342,7 +342,7 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config,
     verify_t : int, optional
         Top of the verified zone, in bits; matches beyond t up to it are returned too.
     """
-    t = max(config.dedup.threshold_for(len(index) + len(queries)), 0)
+    t = direct_t(config, len(index) + len(queries))
     forms = queries.shape[1] if queries.ndim == 3 else 1
     search = config.index.resolved(len(index), t, 8 * index.nbytes, forms)
     if search.mode == "mih":
@@ -352,6 +352,29 @@ def nearest_within(index: ClusterIndex, queries: np.ndarray, config: Config,
                            threads=search.scan_threads, substring_bits=search.substring_bits,
                            probe_radius=search.probe_radius)
     return [(m.ids[0], int(m.distances[0])) if len(m.ids) else None for m in results]
+
+
+def direct_t(config: Config, n: int) -> int:
+    """The direct-accept t, in bits, for a store of ``n`` images: ``dedup.threshold_t`` under the t rule."""
+    return max(config.dedup.threshold_for(n), 0)
+
+
+def nearest_up_to_zone(index: ClusterIndex, queries: np.ndarray,
+                       config: Config) -> tuple[list[tuple[str, int] | None], int]:
+    """:func:`nearest_within` up to the verified zone's top, for a store of the index's size plus the queries.
+
+    Returns
+    -------
+    matches : list of (image_id, distance) or None
+        One per query. A distance above t lies in the verified zone: the match
+        counts only once the verifier passes it (:mod:`imgdedup.jobs.zone_check`).
+    t : int
+        The direct-accept t, in bits. The zone's top is ``dedup.verify_threshold_for``
+        that size and t (t itself when ``dedup.verify_up_to`` is 0: no zone).
+    """
+    n = len(index) + len(queries)
+    t = direct_t(config, n)
+    return nearest_within(index, queries, config, verify_t=config.dedup.verify_threshold_for(n, t)), t
 
 
 @functools.cache
@@ -364,19 +387,31 @@ def _note_approximate_plan(substring_bits: int, probe_radius: int, t: int, nbits
                     substring_bits, probe_radius, bound, t, bound)
 
 
-def lookup_like(images: DecidedImages, key: GroupKey, config: Config,
-                path: str) -> tuple[str, int] | None:
+def lookup_like(images: DecidedImages, key: GroupKey, config: Config, path: str, *,
+                allow_unauthenticated: bool = False) -> tuple[str, int] | None:
     """The stored image a query file stands for: its exact copy, else its nearest duplicate.
+
+    The nearest stored fingerprint within the direct-accept t is taken as it
+    is; one in the verified zone above t only once the verifier passes the
+    query's picture against the picture of that image's canonical, whose
+    mapping is checked against its MAC and whose blob is decrypted here
+    (:func:`verified_in_zone`).
 
     Returns
     -------
     (image_id, distance) or None
-        Distance 0 for an exact copy (same keyed content digest).
+        Distance 0 for an exact copy (same keyed content digest); None for a
+        miss, a zone match that failed verification included.
 
     Raises
     ------
     DecodeError
         The query file is not an image this store's hash can read.
+    IntegrityError
+        A zone match's mapping to its canonical fails its MAC (stage ``resolve``),
+        or the canonical's blob fails to decrypt (stage ``verify``).
+    StoreError
+        A zone match's canonical has no blob (stage ``verify``).
     """
     image = read_source(key, path)
     exact = images.by_digest.get(image.digest)
@@ -385,7 +420,32 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config,
     batch = fingerprint_images([image.data], [path], config)
     if not len(batch):
         raise batch.errors[0]  # a DecodeError naming the file and why
-    return nearest_within(images.index, queries(key, config.crypto.mode, batch), config)[0]
+    [match], t = nearest_up_to_zone(images.index, queries(key, config.crypto.mode, batch), config)
+    if match is None or match[1] <= t:
+        return match
+    return match if verified_in_zone(images, image, match[0], allow_unauthenticated=allow_unauthenticated) else None
+
+
+def verified_in_zone(images: DecidedImages, image: SourceImage, match: str, *,
+                     allow_unauthenticated: bool = False) -> bool:
+    """Whether the verifier passes ``image`` against the picture of the canonical of the stored image ``match``.
+
+    A canonical whose mapping or blob fails authentication, or that cannot be
+    read or decoded, raises (a lookup does not fall back to a miss).
+
+    Raises
+    ------
+    IntegrityError
+        The mapping fails its MAC (stage ``resolve``), or the blob fails to decrypt (stage ``verify``).
+    StoreError
+        The canonical has no blob (stage ``verify``).
+    """
+    from imgdedup.jobs.zone_check import verify_against_canonical  # loads OpenCV, which get by id never needs
+
+    canonical = images.verified_canonical(match, allow_unauthenticated=allow_unauthenticated)
+    check = verify_against_canonical(images.store, images.key, images.config, image.data, image.source, canonical)
+    check.raise_failure()
+    return check.passed
 
 
 def queries(key: GroupKey, mode: str, batch: FingerprintBatch) -> np.ndarray:
