@@ -21,8 +21,9 @@ from imgdedup.pipeline.cores import usable_cores
 from imgdedup.pipeline.errors import ConfigError
 from imgdedup.pipeline.search_plan import (RADII, SUBSTRING_BITS, MihPlan, cheaper_mode, choose_plan, exact_up_to,
                                            model_rows)
-from imgdedup.pipeline.threshold import (FalsePairTail, expected_false_merges, expected_verified_false_merges,
-                                         threshold_for, verify_threshold_for)
+from imgdedup.pipeline.threshold import (FalsePairTail, KeyShareTail, expected_false_merges, expected_key_pairs,
+                                         expected_verified_false_merges, key_min_shared_for, threshold_for,
+                                         verify_threshold_for)
 
 DEFAULT_CONFIG_NAME = "imgdedup.conf/default.toml"
 
@@ -43,6 +44,11 @@ class HashConfig:
     dihedral: bool = True
     min_quality: int = 20
     trim_borders: bool = True
+    feature_keypoints: int = 200
+
+    def __post_init__(self):
+        if not 0 <= self.feature_keypoints <= 5000:
+            raise ConfigError("hash.feature_keypoints", f"must be 0..5000, got {self.feature_keypoints}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,10 @@ class DedupConfig:
     verify_min_inliers: int = 12
     verifier_false_accept: float = 3.0e-6
     max_verifications_per_image: float = 1.0
+    key_min_shared: int = 3
+    key_max_posting: int = 100
+    key_share_tail_intercept: float = -2.45
+    key_share_tail_slope: float = 0.7
 
     def __post_init__(self):
         if not self.max_false_merge_rate >= 0:
@@ -75,6 +85,12 @@ class DedupConfig:
         if not self.max_verifications_per_image > 0:
             raise ConfigError("dedup.max_verifications_per_image",
                               f"must be > 0, got {self.max_verifications_per_image}")
+        if not self.key_min_shared >= 1:
+            raise ConfigError("dedup.key_min_shared", f"must be >= 1, got {self.key_min_shared}")
+        if not self.key_max_posting >= 2:
+            raise ConfigError("dedup.key_max_posting", f"must be >= 2, got {self.key_max_posting}")
+        if not self.key_share_tail_slope > 0:
+            raise ConfigError("dedup.key_share_tail_slope", f"must be > 0, got {self.key_share_tail_slope}")
 
     def threshold_for(self, n: int) -> int:
         """t for a collection of ``n`` images: the t rule (:func:`imgdedup.pipeline.threshold.threshold_for`).
@@ -96,14 +112,36 @@ class DedupConfig:
                                     max_verifications_per_image=self.max_verifications_per_image,
                                     tail=self.false_pair_tail)
 
-    def expected_false_merges(self, n: int, t_direct: int, t_verify: int) -> tuple[float, float]:
+    def key_min_shared_for(self, n: int) -> int:
+        """Feature keys a pair must share to be verified, for ``n`` images: the key rule
+        (:func:`imgdedup.pipeline.threshold.key_min_shared_for`) with this section's knobs, within the
+        false-merge budget the direct t and the zone the rules give ``n`` images leave."""
+        room = None
+        if self.max_false_merge_rate > 0:
+            t = max(self.threshold_for(n), 0)
+            room = self.max_false_merge_rate * n - sum(self.expected_false_merges(n, t, self.verify_threshold_for(n, t)))
+        return key_min_shared_for(n, floor=self.key_min_shared, tail=self.key_share_tail,
+                                  max_verifications_per_image=self.max_verifications_per_image,
+                                  false_accept=self.verifier_false_accept, false_merge_room=room)
+
+    def expected_false_merges(self, n: int, t_direct: int, t_verify: int,
+                              key_min_shared: int | None = None) -> tuple[float, float]:
         """Expected false merges among ``n`` images: ``(direct part, verified part)``.
 
-        See :mod:`imgdedup.pipeline.threshold`.
+        The verified part counts the zone's pairs and, when feature keys find
+        candidates (``key_min_shared`` given), the key pairs, each times the
+        verifier's false-accept rate. See :mod:`imgdedup.pipeline.threshold`.
         """
         tail = self.false_pair_tail
-        return (expected_false_merges(n, t_direct, tail),
-                expected_verified_false_merges(n, t_direct, t_verify, tail, self.verifier_false_accept))
+        verified = expected_verified_false_merges(n, t_direct, t_verify, tail, self.verifier_false_accept)
+        if key_min_shared is not None:
+            verified += expected_key_pairs(n, key_min_shared, self.key_share_tail) * self.verifier_false_accept
+        return expected_false_merges(n, t_direct, tail), verified
+
+    @property
+    def key_share_tail(self) -> KeyShareTail:
+        """How often different photos share feature keys, for the key rule."""
+        return KeyShareTail(self.key_share_tail_intercept, self.key_share_tail_slope)
 
     @property
     def false_pair_tail(self) -> FalsePairTail:
@@ -259,6 +297,12 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+
+    @property
+    def key_keypoints(self) -> int:
+        """Keypoints the jobs take feature keys from: ``hash.feature_keypoints`` when there is a verified zone
+        (``dedup.verify_up_to`` > 0) to put key matches to, else 0 (keys would find nothing to verify)."""
+        return self.hash.feature_keypoints if self.dedup.verify_up_to > 0 else 0
 
 
 _CHOICES = {

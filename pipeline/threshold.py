@@ -204,3 +204,56 @@ def expected_zone_pairs(n: int, t_direct: int, t_verify: int, tail: FalsePairTai
     if t_verify <= t_direct:
         return 0.0
     return expected_false_merges(n, t_verify, tail) - expected_false_merges(n, t_direct, tail)
+
+
+@dataclass(frozen=True)
+class KeyShareTail:
+    """How often two different photos share feature keys: ``log10 p(shared >= m) = intercept - slope * m``.
+
+    Fitted by ``scripts/crop_candidates.py`` on the tune half of the labelled
+    set (pairs of different photos, ``hash.feature_keypoints = 200``).
+
+    Attributes
+    ----------
+    intercept : float
+        log10 of the modelled rate at ``m = 0``.
+    slope : float
+        Decades of rate per key shared; positive.
+    """
+
+    intercept: float
+    slope: float
+
+    def __post_init__(self):
+        if not self.slope > 0:
+            raise ValueError(f"a key-share tail must fall with m (slope > 0), got slope {self.slope}")
+
+    def rate(self, m: int) -> float:
+        """Modelled probability that two different photos share at least ``m`` feature keys (at most 1)."""
+        return 10.0 ** min(0.0, self.intercept - self.slope * m)
+
+
+def expected_key_pairs(n: int, m: int, tail: KeyShareTail) -> float:
+    """Expected pairs of different photos among ``n`` images sharing at least ``m`` feature keys."""
+    return tail.rate(m) * n * (n - 1) / 2
+
+
+def key_min_shared_for(n: int, *, floor: int, tail: KeyShareTail, max_verifications_per_image: float,
+                       false_accept: float = 0.0, false_merge_room: float | None = None) -> int:
+    """The keys a pair must share to be verified, for ``n`` images: the key rule.
+
+    The smallest ``m >= floor`` whose expected pairs of different photos
+    sharing ``m`` keys stay within the verifier's cost budget,
+    ``expected_key_pairs(n, m) <= max_verifications_per_image n`` (the same
+    budget that bounds the zone), and whose false merges, that many pairs times
+    ``false_accept``, fit in ``false_merge_room`` (what the false-merge budget
+    leaves after the direct part and the zone; None: no such condition).
+    """
+    m = max(1, floor)
+    while (expected_key_pairs(n, m, tail) > max_verifications_per_image * max(n, 1)
+           or (false_merge_room is not None
+               and expected_key_pairs(n, m, tail) * false_accept > max(false_merge_room, 0.0))):
+        if tail.rate(m) == 0.0:
+            break
+        m += 1
+    return m

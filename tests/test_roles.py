@@ -90,6 +90,7 @@ table = pa.table({
     "ingested_at": [None] * n, "hash_sealed": [b"opaque"] * n,
     "content_digest": [bytes(32)] * n, "quality": [50] * n, "format": ["PNG"] * n, "lossless": [True] * n,
     "jpeg_quality": [None] * n, "exif": [False] * n, "upload_id": [None] * n, "resolution_mac": [None] * n,
+    "feature_keys": [None] * n,
 }, schema=schemas.fingerprints_schema(32))
 store = Store(sys.argv[1])
 store.commit("run-1", {"fingerprints": [store.write_table_part("fingerprints", "run-1", 0, table)]})

@@ -148,3 +148,32 @@ def test_the_zone_knobs_load():
         load_config(overrides=["dedup.max_verifications_per_image=0"])
     with pytest.raises(ConfigError, match="verifier_false_accept"):
         load_config(overrides=["dedup.verifier_false_accept=2"])
+
+
+@given(st.integers(2, 10**8), st.floats(-3.0, 0.0), st.floats(0.2, 2.0), st.integers(1, 6))
+@settings(max_examples=200, deadline=None)
+def test_key_rule_keeps_key_pairs_within_the_verification_budget(n, intercept, slope, floor):
+    from imgdedup.pipeline.threshold import KeyShareTail, expected_key_pairs, key_min_shared_for
+
+    tail = KeyShareTail(intercept, slope)
+    m = key_min_shared_for(n, floor=floor, tail=tail, max_verifications_per_image=1.0)
+    assert m >= floor
+    assert expected_key_pairs(n, m, tail) <= n
+    if m > floor:  # one key fewer would cost more verifications than the budget
+        assert expected_key_pairs(n, m - 1, tail) > n
+    # With a false-merge budget left over by the direct part and the zone, the keys' false merges fit in it.
+    room = 1e-5 * n / 3
+    within = key_min_shared_for(n, floor=floor, tail=tail, max_verifications_per_image=1.0, false_accept=3e-6,
+                                false_merge_room=room)
+    assert within >= m and expected_key_pairs(n, within, tail) * 3e-6 <= room
+    if within > m:
+        assert expected_key_pairs(n, within - 1, tail) * 3e-6 > room
+
+
+def test_key_rule_rises_with_the_collection():
+    from imgdedup.pipeline.config import load_config
+
+    dedup = load_config().dedup
+    sizes = [10**3, 10**5, 10**6, 10**7]
+    rules = [dedup.key_min_shared_for(n) for n in sizes]
+    assert rules == sorted(rules) and rules[0] == dedup.key_min_shared and rules[-1] > rules[0]

@@ -252,3 +252,69 @@ def query_space(key: GroupKey, mode: str, hashes: np.ndarray) -> np.ndarray:
     if mode == "sealed":
         return hashes
     return tokens(key, hashes) if hashes.ndim == 2 else dihedral_tokens(key, hashes)
+
+
+def _feature_keys_aad(key_id: bytes, image_id: str) -> bytes:
+    encoded = image_id.encode()
+    return b"imgdedup/v1/feature-keys-seal" + key_id + len(encoded).to_bytes(2, "big") + encoded
+
+
+def seal_feature_keys(key: GroupKey, image_ids: Sequence[str], keys: Sequence[np.ndarray]) -> list[bytes]:
+    """AES-256-GCM of each image's feature keys, bound to its image id and the key id.
+
+    The ``fingerprint-seal`` sub-key, with associated data of its own
+    (``feature-keys-seal``), so a sealed hash never opens as keys nor the other
+    way round; like sealed hashes, they outlive a key rotation.
+
+    Parameters
+    ----------
+    key : GroupKey
+    image_ids : sequence of str, length B
+    keys : sequence of ndarray of uint64, length B
+        Each image's feature keys (:func:`imgdedup.pipeline.hashing.feature_keys.feature_keys`).
+
+    Returns
+    -------
+    list of bytes, length B
+        ``nonce (12) ‖ ciphertext (8 k, little-endian uint64) ‖ tag (16)``, a fresh nonce each.
+    """
+    _check_ids(image_ids, len(keys))
+    aead = AESGCM(key.subkey("fingerprint-seal"))
+    out = []
+    for image_id, values in zip(image_ids, keys):
+        nonce = os.urandom(SEAL_NONCE_BYTES)
+        plain = np.ascontiguousarray(values, dtype="<u8").tobytes()
+        out.append(nonce + aead.encrypt(nonce, plain, _feature_keys_aad(key.index_key_id, image_id)))
+    return out
+
+
+def open_feature_keys(key: GroupKey, image_ids: Sequence[str], sealed: Sequence[bytes | None]) -> list[np.ndarray]:
+    """Inverse of :func:`seal_feature_keys`; a missing value (a row written without keys) gives no keys.
+
+    Returns
+    -------
+    list of ndarray of uint64, length B
+
+    Raises
+    ------
+    IntegrityError
+        A value was edited, belongs to another image id, or was sealed under
+        another key; the error names that row's image id.
+    """
+    _check_ids(image_ids, len(sealed))
+    aead = AESGCM(key.subkey("fingerprint-seal"))
+    out = []
+    for image_id, data in zip(image_ids, sealed):
+        if data is None:
+            out.append(np.zeros(0, np.uint64))
+            continue
+        try:
+            plain = aead.decrypt(data[:SEAL_NONCE_BYTES], data[SEAL_NONCE_BYTES:],
+                                 _feature_keys_aad(key.index_key_id, image_id))
+        except InvalidTag:
+            raise IntegrityError(image_id, "sealed feature keys failed authentication (edited, moved to "
+                                 "another image id, or sealed under another key)", stage="decrypt") from None
+        if len(plain) % 8:
+            raise IntegrityError(image_id, "sealed feature keys are not whole uint64 values", stage="decrypt")
+        out.append(np.frombuffer(plain, dtype="<u8").astype(np.uint64))
+    return out

@@ -44,6 +44,10 @@ class FingerprintBatch:
         How each file is encoded (format, lossless, JPEG quality, EXIF), B entries.
     errors : list of DecodeError
         One per file that failed, in input order; ``error.subject`` is its name.
+    feature_keys : list of ndarray of uint64, or None
+        Each fingerprinted file's feature keys
+        (:func:`imgdedup.pipeline.hashing.feature_keys.feature_keys`), B arrays;
+        None when not asked for.
     """
 
     names: list[str]
@@ -55,6 +59,7 @@ class FingerprintBatch:
     height: np.ndarray
     encodings: list[Encoding]
     errors: list[DecodeError]
+    feature_keys: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -85,6 +90,7 @@ def fingerprint_batch(
     max_pixels: int,
     formats: Iterable[str],
     draft_min_side: int,
+    feature_keypoints: int = 0,
 ) -> FingerprintBatch:
     """Decode and fingerprint a batch of image files.
 
@@ -100,6 +106,9 @@ def fingerprint_batch(
         Also compute the 8 dihedral variants of every hash.
     max_pixels, formats, draft_min_side
         Decoding limits, see :func:`imgdedup.pipeline.hashing.decode.decode`.
+    feature_keypoints : int
+        Also compute each picture's feature keys from at most this many ORB
+        keypoints (``hash.feature_keypoints``); 0: none.
 
     Returns
     -------
@@ -112,6 +121,10 @@ def fingerprint_batch(
     formats = tuple(formats)
     kept_names, indices, thumbs, quality_thumbs, widths, heights, errors = [], [], [], [], [], [], []
     encodings = []
+    keys = [] if feature_keypoints else None
+    if keys is not None:
+        # OpenCV and the compiled Hamming kernels load only when keys are asked for.
+        from imgdedup.pipeline.hashing.feature_keys import feature_keys
     for index, (source, name) in enumerate(zip(sources, names)):
         try:
             decoded = decode(source, name=name, max_pixels=max_pixels, formats=formats,
@@ -126,6 +139,8 @@ def fingerprint_batch(
         widths.append(decoded.width)
         heights.append(decoded.height)
         encodings.append(decoded.encoding)
+        if keys is not None:
+            keys.append(feature_keys(decoded.image, feature_keypoints))
 
     width = np.array(widths, dtype=np.int64)
     height = np.array(heights, dtype=np.int64)
@@ -142,4 +157,4 @@ def fingerprint_batch(
         variants = np.zeros((0, 8, algorithm.nbytes), dtype=np.uint8) if dihedral else None
         quality = np.zeros(0, dtype=np.uint8)
     return FingerprintBatch(kept_names, np.array(indices, dtype=np.int64), hashes, variants,
-                            quality, width, height, encodings, errors)
+                            quality, width, height, encodings, errors, keys)

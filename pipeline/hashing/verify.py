@@ -72,7 +72,8 @@ class Features:
         return Features, (self.keypoints, self.descriptors)
 
 
-def orb_features(picture: Image.Image, *, keypoints: int = 500, fast_threshold: int = FAST_THRESHOLD) -> Features:
+def orb_features(picture: Image.Image, *, keypoints: int = 500, fast_threshold: int = FAST_THRESHOLD,
+                 side: int = SIDE, levels: int = 8) -> Features:
     """ORB keypoints and descriptors of an RGB picture, at most ``keypoints`` of them.
 
     Parameters
@@ -80,11 +81,16 @@ def orb_features(picture: Image.Image, *, keypoints: int = 500, fast_threshold: 
     picture : PIL.Image.Image
         Decoded picture, mode ``"RGB"``, orientation applied.
     keypoints : int
-        Most keypoints kept (the strongest by Harris response, spread over 8
-        pyramid levels 1.2 apart).
+        Most keypoints kept (the strongest by Harris response, spread over the
+        pyramid's levels).
     fast_threshold : int
         FAST corner threshold, in grey levels (0-255): how much brighter or
         darker than the centre the ring's pixels must be.
+    side : int
+        Long side, in pixels, of the grey picture the features are taken from.
+    levels : int
+        Pyramid levels, 1.2 apart in scale: copies up to ``1.2 ** (levels - 1)``
+        times the size of each other match at some level.
 
     Returns
     -------
@@ -92,10 +98,10 @@ def orb_features(picture: Image.Image, *, keypoints: int = 500, fast_threshold: 
         No keypoints (``k = 0``) for a picture too flat or too small to have any.
     """
     grey = picture.convert("L")
-    scale = SIDE / max(grey.size)
+    scale = side / max(grey.size)
     grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
                        Image.Resampling.BILINEAR)
-    orb = cv2.ORB_create(nfeatures=keypoints, fastThreshold=fast_threshold)
+    orb = cv2.ORB_create(nfeatures=keypoints, fastThreshold=fast_threshold, nlevels=levels)
     found, descriptors = orb.detectAndCompute(np.asarray(grey), None)
     if descriptors is None or not found:
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8))

@@ -134,8 +134,10 @@ def fingerprints_schema(
     (string: the caller-supplied id an upload was identified by, or null when
     its ``source`` identifies it); ``resolution_mac`` (fixed_size_binary(32):
     HMAC of the row's image id, ``duplicate_of`` and ``blob`` under the group's
-    ``resolution-mac`` sub-key). Rows written before a column existed read it
-    as null.
+    ``resolution-mac`` sub-key); ``feature_keys`` (binary: the image's feature
+    keys sealed under the group's ``fingerprint-seal`` sub-key, in both trust
+    modes; null when the run computed none). Rows written before a column
+    existed read it as null.
     """
     if fingerprint_bytes < 1:
         raise StoreError("fingerprints", f"fingerprint width must be >= 1 byte, got {fingerprint_bytes}")
@@ -162,6 +164,7 @@ def fingerprints_schema(
         pa.field("exif", pa.bool_()),
         pa.field("upload_id", pa.string()),
         pa.field("resolution_mac", pa.binary(RESOLUTION_MAC_BYTES)),
+        pa.field("feature_keys", pa.binary()),
     ]
     return pa.schema(fields, metadata=_metadata(
         FINGERPRINTS, hash_algo=algo, hash_bits=bits, key_id=key_id, fingerprint_mode=mode,

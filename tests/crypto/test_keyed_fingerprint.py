@@ -172,3 +172,22 @@ def test_bad_shapes():
         tokens(KEY, np.zeros(32, dtype=np.uint8))
     with pytest.raises(ValueError):
         seal_hashes(KEY, ["a"], np.zeros((2, 32), dtype=np.uint8))
+
+
+def test_sealed_feature_keys_round_trip_and_refuse_edits_moves_and_other_keys():
+    from imgdedup.pipeline.crypto.keyed_fingerprint import open_feature_keys, seal_feature_keys
+
+    keys = [np.array([1, 2**40 + 5, 2**63 + 9], np.uint64), np.zeros(0, np.uint64)]
+    sealed = seal_feature_keys(KEY, ["a", "b"], keys)
+    assert sealed[0] != seal_feature_keys(KEY, ["a"], keys[:1])[0]  # a fresh nonce each time
+    opened = open_feature_keys(KEY, ["a", "b", "c"], [*sealed, None])
+    assert [k.tolist() for k in opened] == [keys[0].tolist(), [], []]
+    edited = bytearray(sealed[0])
+    edited[20] ^= 1
+    for ids, values, key in ((["a"], [bytes(edited)], KEY), (["b"], sealed[:1], KEY),
+                             (["a"], sealed[:1], GroupKey(bytes(32)))):
+        with pytest.raises(IntegrityError, match="feature keys failed authentication"):
+            open_feature_keys(key, ids, values)
+    # A sealed hash is not a sealed key list, nor the other way round: each has its own associated data.
+    with pytest.raises(IntegrityError):
+        open_feature_keys(KEY, ["a"], [seal_hashes(KEY, ["a"], np.zeros((1, 32), np.uint8))[0].tobytes()])

@@ -95,3 +95,24 @@ def zone_set(dev: Path) -> dict[str, bytes]:
     centre_crop(original, 0.2).save(buffer, "JPEG", quality=90)
     return {"photo.jpg": (dev / ZONE_PHOTO).read_bytes(), "photo-crop20.jpg": buffer.getvalue(),
             **{name: (dev / name).read_bytes() for name in ZONE_OTHERS}}
+
+
+#: Dev photos whose off-centre crop (:func:`off_centre_crop`) lies beyond the verified zone of them (96-128 bits)
+#: but shares many feature keys with them (24-47).
+KEYED_PHOTOS = ("ukbench08996.jpg", "perception_image9.jpg", "ukbench09040.jpg")
+
+
+def off_centre_crop(data: bytes) -> bytes:
+    """JPEG (q90) of a picture with 30 % of its width cut off the left and 25 % of its height off the top."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    buffer = io.BytesIO()
+    image.crop((int(0.3 * image.width), int(0.25 * image.height), image.width, image.height)).save(
+        buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def keyed_set(dev: Path) -> dict[str, bytes]:
+    """``{name: bytes}``: :data:`KEYED_PHOTOS`, each with its off-centre crop (``crop-NAME``), and
+    :data:`ZONE_OTHERS`."""
+    files = {name: (dev / name).read_bytes() for name in (*KEYED_PHOTOS, *ZONE_OTHERS)}
+    return files | {f"crop-{name}": off_centre_crop(files[name]) for name in KEYED_PHOTOS}

@@ -131,6 +131,7 @@ def build_report_store(url: str, dev: Path, key: GroupKey, config: Config) -> Re
                     out[column].append(value[i].item() if hasattr(value[i], "item") else value[i])
             out["upload_id"].append(None)
             out["resolution_mac"].append(resolution_mac(key, ids[i], out["duplicate_of"][-1], out["blob"][-1]))
+            out["feature_keys"].append(None)
         schema = schemas.fingerprints_schema(32, algo="lbph", bits=256, key_id=key.key_id_hex, mode="tokens")
         return pa.table(out, schema=schema)
 

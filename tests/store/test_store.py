@@ -36,7 +36,7 @@ def fingerprint_rows(image_ids: list[str], width: int = 32) -> pa.Table:
         "content_digest": [hashlib.sha256(b"c" + i.encode()).digest() for i in image_ids],
         "quality": [80] * n, "format": ["JPEG"] * n, "lossless": [False] * n, "jpeg_quality": [90] * n,
         "exif": [True] * n, "upload_id": [None] * n,
-        "resolution_mac": [None] * n,
+        "resolution_mac": [None] * n, "feature_keys": [None] * n,
     }, schema=schema)
 
 
