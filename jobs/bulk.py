@@ -191,6 +191,7 @@ def _run(client: Client, source: str, listed: list[SourceFile], listing_seconds:
         deferred_sync=workers_share_host(client),
         # Taken before the rows are read: a commit landing in between is then seen twice, never missed.
         based_on=store.latest_version(),
+        feature_keypoints=config.key_keypoints,
     )
     present = store.read_table(FINGERPRINTS, columns=["image_id"])
     if present.num_rows:

@@ -332,6 +332,8 @@ def _metrics(results: list[PartitionResult], outcome: DedupOutcome, config: Conf
         "verify_t": (float(outcome.verify_t), "bits"),
         "pairs_verified": (float(outcome.verified), "pairs"),
         "pairs_passed": (float(outcome.verified_passed), "pairs"),
+        "key_min_shared": (float(outcome.key_min_shared), "keys"),
+        "key_pairs": (float(outcome.key_pairs), "pairs"),
         "expected_false_merges": (float(sum(outcome.expected_false_merges)), "images"),
         "expected_false_merges_direct": (float(outcome.expected_false_merges[0]), "images"),
         "expected_false_merges_verified": (float(outcome.expected_false_merges[1]), "images"),
@@ -388,7 +390,9 @@ def print_summary(summary: BulkSummary, file=None) -> None:
           + (f", re-elected {s['re_elected']:.0f}" if s['re_elected'] else ""), file=file)
     print(f"  bytes stored {_size(s['bytes_stored'])}, saved {_size(s['bytes_saved'])}, "
           f"classes {s['clusters']:.0f}", file=file)
-    zone = (f", verified zone up to {s['verify_t']:.0f} bits: {s['pairs_verified']:.0f} pairs verified, "
+    keys = (f" (with {s['key_pairs']:.0f} pairs sharing at least {s['key_min_shared']:.0f} feature keys)"
+            if s['key_min_shared'] else "")
+    zone = (f", verified zone up to {s['verify_t']:.0f} bits{keys}: {s['pairs_verified']:.0f} pairs verified, "
             f"{s['pairs_passed']:.0f} passed" if s['verify_t'] > s['threshold_t'] else ", no verified zone")
     print(f"  t {s['threshold_t']:.0f} bits{zone}", file=file)
     print(f"  expected false merges {s['expected_false_merges']:.2g} ({s['expected_false_merges_direct']:.2g} "

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from distributed import Client
 
+from imgdedup.jobs.bulk_keys import key_candidates, stored_feature_keys
 from imgdedup.jobs.bulk_join import join_rows
 from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec
 from imgdedup.jobs.bulk_verify import PictureAt, verify_on_cluster
@@ -138,7 +139,13 @@ class DedupOutcome:
         Pairs the verification stage checked (zone pairs and members against
         their canonical), and those that passed.
     errors : list of dict
-        Error rows of pictures the verification stage could not load (stage ``verify``).
+        Error rows of pictures the verification stage could not load (stage
+        ``verify``) and of stored rows whose sealed feature keys failed to open
+        (stage ``decrypt``).
+    key_min_shared : int
+        Feature keys a pair had to share to be verified (the key rule's); 0 when the run used no keys.
+    key_pairs : int
+        Pairs of images that shared that many keys (candidates beside the zone's).
     review : list of str
         Image ids split off a chained group (beyond t of its canonical, not
         verified against it), for a person to review.
@@ -162,6 +169,8 @@ class DedupOutcome:
     verified_passed: int = 0
     errors: list = dataclasses.field(default_factory=list)
     re_elected: dict = dataclasses.field(default_factory=dict)
+    key_min_shared: int = 0
+    key_pairs: int = 0
 
     @property
     def demoted(self) -> list[str]:
@@ -277,11 +286,18 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
                  config.dedup.verify_min_inliers, len(errors), time.perf_counter() - started)
         return inliers
 
+    key_pairs, key_min_shared = None, 0
+    if verify_t > t and config.key_keypoints:
+        key_min_shared = config.dedup.key_min_shared_for(len(everything))
+        key_pairs, key_errors = _key_candidates(client, futures, results, stored, ids[:len(old)], key_min_shared,
+                                                spec, config)
+        verify_errors.extend(key_errors)
     decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, rank, fixed,
                               threshold_t=t, min_quality=config.hash.min_quality, links=links,
                               join=lambda rows, row_forms: join_rows(client, rows, row_forms, centres, t,
                                                                      config.index, verify_t=verify_t),
-                              verify_t=verify_t, verify=verify, min_inliers=config.dedup.verify_min_inliers)
+                              verify_t=verify_t, verify=verify, min_inliers=config.dedup.verify_min_inliers,
+                              key_pairs=key_pairs)
 
     new_rows = slice(len(old), None)
     pointer_of = decided.plan.duplicate_of[new_rows]
@@ -298,11 +314,41 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
         duplicate_of=[ids[c] if c != NONE else None for c in pointer_of],
         distance=decided.plan.distance[new_rows], exact=decided.exact[new_rows], centres=centres,
         sizes=decided.sizes, radii=decided.radii, threshold_t=t, verify_t=verify_t,
-        expected_false_merges=config.dedup.expected_false_merges(len(everything), t, verify_t),
+        expected_false_merges=config.dedup.expected_false_merges(len(everything), t, verify_t,
+                                                                 key_min_shared or None),
         review=[ids[i] for i in decided.review], verified=decided.verified,
         verified_passed=decided.verified_passed, errors=verify_errors,
-        re_elected=re_elected,
+        re_elected=re_elected, key_min_shared=key_min_shared,
+        key_pairs=0 if key_pairs is None else len(key_pairs),
     )
+
+
+def _key_candidates(client: Client, futures: list, results: list[PartitionResult], stored: StoredRows,
+                    held_ids: list[str], min_shared: int, spec: PartitionSpec,
+                    config: Config) -> tuple[np.ndarray, list[dict]]:
+    """Pairs of the run's rows (held stored rows first, then the new ones, in partition order) that share
+    at least ``min_shared`` feature keys, at least one of them new.
+
+    Returns
+    -------
+    pairs : ndarray of int64, shape (E, 2)
+    errors : list of dict
+        Errors-table rows of stored rows whose sealed keys failed to open (they take part without keys).
+    """
+    started = time.perf_counter()
+    opened = client.submit(stored_feature_keys, spec.store_url, dict(spec.storage_options), spec.key,
+                           stored.version, held_ids, pure=False)
+    sources = [client.submit(operator.itemgetter(0), opened, pure=False),
+               *(client.submit(operator.attrgetter("feature_keys"), f, pure=False) for f in futures)]
+    sizes = [len(held_ids), *(r.rows.num_rows for r in results)]
+    first_rows = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+    pairs = key_candidates(client, sources, first_rows, new_from=len(held_ids), min_shared=min_shared,
+                           max_posting=config.dedup.key_max_posting,
+                           buckets=2 * max(1, len(client.scheduler_info()["workers"])))
+    errors = client.submit(operator.itemgetter(1), opened, pure=False).result()
+    log.info("keys: %d pairs of images share at least %d feature keys (%.1f s)", len(pairs), min_shared,
+             time.perf_counter() - started)
+    return pairs, errors
 
 
 def _current_canonical(stored: StoredRows) -> np.ndarray:

@@ -67,6 +67,7 @@ class PartitionSpec(RowSettings):
     extensions: frozenset[str]
     deferred_sync: bool
     based_on: int = 0
+    feature_keypoints: int = 0
 
 
 def committed_since(store: Store, version: int) -> set[str]:
@@ -125,6 +126,8 @@ class PartitionResult:
     seconds : dict of str to float
         Worker time per stage: ``read`` (reading and digesting), ``decode_hash``,
         ``encrypt_write``.
+    feature_keys : list of ndarray of uint64, or None
+        Each row's feature keys (``hash.feature_keypoints``), n arrays; None when the run computes none.
     """
 
     index: int
@@ -138,6 +141,7 @@ class PartitionResult:
     unchanged: int = 0
     bytes_read: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    feature_keys: list[np.ndarray] | None = None
 
 
 def _error_row(source: str, exc: BaseException, stage: str) -> dict:
@@ -172,7 +176,7 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
     store = Store(spec.store_url, spec.storage_options, deferred_sync=spec.deferred_sync)
     landed = committed_since(store, spec.based_on)
     seconds = {"read": 0.0, "decode_hash": 0.0, "encrypt_write": 0.0}
-    ids, sources, sizes, digests, hashes, variants = [], [], [], [], [], []
+    ids, sources, sizes, digests, hashes, variants, keys = [], [], [], [], [], [], []
     images, written, errors = [], [], []
     skipped = unchanged = bytes_read = 0
     stored_digests: set[bytes] = set()
@@ -207,7 +211,8 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
 
             started = time.perf_counter()
             result = fingerprint_batch([data for _, data, _, _ in batch], algorithm, dihedral=spec.dihedral,
-                                       names=[file.source for file, *_ in batch], **dict(spec.decode))
+                                       names=[file.source for file, *_ in batch],
+                                       feature_keypoints=spec.feature_keypoints, **dict(spec.decode))
             seconds["decode_hash"] += time.perf_counter() - started
             errors.extend(_error_row(exc.subject, exc, "decode") for exc in result.errors)
 
@@ -231,6 +236,8 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
             if result.dihedral is not None:
                 variants.append(result.dihedral)
             images.append(result.image_columns())
+            if result.feature_keys is not None:
+                keys.extend(result.feature_keys)
         started = time.perf_counter()
         for write in writes:
             write.result()
@@ -245,11 +252,12 @@ def fingerprint_partition(index: int, files: Sequence[SourceFile], known: Mappin
         forms = None if forms is None else dihedral_tokens(spec.key, forms)
     else:
         vectors = raw
-    rows = fingerprint_rows(spec, ids, sources, sizes, digests, raw, images)
+    keys = keys if spec.feature_keypoints else None
+    rows = fingerprint_rows(spec, ids, sources, sizes, digests, raw, images, feature_keys=keys)
     seconds["encrypt_write"] += time.perf_counter() - started
     digest_array = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32)
     return PartitionResult(index, rows, vectors, forms, digest_array, np.array(written, dtype=bool), errors,
-                           skipped, unchanged, bytes_read, seconds)
+                           skipped, unchanged, bytes_read, seconds, keys)
 
 
 def _source_filesystem(files: Sequence[SourceFile], options: Mapping[str, object]) -> fsspec.AbstractFileSystem:

@@ -24,6 +24,7 @@ from imgdedup.pipeline.errors import DecodeError
 from imgdedup.pipeline.hashing.algorithms import HashAlgorithm
 from imgdedup.pipeline.hashing.decode import decode_image, known_formats
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
+from imgdedup.pipeline.index.key_join import key_candidate_pairs
 from imgdedup.pipeline.keep import keep_rank
 from imgdedup.pipeline.pair_check import pair_batches, pair_inliers
 
@@ -99,6 +100,7 @@ def _joined(batches: list[FingerprintBatch], size: int, nbytes: int, dihedral: b
         height=np.concatenate([b.height for b in batches]),
         encodings=[encoding for b in batches for encoding in b.encodings],
         errors=[error for b in batches for error in b.errors],
+        feature_keys=None if batches[0].feature_keys is None else [k for b in batches for k in b.feature_keys],
     )
 
 
@@ -110,8 +112,10 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
     in this process: fingerprints with their 8 dihedral forms, Hamming K-means
     classes, pairs within ``t`` bits and byte-identical files (whatever their
     quality) joined, pairs in the verified zone above ``t``
-    (``dedup.verify_up_to``) joined when their pictures share enough local
-    features (``dedup.verify_min_inliers``), the best copy (``dedup.keep``:
+    (``dedup.verify_up_to``), and pairs sharing enough feature keys
+    (``hash.feature_keypoints``, ``dedup.key_min_shared``) at any distance,
+    joined when their pictures share enough local features
+    (``dedup.verify_min_inliers``), the best copy (``dedup.keep``:
     more pixels, then the less lossy encoding, then EXIF, then the first in
     walk order) kept as each group's canonical, and groups cut into stars so
     every duplicate lies within ``t`` of its canonical or passed verification
@@ -179,12 +183,16 @@ def find_duplicates(paths_or_dir: PathLike | Iterable[PathLike], *, algo: str | 
                 log.warning("find_duplicates: verify: %s", exc)
         return inliers
 
+    key_pairs = None
+    if verify_t > threshold_t and batch.feature_keys is not None:
+        key_pairs, _ = key_candidate_pairs(batch.feature_keys, min_shared=config.dedup.key_min_shared_for(n),
+                                           max_posting=config.dedup.key_max_posting)
     decided = dedup_decisions(batch.hashes, batch.dihedral, labels, to_centre, clusters.centres,
                               batch.quality.astype(np.int64), digests, rank,
                               np.zeros(n, dtype=bool), threshold_t=threshold_t,
                               min_quality=config.hash.min_quality, batch=config.index.query_batch,
                               threads=config.index.scan_threads, verify_t=verify_t, verify=verify,
-                              min_inliers=config.dedup.verify_min_inliers)
+                              min_inliers=config.dedup.verify_min_inliers, key_pairs=key_pairs)
     canonical = np.where(decided.plan.is_pointer, decided.plan.duplicate_of, np.arange(n))
     members: dict[int, list[int]] = {}
     for image, owner in enumerate(canonical):
@@ -222,7 +230,9 @@ def _fingerprint_once(files: list[str], algorithm: HashAlgorithm,
             except OSError as exc:
                 unreadable.append(DecodeError(name, f"cannot read the file ({exc.strerror or exc})"))
         part = fingerprint_batch([data for _, data in read], algorithm, names=[name for name, _ in read],
-                                 dihedral=config.hash.dihedral, **dataclasses.asdict(config.decode))
+                                 dihedral=config.hash.dihedral,
+                                 feature_keypoints=config.key_keypoints,
+                                 **dataclasses.asdict(config.decode))
         kept = [read[i][1] for i in part.indices]
         digests += [hashlib.sha256(data).digest() for data in kept]
         sizes += [len(data) for data in kept]

@@ -51,7 +51,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.jobs.lookup import DecidedImages, Decision, News, fingerprint_images, nearest_up_to_zone, queries
+from imgdedup.jobs.lookup import (DecidedImages, Decision, News, fingerprint_images, key_match, nearest_up_to_zone,
+                                 queries)
 from imgdedup.jobs.source import SourceImage, read_source
 from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store, with_decisions
 from imgdedup.jobs.zone_check import STAGE, verify_against_canonical
@@ -231,6 +232,7 @@ class Ingestor:
                 decision = self._copy_of_known_bytes(image, earlier)
             else:
                 decision = self._decide_one(image, plain[row], searched[row:row + 1],
+                                            batch.feature_keys[row] if batch.feature_keys is not None else None,
                                             int(batch.quality[row]) >= self.config.hash.min_quality, new, errors)
                 first_of[image.digest] = decision
             decisions[image.image_id] = decision
@@ -254,32 +256,45 @@ class Ingestor:
                             image.source)
         return Decision(image.image_id, "exact_duplicate", earlier.cluster_id, canonical, 0, "", image.source)
 
-    def _decide_one(self, image: SourceImage, token: np.ndarray, query: np.ndarray, searchable: bool,
-                    batch: dict[str, SourceImage], errors: list[dict]) -> Decision:
+    def _decide_one(self, image: SourceImage, token: np.ndarray, query: np.ndarray, keys: np.ndarray | None,
+                    searchable: bool, batch: dict[str, SourceImage], errors: list[dict]) -> Decision:
         """The paper's upload step for one fingerprinted image: pointer, or blob to store; class update.
 
         The nearest stored fingerprint within the direct-accept t makes a
         pointer; one in the verified zone above it makes a pointer only if the
         verifier passes the upload against that image's canonical (its pixels
         from ``batch`` when it was stored earlier in this micro-batch, else its
-        blob, decrypted here). A canonical that cannot be read adds a row to
-        ``errors`` (stage ``verify``) and the upload is stored.
+        blob, decrypted here). Failing that, the stored image sharing the most
+        feature keys with the upload (``keys``; :func:`key_match`) is verified
+        the same way. A canonical that cannot be read adds a row to ``errors``
+        (stage ``verify``) and the upload is stored.
         """
         match, cluster_id = None, None
         if searchable:
             [match], t = nearest_up_to_zone(self.images.index, query, self.config)
-            if match is not None and match[1] > t:
-                canonical = self.images.canonical_of(match[0]) or match[0]
-                if not self._verified(image, canonical, batch, errors):
+            refused = None  # the canonical a zone match failed verification against
+            if match is not None and match[1] > t and not self._verified(image, self._canonical(match[0]), batch,
+                                                                         errors):
+                match, refused = None, self._canonical(match[0])
+            if match is None:
+                match = key_match(self.images, keys, query[0], self.config)
+                if match is not None and (self._canonical(match[0]) == refused
+                                          or not self._verified(image, self._canonical(match[0]), batch, errors)):
                     match = None
             cluster_id, _ = self.images.index.add(token, image.image_id,
                                                   centre_threshold=self.config.dedup.centre_threshold)
+            if self.images.keys is not None and keys is not None:
+                self.images.keys.add(image.image_id, keys, token)
         if match is not None:
-            canonical = self.images.canonical_of(match[0]) or match[0]
+            canonical = self._canonical(match[0])
             self.images.point(image.image_id, canonical)
             return Decision(image.image_id, "duplicate", cluster_id, canonical, match[1], "", image.source)
         self.images.point(image.image_id, image.image_id)
         return Decision(image.image_id, "stored", cluster_id, None, None, "", image.source)
+
+    def _canonical(self, image_id: str) -> str:
+        """The image whose blob stands for the known image ``image_id`` (itself when stored)."""
+        return self.images.canonical_of(image_id) or image_id
 
     def _verified(self, image: SourceImage, canonical: str, batch: dict[str, SourceImage],
                   errors: list[dict]) -> bool:
@@ -305,7 +320,8 @@ class Ingestor:
         """The batch's fingerprints rows: the bulk job's columns plus this batch's decisions."""
         table = fingerprint_rows(spec, [i.image_id for i in decided], [i.source for i in decided],
                                  [len(i.data) for i in decided], [i.digest for i in decided], batch.hashes,
-                                 [batch.image_columns()], [i.upload_id for i in decided])
+                                 [batch.image_columns()], [i.upload_id for i in decided],
+                                 feature_keys=batch.feature_keys)
         return with_decisions(spec.key, table, [d.cluster_id for d in decisions],
                               [d.duplicate_of for d in decisions], [d.distance for d in decisions])
 

@@ -27,7 +27,7 @@ from imgdedup.jobs.hash import configured_algorithm
 from imgdedup.jobs.source import SourceImage, read_source
 from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.group_key import GroupKey
-from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, query_space, search_space
+from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, open_feature_keys, query_space, search_space
 from imgdedup.pipeline.crypto.resolution import check_resolution
 from imgdedup.pipeline.errors import IntegrityError
 from imgdedup.pipeline.hashing.fingerprint import FingerprintBatch, fingerprint_batch
@@ -36,6 +36,7 @@ from imgdedup.pipeline.store import Store, object_paths, schemas
 
 if TYPE_CHECKING:
     from imgdedup.pipeline.index import ClusterIndex
+    from imgdedup.pipeline.index.key_join import KeyIndex
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,13 @@ class DecidedImages:
         self._canonical_digest: dict[str, bytes] = {}
         self._mappings: dict[str, tuple[str | None, str | None, bytes | None]] = {}
         self.index: ClusterIndex | None = None
+        self.keys: KeyIndex | None = None
         if searchable:
             from imgdedup.pipeline.index import ClusterIndex  # loads the compiled scans (Numba)
             self.index = ClusterIndex.empty(self.nbytes)
+            if config.key_keypoints:
+                from imgdedup.pipeline.index.key_join import KeyIndex
+                self.keys = KeyIndex(self.nbytes)
 
     @classmethod
     def load(cls, store: Store, key: GroupKey, config: Config, *, searchable: bool = True) -> DecidedImages:
@@ -167,6 +172,9 @@ class DecidedImages:
         images._record_errors(store.read_table(schemas.ERRORS, version, columns=["source", "message"]))
         if searchable:
             images._build_index(fingerprints, store.read_table(schemas.CLUSTERS, version))
+            if images.keys is not None:
+                images._index_keys(fingerprints, store.read_table(schemas.FINGERPRINTS, version,
+                                                                  columns=["feature_keys"]).column("feature_keys"))
         images.version = version
         return images
 
@@ -213,13 +221,29 @@ class DecidedImages:
         for source, message in zip(rows.column("source").to_pylist(), rows.column("message").to_pylist()):
             self.errors.setdefault(source, Decision("", "error", message=message, source=source))
 
-    def _searchable(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        """(ids (n,) object, fingerprints (n, nbytes) uint8) of the rows automatic dedup may match."""
+    def _searchable(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids (n,) object, fingerprints (n, nbytes) uint8) of the rows automatic dedup may match, and
+        which rows those are ((rows,) bool)."""
         quality = rows.column("quality").to_numpy(zero_copy_only=False)
         keep = ~(np.nan_to_num(quality.astype(float), nan=100.0) < self.config.hash.min_quality)
         ids = np.array(rows.column("image_id").to_pylist(), dtype=object)[keep]
         return ids, search_space(self.key, self.config.crypto.mode, list(ids),
-                                 schemas.binary_matrix(rows.column("fingerprint"))[keep])
+                                 schemas.binary_matrix(rows.column("fingerprint"))[keep]), keep
+
+    def _index_keys(self, rows: pa.Table, sealed: pa.ChunkedArray) -> None:
+        """Add the feature keys (``sealed``, one value per row of ``rows``) of the searchable rows to :attr:`keys`.
+
+        A row whose sealed keys fail to open is logged and indexed without keys
+        (its fingerprint still matches).
+        """
+        ids, fps, keep = self._searchable(rows)
+        for image_id, fingerprint, value in zip(ids, fps, np.array(sealed.to_pylist(), dtype=object)[keep]):
+            try:
+                [keys] = open_feature_keys(self.key, [image_id], [value])
+            except IntegrityError as exc:
+                log.warning("keys: %s", exc)
+                keys = np.zeros(0, np.uint64)
+            self.keys.add(image_id, keys, fingerprint)
 
     def _build_index(self, rows: pa.Table, clusters: pa.Table) -> None:
         """Index the searchable rows under the committed classes.
@@ -232,7 +256,7 @@ class DecidedImages:
         from imgdedup.pipeline.cluster import assign
         from imgdedup.pipeline.index import ClusterIndex
 
-        ids, fps = self._searchable(rows)
+        ids, fps, _ = self._searchable(rows)
         N = self.config.dedup.centre_threshold
         near = np.zeros(len(ids), bool)
         if clusters.num_rows:
@@ -254,14 +278,20 @@ class DecidedImages:
             if {schemas.CLUSTERS, schemas.FINGERPRINTS} & set(record["replace"]):
                 return dataclasses.replace(news, reloaded=True)
             for part in record["files"].get(schemas.FINGERPRINTS, []):
-                rows = self._read_part(part).select(DECISION_COLUMNS)
+                whole = self._read_part(part)
+                rows = whole.select(DECISION_COLUMNS)
                 fresh, digests = self._record_rows(rows)
-                fresh_rows = rows.take(pa.array(fresh, pa.int64()))
+                taken = pa.array(fresh, pa.int64())
+                fresh_rows = rows.take(taken)
                 news.image_ids.update(fresh_rows.column("image_id").to_pylist())
                 news.digests.update(digests)
-                ids, fps = self._searchable(fresh_rows)
+                ids, fps, _ = self._searchable(fresh_rows)
                 for fp, image_id in zip(fps, ids):
                     self.index.add(fp, image_id, centre_threshold=self.config.dedup.centre_threshold)
+                if self.keys is not None:
+                    sealed = (whole.column("feature_keys").take(taken) if "feature_keys" in whole.schema.names
+                              else pa.chunked_array([pa.nulls(len(fresh), pa.binary())]))
+                    self._index_keys(fresh_rows, sealed)
             for part in record["files"].get(schemas.ERRORS, []):
                 errors = self._read_part(part)
                 self._record_errors(errors)
@@ -395,7 +425,8 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config, path: str,
     is; one in the verified zone above t only once the verifier passes the
     query's picture against the picture of that image's canonical, whose
     mapping is checked against its MAC and whose blob is decrypted here
-    (:func:`verified_in_zone`).
+    (:func:`verified_in_zone`). Failing that, the stored image sharing the
+    most feature keys with the query (:func:`key_match`) is verified the same way.
 
     Returns
     -------
@@ -420,10 +451,54 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config, path: str,
     batch = fingerprint_images([image.data], [path], config)
     if not len(batch):
         raise batch.errors[0]  # a DecodeError naming the file and why
-    [match], t = nearest_up_to_zone(images.index, queries(key, config.crypto.mode, batch), config)
-    if match is None or match[1] <= t:
+    searched = queries(key, config.crypto.mode, batch)
+    [match], t = nearest_up_to_zone(images.index, searched, config)
+    if match is not None and match[1] <= t:
         return match
+    refused = None  # the canonical a zone match failed verification against
+    if match is not None:
+        if verified_in_zone(images, image, match[0], allow_unauthenticated=allow_unauthenticated):
+            return match
+        refused = images.canonical_of(match[0])
+    match = key_match(images, batch.feature_keys[0] if batch.feature_keys else None, searched[0], config)
+    if match is None or images.canonical_of(match[0]) == refused:
+        return None
     return match if verified_in_zone(images, image, match[0], allow_unauthenticated=allow_unauthenticated) else None
+
+
+def key_match(images: DecidedImages, keys: np.ndarray | None, query: np.ndarray,
+              config: Config) -> tuple[str, int] | None:
+    """The indexed image sharing the most feature keys with a query, if it shares at least the key rule's number.
+
+    A candidate for the verifier, whatever its fingerprint distance: a crop
+    whose fingerprint lies beyond the verified zone still shares keys with its
+    original (:mod:`imgdedup.pipeline.hashing.feature_keys`).
+
+    Parameters
+    ----------
+    images : DecidedImages
+        Its :attr:`~DecidedImages.keys` (None: no key index, no match).
+    keys : ndarray of uint64, or None
+        The query's feature keys.
+    query : ndarray of uint8, shape (nbytes,) or (8, nbytes)
+        The query's fingerprint (or its dihedral forms) in the index's space.
+    config : Config
+        ``dedup.key_min_shared`` (by the key rule for the store's size plus the query) and ``key_max_posting``.
+
+    Returns
+    -------
+    (image_id, distance) or None
+        The distance is the fingerprint's, in bits (the smallest over the query's forms).
+    """
+    if images.keys is None or keys is None or not len(keys):
+        return None
+    found = images.keys.query(keys, min_shared=config.dedup.key_min_shared_for(len(images.keys) + 1),
+                              max_posting=config.dedup.key_max_posting)
+    if not found:
+        return None
+    image_id, _, fingerprint = found[0]
+    forms = np.asarray(query, np.uint8).reshape(-1, len(fingerprint))
+    return image_id, int(np.bitwise_count(forms ^ fingerprint).sum(axis=1, dtype=np.int64).min())
 
 
 def verified_in_zone(images: DecidedImages, image: SourceImage, match: str, *,
@@ -455,7 +530,9 @@ def queries(key: GroupKey, mode: str, batch: FingerprintBatch) -> np.ndarray:
 
 
 def fingerprint_images(data: list[bytes], names: list[str], config: Config) -> FingerprintBatch:
-    """Decode and fingerprint images held in memory with the configured hash and decoding limits."""
+    """Decode and fingerprint images held in memory with the configured hash and decoding limits (and their
+    feature keys, ``hash.feature_keypoints``, when there is a verified zone to put key matches to)."""
     algorithm = configured_algorithm(config)
     return fingerprint_batch(data, algorithm, names=names, dihedral=config.hash.dihedral,
+                             feature_keypoints=config.key_keypoints,
                              **dataclasses.asdict(config.decode))

@@ -18,7 +18,8 @@ import pyarrow as pa
 
 from imgdedup.pipeline.crypto.blob import open_stream, seal_stream
 from imgdedup.pipeline.crypto.group_key import GroupKey
-from imgdedup.pipeline.crypto.keyed_fingerprint import fingerprint_width, fingerprints, seal_hashes
+from imgdedup.pipeline.crypto.keyed_fingerprint import (fingerprint_width, fingerprints, seal_feature_keys,
+                                                        seal_hashes)
 from imgdedup.pipeline.crypto.resolution import resolution_macs
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.object_paths import blob_body_key
@@ -83,7 +84,8 @@ def _binary(array: np.ndarray, type_: pa.DataType) -> pa.Array:
 
 def fingerprint_rows(settings: RowSettings, ids: Sequence[str], sources: Sequence[str], sizes: Sequence[int],
                      digests: Sequence[bytes], raw: np.ndarray, images: Sequence[Mapping[str, np.ndarray]],
-                     upload_ids: Sequence[str | None] | None = None) -> pa.Table:
+                     upload_ids: Sequence[str | None] | None = None,
+                     feature_keys: Sequence[np.ndarray] | None = None) -> pa.Table:
     """New images' ``fingerprints`` rows, keyed; the decision columns still null.
 
     Parameters
@@ -103,6 +105,8 @@ def fingerprint_rows(settings: RowSettings, ids: Sequence[str], sources: Sequenc
         encoding facts), n values in all.
     upload_ids : sequence of str or None, length n, optional
         Caller-supplied upload ids (None where the source identifies the upload).
+    feature_keys : sequence of ndarray of uint64, length n, optional
+        Each image's feature keys, stored sealed; None: the column stays null.
     """
     schema = settings.schema()
     n = len(ids)
@@ -133,6 +137,8 @@ def fingerprint_rows(settings: RowSettings, ids: Sequence[str], sources: Sequenc
         "jpeg_quality": pa.array(jpeg_quality, pa.uint8(), mask=jpeg_quality == 0),
         "exif": pa.array(joined("exif", bool), pa.bool_()),
         "upload_id": pa.array(list(upload_ids) if upload_ids is not None else [None] * n, pa.string()),
+        "feature_keys": pa.array(seal_feature_keys(settings.key, ids, feature_keys)
+                                 if feature_keys is not None else [None] * n, pa.binary()),
     }
     return pa.table([columns.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
 

@@ -13,7 +13,9 @@ bulk job (``jobs/bulk_dedup.py``) applies once its images are in classes:
 3. with a verified zone (``verify_t`` above ``threshold_t``), a pair farther
    than ``threshold_t`` but within ``verify_t`` (one per pair of groups, as
    the join returns them) joins two groups once a ``verify`` callable, a second
-   opinion on the pixels, gives it at least ``min_inliers`` inliers;
+   opinion on the pixels, gives it at least ``min_inliers`` inliers; so does a
+   pair that shares enough feature keys (``key_pairs``: crops whose
+   fingerprints lie beyond the zone), at whatever distance;
 4. each group keeps one canonical image and the others become pointers to it:
    stars, every pointer within ``threshold_t`` of its canonical or verified
    against it (a member that is neither is verified against its canonical in
@@ -39,7 +41,7 @@ import numpy as np
 from imgdedup.pipeline.groups import component_star_pairs, verified_star_groups
 from imgdedup.pipeline.hashing.bits import paired_distances
 from imgdedup.pipeline.index.join import (JoinedGroups, connected_components, near_duplicate_groups,
-                                          zone_pairs_between_groups)
+                                          pair_distances, zone_pairs_between_groups)
 from imgdedup.pipeline.keep import canonical_preference, choose_canonicals
 
 #: Marks "no canonical" / "no distance" in :class:`PointerPlan` arrays.
@@ -234,7 +236,8 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
                     rank: np.ndarray, fixed: np.ndarray, *, threshold_t: int, min_quality: int,
                     batch: int = 1024, threads: int = 1, links: np.ndarray | None = None,
                     join: NearDuplicateJoin | None = None, verify_t: int | None = None,
-                    verify: PairVerifier | None = None, min_inliers: int = 20) -> DedupDecisions:
+                    verify: PairVerifier | None = None, min_inliers: int = 20,
+                    key_pairs: np.ndarray | None = None) -> DedupDecisions:
     """The dedup rule over one set of images: groups, canonicals, pointers.
 
     Parameters
@@ -283,6 +286,12 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
         pair could not be verified). Needed with a zone.
     min_inliers : int
         Inliers a pair needs to pass.
+    key_pairs : ndarray of int, shape (m, 2), optional
+        More candidates for the verifier, image indices: pairs that share
+        enough feature keys (:mod:`imgdedup.pipeline.index.key_join`), at any
+        fingerprint distance. They join groups only once verified, like zone
+        pairs, and only with a zone; pairs with an image below ``min_quality``
+        are left out.
 
     Returns
     -------
@@ -315,7 +324,13 @@ def dedup_decisions(fingerprints: np.ndarray, dihedral: np.ndarray | None, label
     if zoned:
         # Exact copies and known links may have joined more groups than the join saw.
         direct_groups = connected_components(n, np.concatenate([near_links, given]))
-        zone, _ = zone_pairs_between_groups(direct_groups, eligible[joined.zone_pairs], joined.zone_distances)
+        candidates, distances = eligible[joined.zone_pairs], joined.zone_distances
+        if key_pairs is not None:
+            keyed = np.asarray(key_pairs, np.int64).reshape(-1, 2)
+            keyed = keyed[(quality[keyed] >= min_quality).all(axis=1)]
+            candidates = np.concatenate([candidates, keyed])
+            distances = np.concatenate([distances, pair_distances(fingerprints, forms, keyed)])
+        zone, _ = zone_pairs_between_groups(direct_groups, candidates, distances)
         verified, asked = _passed(zone, verify, min_inliers), len(zone)
     groups = connected_components(n, np.concatenate([near_links, given, verified]))
     canonical = choose_canonicals(groups, rank, fixed)

@@ -7,7 +7,8 @@ bundled photos into a temporary folder, then times, interleaved round by round:
 
 - imgdedup: ``decode_image`` (whitelist, size guard, JPEG draft, EXIF, RGB) +
   ``algorithm.thumbnail`` per file, one ``hash_batch`` over the stacked thumbnails;
-- imgdedup full: ``fingerprint_batch`` with dihedral variants and quality scores,
+- imgdedup full: ``fingerprint_batch`` with dihedral variants and quality scores;
+- imgdedup full + keys: the same with feature keys (``hash.feature_keypoints``),
   as the jobs run it;
 - reference: ``imagehash.phash(Image.open(path))`` per file.
 
@@ -71,9 +72,9 @@ def time_ours(paths, algorithm, decode_options) -> float:
     return time.perf_counter() - start
 
 
-def time_full(paths, algorithm, decode_options) -> float:
+def time_full(paths, algorithm, decode_options, feature_keypoints: int = 0) -> float:
     start = time.perf_counter()
-    fingerprint_batch(paths, algorithm, dihedral=True, **decode_options)
+    fingerprint_batch(paths, algorithm, dihedral=True, feature_keypoints=feature_keypoints, **decode_options)
     return time.perf_counter() - start
 
 
@@ -106,21 +107,26 @@ def main() -> None:
         megapixels = SIZE[0] * SIZE[1] / 1e6
         time_ours(paths[:2], algorithm, decode_options)  # warm caches and imports
         time_imagehash(paths[:2])
-        ours, full, reference = [], [], []
+        time_full(paths[:2], algorithm, decode_options, config.hash.feature_keypoints)
+        ours, full, keyed, reference = [], [], [], []
         for _ in range(args.rounds):
             ours.append(time_ours(paths, algorithm, decode_options))
             full.append(time_full(paths, algorithm, decode_options))
+            keyed.append(time_full(paths, algorithm, decode_options, config.hash.feature_keypoints))
             reference.append(time_imagehash(paths))
 
     # Best round of each: the least disturbed by anything else on the machine.
     ours_rate = len(paths) / min(ours)
     full_rate = len(paths) / min(full)
+    keyed_rate = len(paths) / min(keyed)
     reference_rate = len(paths) / min(reference)
     ratio = ours_rate / reference_rate
     print(f"{len(paths)} JPEGs of {SIZE[0]}x{SIZE[1]} ({megapixels:.2f} MP, q90), {args.rounds} rounds, one core")
     print(f"imgdedup decode+{algorithm.name} ({algorithm.bits} bits, draft_min_side "
           f"{config.decode.draft_min_side}): {ours_rate:8.1f} images/s")
     print(f"imgdedup fingerprint_batch (+dihedral, quality):            {full_rate:8.1f} images/s")
+    print(f"imgdedup fingerprint_batch + {config.hash.feature_keypoints} keypoints' feature keys:    "
+          f"{keyed_rate:8.1f} images/s ({keyed_rate / reference_rate:.2f}x imagehash)")
     print(f"imagehash.phash(Image.open(path)):                          {reference_rate:8.1f} images/s")
     print(f"ratio: {ratio:.2f}x")
     print(json.dumps({
@@ -132,6 +138,9 @@ def main() -> None:
         "ours_images_per_s": round(ours_rate, 2),
         "fingerprint_batch_images_per_s": round(full_rate, 2),
         "full_vs_imagehash_ratio": round(full_rate / reference_rate, 3),
+        "feature_keypoints": config.hash.feature_keypoints,
+        "full_with_keys_images_per_s": round(keyed_rate, 2),
+        "full_with_keys_vs_imagehash_ratio": round(keyed_rate / reference_rate, 3),
         "imagehash_phash_images_per_s": round(reference_rate, 2),
         "files": len(paths),
         "megapixels": megapixels,
