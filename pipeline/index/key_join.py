@@ -159,53 +159,60 @@ def _pairs_of(numbers: np.ndarray) -> np.ndarray:
                      (numbers & np.uint64(0xFFFFFFFF)).astype(np.int64)], axis=1).reshape(-1, 2)
 
 
+#: Bits of a posting that hold the image's row in :class:`KeyIndex` (the key sits above them).
+_ROW_BITS = 30
+#: Feature keys are below this (a 32-bit word and its 2-bit place, ``feature_keys.py``).
+_KEY_LIMIT = 1 << (64 - _ROW_BITS)
+
+
 class KeyIndex:
     """Feature keys of indexed images, searchable one query at a time: ingest's and ``get --like``'s key lookups.
 
-    Postings are kept as one array sorted by key (searched by bisection) plus
-    the postings added since it was last sorted; those are folded in once they
-    outnumber a sixteenth of it, so an add costs amortised O(log n) and a
-    query O(k log K) for k query keys and K postings. Memory: 12 bytes per
-    posting (~9 kB per image at 786 keys each) and each image's fingerprint.
+    Each posting is one uint64, the key above the image's row (:data:`_ROW_BITS`),
+    kept in one sorted array (searched by bisection) plus the postings added
+    since it was last sorted; those are folded in once they outnumber a
+    sixteenth of it, so an add costs amortised O(log n) and a query O(k log K)
+    for k query keys and K postings. Memory: 8 bytes per posting (~6.3 kB per
+    image at 786 keys each) and each image's fingerprint; up to 2^30 images.
     """
 
     def __init__(self, nbytes: int):
         self.ids: list[str] = []
         self._fingerprints = np.zeros((0, nbytes), np.uint8)
-        self._keys = np.zeros(0, np.uint64)
-        self._rows = np.zeros(0, np.int32)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._postings = np.zeros(0, np.uint64)
+        self._pending: list[np.ndarray] = []
         self._pending_count = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def add(self, image_id: str, keys: np.ndarray, fingerprint: np.ndarray) -> None:
-        """Index one image's feature keys (uint64, unique) and its fingerprint ``(nbytes,)`` uint8, in the
-        index's search space (kept to report a key match's distance); an image with no keys is still counted."""
+        """Index one image's feature keys (uint64, unique, below 2^34) and its fingerprint ``(nbytes,)`` uint8, in
+        the index's search space (kept to report a key match's distance); an image with no keys is still counted."""
         row = len(self.ids)
+        keys = np.asarray(keys, np.uint64)
+        if len(keys) and int(keys.max()) >= _KEY_LIMIT:
+            raise ValueError(f"feature keys must be below 2^{64 - _ROW_BITS}, got {int(keys.max())}")
+        if row >= 1 << _ROW_BITS:
+            raise ValueError(f"a key index holds at most 2^{_ROW_BITS} images")
         self.ids.append(image_id)
         if row == len(self._fingerprints):  # grown by doubling: amortised O(1) per image
             grown = np.zeros((max(16, 2 * row), self._fingerprints.shape[1]), np.uint8)
             grown[:row] = self._fingerprints
             self._fingerprints = grown
         self._fingerprints[row] = fingerprint
-        keys = np.asarray(keys, np.uint64)
         if not len(keys):
             return
-        self._pending.append((keys, np.full(len(keys), row, np.int32)))
+        self._pending.append((keys << np.uint64(_ROW_BITS)) | np.uint64(row))
         self._pending_count += len(keys)
-        if self._pending_count * 16 > len(self._keys):
+        if self._pending_count * 16 > len(self._postings):
             self._fold()
 
     def _fold(self) -> None:
-        keys = np.concatenate([self._keys, *(k for k, _ in self._pending)])
-        rows = np.concatenate([self._rows, *(r for _, r in self._pending)])
-        order = np.argsort(keys, kind="stable")
-        self._keys, self._rows = keys[order], rows[order]
+        self._postings = np.sort(np.concatenate([self._postings, *self._pending]))
         self._pending, self._pending_count = [], 0
 
-    def query(self, keys: np.ndarray, *, min_shared: int, max_posting: int) -> list[tuple[str, int]]:
+    def query(self, keys: np.ndarray, *, min_shared: int, max_posting: int) -> list[tuple[str, int, np.ndarray]]:
         """Indexed images sharing at least ``min_shared`` of ``keys``, most shared first.
 
         Keys held by more than ``max_posting`` indexed images are left out, as
@@ -218,13 +225,16 @@ class KeyIndex:
         if self._pending:
             self._fold()
         keys = np.asarray(keys, np.uint64)
-        lo = np.searchsorted(self._keys, keys, side="left")
-        hi = np.searchsorted(self._keys, keys, side="right")
+        keys = keys[keys < np.uint64(_KEY_LIMIT)]
+        first = keys << np.uint64(_ROW_BITS)
+        lo = np.searchsorted(self._postings, first, side="left")
+        hi = np.searchsorted(self._postings, first | np.uint64((1 << _ROW_BITS) - 1), side="right")
         held = (hi > lo) & (hi - lo <= max_posting)
         lo, hi = lo[held], hi[held]
         if not len(lo):
             return []
-        rows = self._rows[np.repeat(lo, hi - lo) + _ranks(hi - lo)]
+        postings = self._postings[np.repeat(lo, hi - lo) + _ranks(hi - lo)]
+        rows = (postings & np.uint64((1 << _ROW_BITS) - 1)).astype(np.int64)
         counts = np.bincount(rows, minlength=len(self.ids))
         found = np.flatnonzero(counts >= min_shared)
         found = found[np.lexsort((found, -counts[found]))]

@@ -78,3 +78,13 @@ def test_the_index_finds_what_the_join_finds_most_shared_first(keys):
         for image_id, _, fingerprint in found:
             row = int(image_id[5:])
             assert fingerprint.tolist() == [row, 255 - row]
+
+
+def test_the_index_holds_the_largest_feature_key_and_refuses_larger_ones():
+    index = KeyIndex(nbytes=1)
+    largest = np.array([(3 << 32) | 0xFFFFFFFF], np.uint64)  # an all-ones word in the last place
+    index.add("a", largest, np.zeros(1, np.uint8))
+    index.add("b", largest, np.zeros(1, np.uint8))
+    assert [image_id for image_id, *_ in index.query(largest, min_shared=1, max_posting=10)] == ["a", "b"]
+    with pytest.raises(ValueError, match="below 2"):
+        index.add("c", np.array([1 << 34], np.uint64), np.zeros(1, np.uint8))
