@@ -20,9 +20,10 @@ Generators:
   of whole-whole and region-whole either way;
 - ``regions 21``: the same with 21 regions (centre and four corners at 90, 80,
   70 and 60 % of each side, and the centred square);
-- ``keys 32``: local-feature keys: ORB on the grey picture at a long side of
-  256 (200 keypoints, 4 pyramid levels, FAST threshold 10), the first four
-  32-bit words of each descriptor, each tagged with its position; a pair's
+- ``keys 32``: feature keys as the package computes them
+  (``pipeline/hashing/feature_keys.py``: ORB on the grey picture at a long side
+  of 256, ``hash.feature_keypoints`` keypoints, 4 pyramid levels), the first
+  four 32-bit words of each descriptor, each tagged with its position; a pair's
   score is the number of keys the two pictures share;
 - ``keys 48``: the same with five 48-bit words per descriptor.
 
@@ -50,7 +51,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -62,7 +62,9 @@ from edits import REPO, build_set, split_originals  # noqa: E402
 from imgdedup.pipeline.config import load_config  # noqa: E402
 from imgdedup.pipeline.hashing.algorithms import get_algorithm  # noqa: E402
 from imgdedup.pipeline.hashing.borders import border_box  # noqa: E402
+from imgdedup.pipeline.hashing import feature_keys  # noqa: E402
 from imgdedup.pipeline.hashing.decode import decode_image  # noqa: E402
+from imgdedup.pipeline.hashing.verify import orb_features  # noqa: E402
 
 #: Region boxes as (left, top, right, bottom) shares of the picture inside its borders; None: the centred square.
 REGIONS_2 = {"c80": (0.1, 0.1, 0.9, 0.9), "square": None}
@@ -70,8 +72,7 @@ REGIONS_21 = {"square": None} | {
     f"{corner}{round(100 * s)}": ((1 - s) * fx, (1 - s) * fy, (1 - s) * fx + s, (1 - s) * fy + s)
     for s in (0.9, 0.8, 0.7, 0.6)
     for corner, (fx, fy) in {"c": (0.5, 0.5), "tl": (0, 0), "tr": (1, 0), "bl": (0, 1), "br": (1, 1)}.items()}
-#: Key settings: (long side, keypoints, pyramid levels) of the ORB run, then bits per word and words per descriptor.
-ORB_SIDE, ORB_KEYPOINTS, ORB_LEVELS = 256, 200, 4
+#: Key settings: bits per word and words per descriptor (ORB as the package runs it for feature keys).
 KEY_WORDS = {"keys 32": (32, 4), "keys 48": (48, 5)}
 #: A key shared by more images than this is ignored (a stop word: flat patches, text), as a key join would.
 MAX_POSTING = 100
@@ -90,22 +91,11 @@ def region_thumbnail(picture: Image.Image, box, algorithm) -> np.ndarray:
     return algorithm.thumbnail(picture.crop(tuple(round(e) for e in edges)))
 
 
-def orb_descriptors(picture: Image.Image) -> np.ndarray:
-    """(k, 32) uint8 ORB descriptors of the grey picture at a long side of ``ORB_SIDE``."""
-    grey = picture.convert("L")
-    scale = ORB_SIDE / max(grey.size)
-    grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
-                       Image.Resampling.BILINEAR)
-    orb = cv2.ORB_create(nfeatures=ORB_KEYPOINTS, fastThreshold=10, nlevels=ORB_LEVELS)
-    _, descriptors = orb.detectAndCompute(np.asarray(grey), None)
-    return np.zeros((0, 32), np.uint8) if descriptors is None else descriptors
-
-
 def descriptor_keys(descriptors: np.ndarray, word_bits: int, words: int) -> np.ndarray:
     """Sorted unique uint64 keys: the first ``words`` ``word_bits``-bit words of each descriptor, tagged by place."""
     bits = np.unpackbits(descriptors, axis=1)[:, :word_bits * words].reshape(len(descriptors), words, word_bits)
     values = (bits.astype(np.uint64) << np.arange(word_bits - 1, -1, -1, dtype=np.uint64)).sum(axis=-1)
-    return np.unique(values | (np.arange(words, dtype=np.uint64) << np.uint64(56)))
+    return np.unique(values | (np.arange(words, dtype=np.uint64) << np.uint64(word_bits)))
 
 
 def shared_key_counts(keys: list[np.ndarray]) -> np.ndarray:
@@ -162,7 +152,8 @@ def extract(pictures: Iterable[Image.Image], config) -> tuple[dict[str, np.ndarr
             seconds["regions 21"] += spent
             seconds["regions 2"] += spent if name in REGIONS_2 else 0.0
         start = time.perf_counter()
-        descriptors.append(orb_descriptors(picture))
+        descriptors.append(orb_features(picture, keypoints=config.hash.feature_keypoints, side=feature_keys.SIDE,
+                                        levels=feature_keys.LEVELS).descriptors)
         seconds["orb"] += time.perf_counter() - start
     hashes = {}
     for name, stack in thumbs.items():
