@@ -5,12 +5,15 @@ nbytes) uint8, forms (n_p, F, nbytes) uint8)`` with forms plain first. The
 tasks, by mode:
 
 ``mih``
-    One task per substring position
-    (:func:`imgdedup.pipeline.index.substrings.substring_pairs`): every row's
-    forms probe the rows bucketed by that substring. A task reads every
-    partition; Dask fetches each partition once to each worker that runs a
-    position, so the join's work divides among the workers while the data
-    moves once per worker.
+    One task per substring position (:func:`position_pairs`): the plain rows of
+    all partitions stacked and bucketed by that substring, then probed by every
+    row's forms, one form of every row at a time. A task reads every partition;
+    Dask fetches each partition once to each worker that runs a position, so
+    the join's work divides among the workers while the data moves once per
+    worker. A worker holds the partitions (288 bytes per row with 8 forms of 32
+    bytes) and, while it runs a position, the stacked plain rows, their copy
+    in bucket order and one form of every row, sorted by bucket (~180 bytes
+    per row at most), never all the forms stacked.
 ``exact``
     One task per partition: its rows' forms searched, in exact mode, in the
     :class:`imgdedup.pipeline.index.ClusterIndex` of all rows (built once, on a
@@ -40,8 +43,8 @@ from distributed import Client, Future, as_completed
 
 from imgdedup.pipeline.cluster.assign import assign
 from imgdedup.pipeline.config import IndexConfig
-from imgdedup.pipeline.index import (ClusterIndex, JoinedGroups, merge_edges, no_zone, pair_distances, spanning_links,
-                                     substring_pairs, unique_pairs, zone_pairs_between_groups)
+from imgdedup.pipeline.index import (ClusterIndex, JoinedGroups, merge_edges, no_zone, pair_distances, position_buckets,
+                                     probe_position, spanning_links, unique_pairs, zone_pairs_between_groups)
 
 #: Rows per partition when the client scatters rows it holds.
 ROWS_PER_PARTITION = 1 << 16
@@ -64,11 +67,41 @@ def _task_pairs(i: np.ndarray, j: np.ndarray, d: np.ndarray | None, t: int) -> T
             *unique_pairs(i[~direct], j[~direct], d[~direct]))
 
 
+def position_pairs(position: int, bits: int, radius: int, t: int, *partitions) -> np.ndarray:
+    """:func:`~imgdedup.pipeline.index.substring_pairs` of the rows of ``partitions``, numbered through them in
+    order, without stacking their forms.
+
+    The plain rows are stacked (32 bytes per row for 256-bit rows) and
+    bucketed; the forms probe them one form of every row at a time, that form
+    stacked from the partitions (another 32 bytes per row), so all the forms
+    (``F`` times that) are never copied into one array.
+
+    Returns
+    -------
+    ndarray of int64, shape (E, 2)
+        Pairs ``(i, j)``, ``i < j``, sorted and unique.
+    """
+    fingerprints = np.concatenate([p[0] for p in partitions])
+    form_columns = (np.concatenate([p[1][:, form] for p in partitions]) for form in range(partitions[0][1].shape[1]))
+    return probe_position(position_buckets(fingerprints, position, bits), form_columns, radius, t)
+
+
 def _position_links(position: int, bits: int, radius: int, t: int, search_t: int, *partitions) -> TaskPairs:
-    fingerprints, forms = _stack(*partitions)
-    pairs = substring_pairs(fingerprints, forms, position, bits, radius, search_t)
-    return _task_pairs(pairs[:, 0], pairs[:, 1],
-                       None if search_t == t else pair_distances(fingerprints, forms, pairs), t)
+    pairs = position_pairs(position, bits, radius, search_t, *partitions)
+    return _task_pairs(pairs[:, 0], pairs[:, 1], None if search_t == t else _pair_distances(partitions, pairs), t)
+
+
+def _pair_distances(partitions: tuple, pairs: np.ndarray) -> np.ndarray:
+    """(m,) int32 :func:`~imgdedup.pipeline.index.pair_distances` of ``pairs`` (m, 2) of rows numbered through the
+    ``partitions``, from the rows and forms of only the rows the pairs name."""
+    if len(pairs) == 0:
+        return np.zeros(0, np.int32)
+    firsts = np.cumsum([0] + [len(p[0]) for p in partitions[:-1]])
+    rows, inverse = np.unique(pairs.ravel(), return_inverse=True)
+    partition = np.searchsorted(firsts, rows, side="right") - 1
+    named = [(partitions[p][0][rows[partition == p] - firsts[p]], partitions[p][1][rows[partition == p] - firsts[p]])
+             for p in np.unique(partition)]
+    return pair_distances(*_stack(*named), inverse.reshape(-1, 2))
 
 
 def _exact_index(centres: np.ndarray, stacked: tuple[np.ndarray, np.ndarray]) -> ClusterIndex:

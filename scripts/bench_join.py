@@ -47,7 +47,8 @@ in the same run: the exact-mode join at the smallest size (``vs_exact_1e5``)
 and the largest random join on one worker, then on ``--workers`` again
 (``workers_speedup``: one worker's seconds over the faster of the two
 ``--workers`` runs). The
-client's peak resident memory is sampled every 50 ms during each join. The
+peak resident memory of the client and of each worker process is sampled every 50 ms during each join
+(``worker_rss_mb_*``: the largest worker's, which includes the partitions it holds). The
 machine may be shared: the load average is printed with each result. The last
 line printed is one JSON object (top-level keys: photo-like distractors;
 ``random_*``: uniform ones).
@@ -199,18 +200,21 @@ def make_partitions(client: Client, kind: str, n: int, planted_args: tuple, tile
 
 
 # ---------------------------------------------------------------- measurement
-class ClientPeak:
-    """Peak resident memory of this process, sampled every 50 ms."""
+class PeakRSS:
+    """Peak resident memory, in bytes, sampled every 50 ms: of this process (``client``) and the largest of the
+    worker processes' (``worker``)."""
 
-    def __init__(self):
-        self.peak = 0
+    def __init__(self, worker_pids):
+        self.client = self.worker = 0
+        self._workers = [psutil.Process(pid) for pid in worker_pids]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self):
         process = psutil.Process()
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, process.memory_info().rss)
+            self.client = max(self.client, process.memory_info().rss)
+            self.worker = max(self.worker, *(worker.memory_info().rss for worker in self._workers))
 
     def __enter__(self):
         self._thread.start()
@@ -238,12 +242,12 @@ def size_tag(n: int) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def run_join(client, parts, sizes, t, mode, index, centres=None) -> tuple[float, np.ndarray, int]:
-    with ClientPeak() as peak:
+def run_join(client, parts, sizes, t, mode, index, centres=None) -> tuple[float, np.ndarray, PeakRSS]:
+    with PeakRSS(client.run(os.getpid).values()) as peak:
         started = time.perf_counter()
         labels = join_partitions(client, parts, sizes, NBYTES, t, mode=mode, centres=centres, index=index).labels
         seconds = time.perf_counter() - started
-    return seconds, labels, peak.peak
+    return seconds, labels, peak
 
 
 def main() -> None:
@@ -298,13 +302,15 @@ def main() -> None:
                 results[f"t_{tag}"] = t
                 results[f"plan_{tag}"] = [index.substring_bits, index.probe_radius]
                 results[f"{prefix}join_seconds_{tag}"] = round(seconds, 2)
-                results[f"{prefix}client_rss_mb_{tag}"] = round(rss / 2**20, 1)
+                results[f"{prefix}client_rss_mb_{tag}"] = round(rss.client / 2**20, 1)
+                results[f"{prefix}worker_rss_mb_{tag}"] = round(rss.worker / 2**20, 1)
                 if n == sizes[-1]:
                     results[f"{prefix}planted_recall"] = round(real, 4)
                     results[f"{prefix}planted_recall_uniform_flips"] = round(uniform, 4)
                 print(f"{kind:6s} n={n:>9,d} t={t} b={index.substring_bits} r={index.probe_radius}: "
                       f"mih join {seconds:7.2f} s, recall {real:.4f} (real masks) "
-                      f"{uniform:.4f} (uniform flips), client peak RSS {rss / 2**20:.0f} MB, "
+                      f"{uniform:.4f} (uniform flips), peak RSS client {rss.client / 2**20:.0f} MB, "
+                      f"worker {rss.worker / 2**20:.0f} MB, "
                       f"load {os.getloadavg()[0]:.1f}")
                 if kind == "random" and n == sizes[0] and not args.skip_exact:
                     k = max(1, round(np.sqrt(n)))

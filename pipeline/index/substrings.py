@@ -22,6 +22,8 @@ probed, about ``n / 2^b`` each on near-random codes.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -141,30 +143,72 @@ def _buckets(words: np.ndarray, offsets: np.ndarray, bits: int) -> tuple[np.ndar
     return order, starts
 
 
-def substring_pairs(fingerprints: np.ndarray, forms: np.ndarray, position: int, bits: int, radius: int,
-                    t: int) -> np.ndarray:
-    """The near-duplicate pairs one substring position finds: a task of the distributed join.
+class PositionBuckets(NamedTuple):
+    """The rows bucketed by their substring at one position: what a task of the distributed join probes.
 
-    Every form of every row probes the bucket of its substring at ``position``
-    and those within ``radius`` bits of it, as :meth:`SubstringTable.search`
-    does at every position; a pair is kept
-    when the probing form lies within ``t`` of the row (any form within ``t``
-    makes a pair, so the others are not compared). The union over positions
-    ``0..m-1`` is the pair set of the join.
+    ``offsets`` (1,) int64 holds the substring's first bit and ``bits`` its
+    width; bucket ``v`` holds rows ``order[starts[v]:starts[v + 1]]`` (``order``
+    (n,) and ``starts`` (2^b + 1,), int32 below 2^31 rows, else int64), whose
+    words are ``rows[starts[v]:starts[v + 1]]`` (``rows`` (n, w) uint64, the
+    rows copied in bucket order); ``largest`` is the rows of the fullest bucket.
+    """
 
-    The probes run one form at a time, sorted by the bucket they probe, with the
-    rows copied in bucket order: the buckets' rows and the probing forms are
-    then both read in one pass, not each from a random place.
+    offsets: np.ndarray
+    bits: int
+    order: np.ndarray
+    starts: np.ndarray
+    rows: np.ndarray
+    largest: int
+
+
+def position_buckets(fingerprints: np.ndarray, position: int, bits: int) -> PositionBuckets:
+    """The rows bucketed by their substring at ``position``, built once for all the probes of a join task.
 
     Parameters
     ----------
     fingerprints : ndarray of uint8, shape (n, nbytes)
-    forms : ndarray of uint8, shape (n, F, nbytes)
-        Each row's query forms, plain form first.
+        The plain rows; pairs name them by their index here.
     position : int
         Which substring, ``0 <= position < 8 * nbytes // bits``.
-    bits, radius, t : int
-        As for :class:`SubstringTable` and :meth:`SubstringTable.search`.
+    bits : int
+        Substring width, in :data:`~imgdedup.pipeline.search_plan.SUBSTRING_BITS`.
+
+    Returns
+    -------
+    PositionBuckets
+        About ``n * (w * 8 + 4)`` bytes plus ``2^b * 4`` (the rows' words, in
+        bucket order, and the bucket table).
+    """
+    words = np.ascontiguousarray(as_words(fingerprints))
+    nbits = np.asarray(fingerprints).shape[1] * 8
+    if bits not in SUBSTRING_BITS or not 0 <= position < nbits // bits:
+        raise ValueError(f"no substring {position} of {bits} bits in {nbits}-bit rows")
+    offsets = np.array([position * bits], np.int64)
+    order, starts = _buckets(words, offsets, bits)
+    order, starts = order[0], starts[0]
+    return PositionBuckets(offsets, bits, order, starts, np.ascontiguousarray(words[order]),
+                           int(np.diff(starts).max(initial=0)))
+
+
+def probe_position(buckets: PositionBuckets, form_columns: Iterable[np.ndarray], radius: int, t: int) -> np.ndarray:
+    """The pairs the rows' forms find in ``buckets``, one form of every row at a time.
+
+    Every form probes the bucket of its substring and those within ``radius``
+    bits of it; a pair is kept when the probing form lies within ``t`` of the
+    row (any form within ``t`` makes a pair, so the others are not compared).
+    The probes of a form run sorted by the bucket they probe, over the rows
+    copied in bucket order: the buckets' rows and the probing forms are then
+    both read in one pass, not each from a random place. Only one form of
+    every row is needed at a time (32 bytes per row for 256-bit rows).
+
+    Parameters
+    ----------
+    buckets : PositionBuckets
+        All rows, from :func:`position_buckets`.
+    form_columns : iterable of ndarray of uint8, shape (n, nbytes)
+        Each form of every row (``[f][i]``: form ``f`` of row ``i``), plain form first.
+    radius, t : int
+        As for :meth:`SubstringTable.search`.
 
     Returns
     -------
@@ -172,36 +216,57 @@ def substring_pairs(fingerprints: np.ndarray, forms: np.ndarray, position: int, 
         Pairs ``(i, j)``, ``i < j``, within ``t`` by the form of one side that
         found it, sorted and unique.
     """
-    words = np.ascontiguousarray(as_words(fingerprints))
-    queries = np.ascontiguousarray(as_words(forms))
-    n, n_forms = queries.shape[:2]
-    nbits = np.asarray(fingerprints).shape[1] * 8
-    if bits not in SUBSTRING_BITS or not 0 <= position < nbits // bits or radius not in RADII:
-        raise ValueError(f"no substring {position} of {bits} bits (probe radius {radius}) in {nbits}-bit rows")
-    offsets = np.array([position * bits], np.int64)
-    order, starts = _buckets(words, offsets, bits)
-    order, starts = order[0], starts[0]
-    in_bucket_order = np.ascontiguousarray(words[order])
-    values = np.empty((1, n * n_forms), np.uint32)
-    substrings_into(queries.reshape(n * n_forms, queries.shape[2]), offsets, bits, values)
-    values = values.reshape(n, n_forms)
+    if radius not in RADII:
+        raise ValueError(f"probe radius must be one of {RADII}, got {radius}")
     pairs = [np.zeros((0, 2), np.int64)]
-    room = max(_FIRST_BUFFER, int(np.diff(starts).max(initial=0)))
-    for form in range(n_forms):
-        sequence = np.argsort(values[:, form].astype(np.uint16) if bits <= 16 else values[:, form], kind="stable")
-        entries, probed = np.ascontiguousarray(queries[sequence, form]), values[sequence, form]
+    room = max(_FIRST_BUFFER, buckets.largest)
+    for column in form_columns:
+        words = as_words(column)
+        if words.shape != buckets.rows.shape:
+            raise ValueError(f"forms of shape {words.shape} probing rows of shape {buckets.rows.shape}, as words")
+        values = np.empty((1, len(words)), np.uint32)
+        substrings_into(words, buckets.offsets, buckets.bits, values)
+        sequence = np.argsort(values[0].astype(np.uint16) if buckets.bits <= 16 else values[0], kind="stable")
+        entries, probed = words[sequence], values[0, sequence]
         # Flipping bit j of ascending values swaps neighbouring runs of 2^j buckets:
         # the flipped probes still read the buckets nearly in order, so they need no sort of their own.
-        for flip in _flips(bits, radius):
+        for flip in _flips(buckets.bits, radius):
             first = 0
-            while first < n:
+            while first < len(entries):
                 found_entry, found_row = np.empty(room, np.int64), np.empty(room, np.int64)
-                count, first = bucket_pairs_into(entries, probed ^ flip, in_bucket_order, starts, int(t), first,
+                count, first = bucket_pairs_into(entries, probed ^ flip, buckets.rows, buckets.starts, int(t), first,
                                                  found_entry, found_row)
-                pairs.append(np.stack([sequence[found_entry[:count]], order[found_row[:count]]], axis=1))
+                pairs.append(np.stack([sequence[found_entry[:count]], buckets.order[found_row[:count]]], axis=1))
     i, j = np.concatenate(pairs).T
     keep = i != j
     return np.unique(np.stack([np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])], axis=1), axis=0)
+
+
+def substring_pairs(fingerprints: np.ndarray, forms: np.ndarray, position: int, bits: int, radius: int,
+                    t: int) -> np.ndarray:
+    """The near-duplicate pairs one substring position finds: every row's forms probing all rows.
+
+    :func:`probe_position` of every form in :func:`position_buckets` of
+    ``fingerprints``. The union over positions ``0..m-1`` is the pair set of the join.
+
+    Parameters
+    ----------
+    fingerprints : ndarray of uint8, shape (n, nbytes)
+    forms : ndarray of uint8, shape (n, F, nbytes)
+        Each row's query forms, plain form first.
+    position, bits : int
+        As for :func:`position_buckets`.
+    radius, t : int
+        As for :meth:`SubstringTable.search`.
+
+    Returns
+    -------
+    ndarray of int64, shape (E, 2)
+        Pairs ``(i, j)``, ``i < j``, within ``t`` by the form of one side that
+        found it, sorted and unique.
+    """
+    return probe_position(position_buckets(fingerprints, position, bits),
+                          np.moveaxis(np.asarray(forms, np.uint8), 1, 0), radius, t)
 
 
 def _flips(bits: int, radius: int) -> np.ndarray:

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from imgdedup.jobs.bulk_join import join_rows
+from imgdedup.jobs.bulk_join import join_rows, position_pairs
 from imgdedup.pipeline.config import IndexConfig
-from imgdedup.pipeline.index import ClusterIndex, near_duplicate_components, near_duplicate_groups, spanning_links
+from imgdedup.pipeline.index import (ClusterIndex, near_duplicate_components, near_duplicate_groups, spanning_links,
+                                     substring_pairs)
 from imgdedup.pipeline.index.join import connected_components
-from tests.index.data import fingerprint_set, flip_bits, nearest_labels
+from tests.index.data import NBYTES, fingerprint_set, flip_bits, nearest_labels
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,25 @@ def dataset(seed: int, n: int):
     labels = nearest_labels(fingerprints, centres)
     radii = ClusterIndex.build(fingerprints, np.arange(n), centres, labels).radii
     return fingerprints, forms, centres, labels, radii
+
+
+@pytest.mark.parametrize("bits, radius", [(16, 1), (11, 2), (8, 0)])
+def test_position_pairs_from_partitions_equal_those_of_the_stacked_rows(bits, radius):
+    # A position task stacks only the plain rows and probes one form of every row at a time.
+    rng = np.random.default_rng(bits)
+    n, t = 3000, 40
+    forms = rng.integers(0, 256, (n, 8, NBYTES), dtype=np.uint8)
+    originals, copies = rng.choice(n, (2, 600), replace=False)
+    near = flip_bits(forms[originals, 0], 0.08, rng)
+    forms[copies[:300], 0] = near[:300]  # near by the plain forms
+    forms[copies[300:], rng.integers(1, 8, 300)] = near[300:]  # near only through another form
+    fingerprints = np.ascontiguousarray(forms[:, 0])
+    bounds = [0, 1, 700, 700, 1950, 2000, n]  # unequal partitions, one of one row, one empty
+    partitions = [(fingerprints[a:b], forms[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    for position in range(256 // bits):
+        expected = substring_pairs(fingerprints, forms, position, bits, radius, t)
+        assert len(expected) > 0
+        assert np.array_equal(position_pairs(position, bits, radius, t, *partitions), expected)
 
 
 @pytest.mark.parametrize("mode", ["exact", "mih"])
