@@ -96,9 +96,9 @@ class StoredRows:
 def read_stored_rows(store: Store, key: GroupKey, mode: str, nbytes: int) -> StoredRows:
     """The store's latest fingerprint rows and class centres, in the search space."""
     version = store.latest_version()
-    present = store.read_table(FINGERPRINTS, version)
-    table = store.read_table(FINGERPRINTS, version, schema=present.schema,
-                             columns=[c for c in _STORED_COLUMNS if c in present.schema.names])
+    # Only these columns are fetched (not the sealed hashes and feature keys); a column older parts
+    # predate reads as nulls.
+    table = store.read_table(FINGERPRINTS, version, columns=_STORED_COLUMNS)
     ids = table.column("image_id").to_pylist()
     vectors = (search_space(key, mode, ids, binary_matrix(table.column("fingerprint")))
                if table.num_rows else np.zeros((0, nbytes), np.uint8))
