@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from distributed import Client
 
-from imgdedup.jobs.bulk_keys import key_candidates, stored_feature_keys
+from imgdedup.jobs.bulk_keys import key_candidates, partition_postings, stored_postings
 from imgdedup.jobs.bulk_join import join_rows
 from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec
 from imgdedup.jobs.bulk_verify import PictureAt, verify_on_cluster
@@ -70,12 +70,16 @@ class StoredRows:
         Their fingerprints in the search space.
     centres : ndarray of uint8, shape (k, nbytes), or None
         The latest committed class centres in the search space; None if none.
+    parts : list of str
+        Store-relative keys of the ``fingerprints`` table's committed parts at
+        :attr:`version` (the key join's tasks read their sealed keys from them).
     """
 
     version: int
     table: pa.Table
     vectors: np.ndarray
     centres: np.ndarray | None
+    parts: list[str] = dataclasses.field(default_factory=list)
 
     def latest_by_source(self) -> dict[str, StoredSource]:
         """``{source URL: its newest row}``."""
@@ -108,7 +112,7 @@ def read_stored_rows(store: Store, key: GroupKey, mode: str, nbytes: int) -> Sto
         clusters = clusters.sort_by("cluster_id")
         k = clusters.num_rows
         centres = search_space(key, mode, centre_ids(k), binary_matrix(clusters.column("centroid")))
-    return StoredRows(version, table, vectors, centres)
+    return StoredRows(version, table, vectors, centres, store.committed_files(FINGERPRINTS, version))
 
 
 @dataclass(frozen=True)
@@ -287,10 +291,11 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
         return inliers
 
     key_pairs, key_min_shared = None, 0
-    if verify_t > t and config.key_keypoints:
+    if verify_t > t and config.key_keypoints and len(new):
         key_min_shared = config.dedup.key_min_shared_for(len(everything))
-        key_pairs, key_errors = _key_candidates(client, futures, results, stored, ids[:len(old)], key_min_shared,
-                                                spec, config)
+        key_pairs, key_errors = _key_candidates(client, futures, results,
+                                                stored.parts, ids[:len(old)],
+                                                key_min_shared, spec, config)
         verify_errors.extend(key_errors)
     decided = dedup_decisions(everything, forms, labels, to_centre, centres, quality, digests, rank, fixed,
                               threshold_t=t, min_quality=config.hash.min_quality, links=links,
@@ -323,7 +328,7 @@ def cluster_and_dedup(client: Client, futures: list, results: list[PartitionResu
     )
 
 
-def _key_candidates(client: Client, futures: list, results: list[PartitionResult], stored: StoredRows,
+def _key_candidates(client: Client, futures: list, results: list[PartitionResult], stored_parts: list[str],
                     held_ids: list[str], min_shared: int, spec: PartitionSpec,
                     config: Config) -> tuple[np.ndarray, list[dict]]:
     """Pairs of the run's rows (held stored rows first, then the new ones, in partition order) that share
@@ -336,16 +341,18 @@ def _key_candidates(client: Client, futures: list, results: list[PartitionResult
         Errors-table rows of stored rows whose sealed keys failed to open (they take part without keys).
     """
     started = time.perf_counter()
-    opened = client.submit(stored_feature_keys, spec.store_url, dict(spec.storage_options), spec.key,
-                           stored.version, held_ids, pure=False)
-    sources = [client.submit(operator.itemgetter(0), opened, pure=False),
-               *(client.submit(operator.attrgetter("feature_keys"), f, pure=False) for f in futures)]
+    [rows] = client.scatter([{image_id: row for row, image_id in enumerate(held_ids)}], broadcast=True, hash=False)
+    parts = [p for p in stored_parts if p.endswith(".parquet")]
+    stored_keys = [client.submit(stored_postings, spec.store_url, dict(spec.storage_options), spec.key, part, rows,
+                                 pure=False) for part in parts]
     sizes = [len(held_ids), *(r.rows.num_rows for r in results)]
-    first_rows = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
-    pairs = key_candidates(client, sources, first_rows, new_from=len(held_ids), min_shared=min_shared,
+    sources = [*stored_keys, *(client.submit(partition_postings, f, first, pure=False)
+                               for f, first in zip(futures, np.cumsum(sizes)[:-1].tolist()))]
+    pairs = key_candidates(client, sources, new_from=len(held_ids), min_shared=min_shared,
                            max_posting=config.dedup.key_max_posting,
                            buckets=2 * max(1, len(client.scheduler_info()["workers"])))
-    errors = client.submit(operator.itemgetter(1), opened, pure=False).result()
+    errors = [row for part in client.gather([client.submit(operator.itemgetter(2), f, pure=False)
+                                             for f in stored_keys]) for row in part]
     log.info("keys: %d pairs of images share at least %d feature keys (%.1f s)", len(pairs), min_shared,
              time.perf_counter() - started)
     return pairs, errors

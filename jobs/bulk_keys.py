@@ -4,22 +4,25 @@ Feature keys (:mod:`imgdedup.pipeline.hashing.feature_keys`) find copies whose
 fingerprints lie beyond the verified zone: crops above all. The join is the
 map-reduce of :mod:`imgdedup.pipeline.index.key_join`, with every step a task:
 
-- one task per source of keys deals its postings into ``buckets`` parts by
-  key: each new partition's keys (computed by its fingerprint task, so they
-  never leave the workers), and the stored rows' keys, read from the store's
-  ``fingerprints`` table and opened by a task on a worker;
+- one task per source of postings deals them into ``buckets`` parts by key:
+  each new partition's keys (computed by its fingerprint task, so they never
+  leave the workers), and each committed part of the store's ``fingerprints``
+  table, whose rows the task reads, keeps those the run holds (a mapping from
+  image id to row, sent once to every worker) and opens;
 - one task per key bucket counts the keys each pair of rows shares there and
   deals the counts into ``buckets`` parts by pair;
 - one task per pair bucket sums a pair's counts and keeps the pairs sharing at
   least ``min_shared`` keys.
 
-The client receives only those pairs. A worker holds at most one source's
-postings plus one bucket's, so memory follows the partition size and the
-bucket count, not the collection.
+The client receives only those pairs. A worker holds one source's postings at
+a time plus one bucket's, and the id-to-row mapping of the stored rows the run
+holds (~100 bytes per row), so memory follows the partition size and the
+bucket count, not the keys of the whole store.
 """
 from __future__ import annotations
 
 import numpy as np
+import pyarrow.parquet as pq
 from distributed import Client, Future
 
 from imgdedup.pipeline.crypto.group_key import GroupKey
@@ -27,40 +30,55 @@ from imgdedup.pipeline.crypto.keyed_fingerprint import open_feature_keys
 from imgdedup.pipeline.errors import IntegrityError
 from imgdedup.pipeline.index.key_join import key_postings, pairs_sharing, shared_key_pairs, split_by_bucket
 from imgdedup.pipeline.store import Store
-from imgdedup.pipeline.store.schemas import FINGERPRINTS
 
 
-def stored_feature_keys(store_url: str, storage_options: dict, key: GroupKey, version: int,
-                        image_ids: list[str]) -> tuple[list[np.ndarray], list[dict]]:
-    """The feature keys of the stored images ``image_ids``, in that order, as of store ``version``.
+def stored_postings(store_url: str, storage_options: dict, key: GroupKey, part: str,
+                    rows: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The feature-key postings of one committed ``fingerprints`` part, for the rows the run holds.
 
-    Rows written without keys (before keys existed, or with
-    ``hash.feature_keypoints = 0``) give none; so does a row whose sealed keys
-    fail to open (edited, or moved to another image id), which is also
-    returned as an errors-table row of stage ``decrypt``.
+    Parameters
+    ----------
+    part : str
+        Store-relative key of the part (:meth:`~imgdedup.pipeline.store.Store.committed_files`).
+    rows : dict of str to int
+        The run's row number of each stored image it holds; the part's other rows are skipped.
 
     Returns
     -------
-    keys : list of ndarray of uint64, one per image id
+    keys : ndarray of uint64, shape (K,)
+    rows : ndarray of int64, shape (K,)
     errors : list of dict
-        ``source`` (the image id), ``stage``, ``error_type``, ``message``.
+        One errors-table row (``source`` the image id, stage ``decrypt``) per row whose sealed keys
+        fail to open (edited, or moved to another image id); such a row takes part without keys.
+        Rows written without keys (before keys existed, or with ``hash.feature_keypoints = 0``) have none.
     """
-    table = Store(store_url, storage_options).read_table(FINGERPRINTS, version, columns=["image_id", "feature_keys"])
-    sealed = dict(zip(table.column("image_id").to_pylist(), table.column("feature_keys").to_pylist()))
-    keys, errors = [], []
-    for image_id in image_ids:
+    with Store(store_url, storage_options).open_committed_file(part) as reader:
+        parquet = pq.ParquetFile(reader)
+        if "feature_keys" not in parquet.schema_arrow.names:
+            return *key_postings([]), []
+        table = parquet.read(columns=["image_id", "feature_keys"])
+    held, errors = [], []
+    for image_id, sealed in zip(table.column("image_id").to_pylist(), table.column("feature_keys").to_pylist()):
+        if image_id not in rows or sealed is None:
+            continue
         try:
-            keys.extend(open_feature_keys(key, [image_id], [sealed.get(image_id)]))
+            held.append((rows[image_id], open_feature_keys(key, [image_id], [sealed])[0]))
         except IntegrityError as exc:
-            keys.append(np.zeros(0, np.uint64))
             errors.append({"source": image_id, "stage": exc.stage, "error_type": type(exc).__name__,
                            "message": exc.reason})
-    return keys, errors
+    keys = [k for _, k in held]
+    lengths = np.array([len(k) for k in keys], dtype=np.int64)
+    flat = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+    return flat, np.repeat(np.array([r for r, _ in held], dtype=np.int64), lengths), errors
 
 
-def _bucketed(keys: list[np.ndarray] | None, first_row: int, buckets: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    flat, rows = key_postings(keys or [], first_row)
-    return split_by_bucket(flat, buckets, rows)
+def partition_postings(result, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+    """The feature-key postings of a new partition's rows (a fingerprint task's result), numbered from ``first_row``."""
+    return key_postings(result.feature_keys or [], first_row)
+
+
+def _bucketed(postings: tuple[np.ndarray, ...], buckets: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    return split_by_bucket(postings[0], buckets, postings[1])
 
 
 def _bucket_counts(bucket: int, buckets: int, max_posting: int, new_from: int,
@@ -76,18 +94,16 @@ def _pair_totals(bucket: int, min_shared: int, *counted: list[tuple[np.ndarray, 
     return pairs_sharing([c[bucket] for c in counted], min_shared)[0]
 
 
-def key_candidates(client: Client, sources: list[Future | list[np.ndarray] | None], first_rows: list[int], *,
-                   new_from: int, min_shared: int, max_posting: int, buckets: int) -> np.ndarray:
+def key_candidates(client: Client, sources: list[Future], *, new_from: int, min_shared: int, max_posting: int,
+                   buckets: int) -> np.ndarray:
     """Pairs of rows sharing at least ``min_shared`` feature keys, at least one row at or after ``new_from``.
 
     Parameters
     ----------
     client : distributed.Client
-    sources : list
-        Each a Future of (or) a list of uint64 key arrays, one per row of a
-        block of rows; None for a block without keys.
-    first_rows : list of int
-        Row number of each block's first row (rows are numbered through all blocks).
+    sources : list of Future
+        Each resolves to postings ``(keys (K,) uint64, rows (K,) int64, ...)``: :func:`stored_postings`,
+        :func:`partition_postings`; rows are numbered through all sources.
     new_from : int
         Rows before it were joined by an earlier run: no pair of two of them is returned.
     min_shared, max_posting : int
@@ -100,8 +116,9 @@ def key_candidates(client: Client, sources: list[Future | list[np.ndarray] | Non
     ndarray of int64, shape (E, 2)
         ``(i, j)``, ``i < j``, sorted.
     """
-    mapped = [client.submit(_bucketed, source, first, buckets, pure=False)
-              for source, first in zip(sources, first_rows)]
+    if not sources:
+        return np.zeros((0, 2), np.int64)
+    mapped = [client.submit(_bucketed, source, buckets, pure=False) for source in sources]
     counted = [client.submit(_bucket_counts, b, buckets, max_posting, new_from, *mapped, pure=False)
                for b in range(buckets)]
     totals = [client.submit(_pair_totals, b, min_shared, *counted, pure=False) for b in range(buckets)]
