@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import traceback
 from collections import Counter
 
 import pytest
@@ -71,7 +72,7 @@ def test_racing_writer_threads_on_memory(request, tmp_path):
     location = new_location("memory", request, tmp_path)
     barrier = threading.Barrier(WRITERS, timeout=60)
     results: list[dict] = [{} for _ in range(WRITERS)]
-    errors: list[BaseException] = []
+    errors: list[str] = []
 
     def writer(worker: int) -> None:
         attempts = wins = 0
@@ -87,8 +88,8 @@ def test_racing_writer_threads_on_memory(request, tmp_path):
         try:
             versions = {run["run_id"]: write_run(store, run["run_id"], run["sources"], run["blobs"], BLOB_BYTES)
                         for run in writer_runs(worker)}
-        except BaseException as exc:  # reported to the test thread below
-            errors.append(exc)
+        except BaseException as exc:  # reported to the test thread below, with where it was raised
+            errors.append("".join(traceback.format_exception(exc)))
             barrier.abort()
             return
         results[worker] = {"versions": versions, "attempts": attempts, "wins": wins}
