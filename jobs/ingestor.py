@@ -18,8 +18,10 @@ keyed into tokens) and searched in the class index: the nearest stored
 fingerprint within the direct-accept t (``dedup.threshold_t`` under the t rule)
 makes it a ``duplicate`` (a pointer to that image's canonical, no blob), and
 so does one in the verified zone above t once local features on the two
-pictures agree (:meth:`Ingestor._verified`); otherwise its sealed blob is
-written and it is ``stored``. Either way its token joins its nearest class, or opens a new
+pictures agree (:meth:`Ingestor._verified`), or else the stored image sharing
+the most feature keys with it once verified the same way (crops whose
+fingerprints lie beyond the zone); otherwise its sealed blob is written and
+it is ``stored``. Either way its token joins its nearest class, or opens a new
 class when no centre lies within ``dedup.centre_threshold`` (N). A file that
 cannot be read or decoded is an ``error`` row. Images whose quality is below
 ``hash.min_quality`` are stored and kept out of the index, as in the bulk job.
