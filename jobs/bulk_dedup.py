@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from distributed import Client
 
-from imgdedup.jobs.bulk_keys import key_candidates, partition_postings, stored_postings
+from imgdedup.jobs.bulk_keys import bucket_count, key_candidates, partition_postings, stored_postings
 from imgdedup.jobs.bulk_join import join_rows
 from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec
 from imgdedup.jobs.bulk_verify import PictureAt, verify_on_cluster
@@ -35,6 +35,7 @@ from imgdedup.pipeline.config import Config
 from imgdedup.pipeline.crypto.keyed_fingerprint import centre_ids, search_space
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.dedup import NONE, dedup_decisions, re_pointed
+from imgdedup.pipeline.hashing.feature_keys import WORDS
 from imgdedup.pipeline.keep import keep_rank
 from imgdedup.pipeline.store import Store
 from imgdedup.pipeline.store.schemas import CLUSTERS, FINGERPRINTS, binary_matrix
@@ -348,11 +349,12 @@ def _key_candidates(client: Client, futures: list, results: list[PartitionResult
     sizes = [len(held_ids), *(r.rows.num_rows for r in results)]
     sources = [*stored_keys, *(client.submit(partition_postings, f, first, pure=False)
                                for f, first in zip(futures, np.cumsum(sizes)[:-1].tolist()))]
+    errors = [client.submit(operator.itemgetter(2), f, pure=False) for f in stored_keys]
+    postings = int(sum(sizes)) * WORDS * config.hash.feature_keypoints  # at most
     pairs = key_candidates(client, sources, new_from=len(held_ids), min_shared=min_shared,
                            max_posting=config.dedup.key_max_posting,
-                           buckets=2 * max(1, len(client.scheduler_info()["workers"])))
-    errors = [row for part in client.gather([client.submit(operator.itemgetter(2), f, pure=False)
-                                             for f in stored_keys]) for row in part]
+                           buckets=bucket_count(postings, len(client.scheduler_info()["workers"])))
+    errors = [row for part in client.gather(errors) for row in part]
     log.info("keys: %d pairs of images share at least %d feature keys (%.1f s)", len(pairs), min_shared,
              time.perf_counter() - started)
     return pairs, errors

@@ -14,10 +14,14 @@ map-reduce of :mod:`imgdedup.pipeline.index.key_join`, with every step a task:
 - one task per pair bucket sums a pair's counts and keeps the pairs sharing at
   least ``min_shared`` keys.
 
-The client receives only those pairs. A worker holds one source's postings at
-a time plus one bucket's, and the id-to-row mapping of the stored rows the run
-holds (~100 bytes per row), so memory follows the partition size and the
-bucket count, not the keys of the whole store.
+The client receives only those pairs. A task holds one source's postings or one
+bucket's (:func:`bucket_count` makes buckets of at most
+:data:`POSTINGS_PER_BUCKET` postings, ~64 MB), and each worker the id-to-row
+mapping of the stored rows the run holds (~100 bytes per row). While the
+buckets are counted the cluster holds the run's postings twice, as their
+sources made them and bucketed (16 bytes a posting each: ~25 kB per image at
+786 keys, ~25 GB over the workers at 10^6 images; Dask spills to disk past a
+worker's memory limit).
 """
 from __future__ import annotations
 
@@ -75,6 +79,16 @@ def stored_postings(store_url: str, storage_options: dict, key: GroupKey, part: 
 def partition_postings(result, first_row: int) -> tuple[np.ndarray, np.ndarray]:
     """The feature-key postings of a new partition's rows (a fingerprint task's result), numbered from ``first_row``."""
     return key_postings(result.feature_keys or [], first_row)
+
+
+#: Postings one key bucket should hold at most (16 bytes each in a bucket task: ~64 MB, plus its sort).
+POSTINGS_PER_BUCKET = 1 << 22
+
+
+def bucket_count(postings: int, workers: int) -> int:
+    """Buckets for a key join of about ``postings`` postings on ``workers`` workers: two per worker at
+    least, more as the postings grow, so a bucket task holds at most :data:`POSTINGS_PER_BUCKET` of them."""
+    return max(2 * max(1, workers), -(-int(postings) // POSTINGS_PER_BUCKET))
 
 
 def _bucketed(postings: tuple[np.ndarray, ...], buckets: int) -> list[tuple[np.ndarray, np.ndarray]]:
