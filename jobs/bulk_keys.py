@@ -19,9 +19,10 @@ bucket's (:func:`bucket_count` makes buckets of at most
 :data:`POSTINGS_PER_BUCKET` postings, ~64 MB), and each worker the id-to-row
 mapping of the stored rows the run holds (~100 bytes per row). While the
 buckets are counted the cluster holds the run's postings twice, as their
-sources made them and bucketed (16 bytes a posting each: ~25 kB per image at
-786 keys, ~25 GB over the workers at 10^6 images; Dask spills to disk past a
-worker's memory limit).
+sources made them and bucketed (16 bytes a posting each; ~46 kB of worker
+memory per image measured by ``scripts/bench_keys.py``, so ~46 GB over the
+workers for 10^6 images in one run; Dask spills to disk past a worker's
+memory limit).
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@
 
 Each size is joined by :func:`imgdedup.jobs.bulk_keys.key_candidates` with the
 key rule's m (``dedup.key_min_shared_for(n)``), ``--max-posting`` (keys held
-by more images are stop words) and twice as many buckets as workers.
+by more images are stop words) and the job's bucket count
+(:func:`imgdedup.jobs.bulk_keys.bucket_count` for 800 keys per image).
 
 Real keys. The shared photos (``../shared/data/distinct`` and ``dev``) are
 split as ``scripts/edits.py`` splits them (even positions: the fit half, odd:
@@ -90,11 +91,11 @@ from bench_bulk import PeakMemory  # noqa: E402
 from bench_join import NBYTES, FORMS, ROWS_PER_PARTITION, _distractors, run_join, size_tag  # noqa: E402
 from edits import REPO, split_originals  # noqa: E402
 
-from imgdedup.jobs.bulk_keys import key_candidates  # noqa: E402
+from imgdedup.jobs.bulk_keys import bucket_count, key_candidates  # noqa: E402
 from imgdedup.pipeline.config import Config  # noqa: E402
 from imgdedup.pipeline.hashing.decode import decode_image  # noqa: E402
 from imgdedup.pipeline.hashing.feature_keys import WORDS, feature_keys  # noqa: E402
-from imgdedup.pipeline.index.key_join import key_candidate_pairs, split_by_bucket  # noqa: E402
+from imgdedup.pipeline.index.key_join import key_candidate_pairs, key_postings, split_by_bucket  # noqa: E402
 
 KEYPOINTS = 200
 IMAGES_PER_PARTITION = 10_000
@@ -311,8 +312,12 @@ def key_join(client: Client, sources: list, first_rows: list[int], m: int, max_p
              pids: list[int]) -> tuple[float, np.ndarray, PeakMemory]:
     with PeakMemory(pids) as memory:
         started = time.perf_counter()
-        pairs = key_candidates(client, sources, first_rows, new_from=0, min_shared=m, max_posting=max_posting,
+        postings = [client.submit(key_postings, source, first, pure=False)
+                    for source, first in zip(sources, first_rows)]
+        pairs = key_candidates(client, postings, new_from=0, min_shared=m, max_posting=max_posting,
                                buckets=buckets)
+        for future in postings:
+            future.release()
         seconds = time.perf_counter() - started
     return seconds, pairs, memory
 
@@ -363,7 +368,9 @@ def check_model(model: WordModel, held_out: tuple[list[np.ndarray], np.ndarray],
 def run_size(client: Client, kind: str, model: WordModel, n: int, args, pids: list[int]) -> dict:
     """Key join(s) of n pictures of one kind: {name: value} for the JSON line. A join whose pair occurrences
     would leave less than ``--min-free-gb`` available is not run (its counts are still reported)."""
-    m, buckets = Config().dedup.key_min_shared_for(n), 2 * args.workers
+    config = Config()
+    m, buckets = config.dedup.key_min_shared_for(n), bucket_count(n * WORDS * config.hash.feature_keypoints,
+                                                                   args.workers)
     sources, first_rows, shared = make_sources(client, kind, model, n, args.groups, args.copies)
     cuts = (args.max_posting,) + ((args.variant_max_posting,) if kind != "random" and args.variant_max_posting else ())
     stats = posting_stats(client, sources, buckets, cuts)
