@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from distributed import Client
 
-from imgdedup.jobs.bulk_keys import bucket_count, key_candidates, partition_postings, stored_postings
+from imgdedup.jobs.bulk_keys import join_shape, key_candidates, partition_keys, stored_keys
 from imgdedup.jobs.bulk_join import join_rows
 from imgdedup.jobs.bulk_task import PartitionResult, PartitionSpec
 from imgdedup.jobs.bulk_verify import PictureAt, verify_on_cluster
@@ -344,16 +344,16 @@ def _key_candidates(client: Client, futures: list, results: list[PartitionResult
     started = time.perf_counter()
     [rows] = client.scatter([{image_id: row for row, image_id in enumerate(held_ids)}], broadcast=True, hash=False)
     parts = [p for p in stored_parts if p.endswith(".parquet")]
-    stored_keys = [client.submit(stored_postings, spec.store_url, dict(spec.storage_options), spec.key, part, rows,
-                                 pure=False) for part in parts]
+    stored = [client.submit(stored_keys, spec.store_url, dict(spec.storage_options), spec.key, part, rows,
+                            pure=False) for part in parts]
     sizes = [len(held_ids), *(r.rows.num_rows for r in results)]
-    sources = [*stored_keys, *(client.submit(partition_postings, f, first, pure=False)
-                               for f, first in zip(futures, np.cumsum(sizes)[:-1].tolist()))]
-    errors = [client.submit(operator.itemgetter(2), f, pure=False) for f in stored_keys]
-    postings = int(sum(sizes)) * WORDS * config.hash.feature_keypoints  # at most
+    sources = [*stored, *(client.submit(partition_keys, f, first, pure=False)
+                          for f, first in zip(futures, np.cumsum(sizes)[:-1].tolist()))]
+    errors = [client.submit(operator.itemgetter(2), f, pure=False) for f in stored]
+    passes, buckets = join_shape(int(sum(sizes)) * WORDS * config.hash.feature_keypoints,  # postings, at most
+                                 len(client.scheduler_info()["workers"]))
     pairs = key_candidates(client, sources, new_from=len(held_ids), min_shared=min_shared,
-                           max_posting=config.dedup.key_max_posting,
-                           buckets=bucket_count(postings, len(client.scheduler_info()["workers"])))
+                           max_posting=config.dedup.key_max_posting, passes=passes, buckets=buckets)
     errors = [row for part in client.gather(errors) for row in part]
     log.info("keys: %d pairs of images share at least %d feature keys (%.1f s)", len(pairs), min_shared,
              time.perf_counter() - started)

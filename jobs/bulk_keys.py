@@ -2,44 +2,43 @@
 
 Feature keys (:mod:`imgdedup.pipeline.hashing.feature_keys`) find copies whose
 fingerprints lie beyond the verified zone: crops above all. The join is the
-map-reduce of :mod:`imgdedup.pipeline.index.key_join`, with every step a task:
+map-reduce of :mod:`imgdedup.pipeline.index.key_join`, with every step a task.
+Its sources are blocks of rows' keys: each new partition's (computed by its
+fingerprint task, so they never leave the workers), and each committed part
+of the store's ``fingerprints`` table, whose rows a task reads, keeps those
+the run holds (a mapping from image id to row, sent once to every worker)
+and opens. Then, in passes over ranges of keys (:func:`join_shape`):
 
-- one task per source of postings deals them into ``buckets`` parts by key:
-  each new partition's keys (computed by its fingerprint task, so they never
-  leave the workers), and each committed part of the store's ``fingerprints``
-  table, whose rows the task reads, keeps those the run holds (a mapping from
-  image id to row, sent once to every worker) and opens;
+- one task per source deals the postings of its keys in the pass's range
+  into ``buckets`` parts by key;
 - one task per key bucket counts the keys each pair of rows shares there and
   deals the counts into ``buckets`` parts by pair;
-- one task per pair bucket sums a pair's counts and keeps the pairs sharing at
-  least ``min_shared`` keys.
+- one task per pair bucket sums a pair's counts;
 
-The client receives only those pairs. A task holds one source's postings or one
-bucket's (:func:`bucket_count` makes buckets of at most
-:data:`POSTINGS_PER_BUCKET` postings, ~64 MB), and each worker the id-to-row
-mapping of the stored rows the run holds (~100 bytes per row). While the
-buckets are counted the cluster holds the run's postings twice, as their
-sources made them and bucketed (16 bytes a posting each; ~46 kB of worker
-memory per image measured by ``scripts/bench_keys.py``, so ~46 GB over the
-workers for 10^6 images in one run; Dask spills to disk past a worker's
-memory limit).
+and a last task per pair bucket sums each pair's counts over the passes and
+keeps the pairs sharing at least ``min_shared`` keys. The client receives
+only those pairs. The cluster holds the sources' keys (8 bytes a key, ~6 kB
+per image, as the fingerprint tasks made them), one pass's postings at a time
+(at most :data:`POSTINGS_PER_PASS`) and each pass's pair counts; a task holds
+one source's postings or one bucket's (at most :data:`POSTINGS_PER_BUCKET`).
 """
 from __future__ import annotations
 
 import numpy as np
 import pyarrow.parquet as pq
-from distributed import Client, Future
+from distributed import Client, Future, wait
 
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import open_feature_keys
 from imgdedup.pipeline.errors import IntegrityError
-from imgdedup.pipeline.index.key_join import key_postings, pairs_sharing, shared_key_pairs, split_by_bucket
+from imgdedup.pipeline.index.key_join import (bucket_of, key_postings, pairs_sharing, shared_key_pairs,
+                                              split_by_bucket)
 from imgdedup.pipeline.store import Store
 
 
-def stored_postings(store_url: str, storage_options: dict, key: GroupKey, part: str,
-                    rows: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """The feature-key postings of one committed ``fingerprints`` part, for the rows the run holds.
+def stored_keys(store_url: str, storage_options: dict, key: GroupKey, part: str,
+                rows: dict[str, int]) -> tuple[np.ndarray, list[np.ndarray], list[dict]]:
+    """The feature keys of the stored images the run holds in one committed ``fingerprints`` part.
 
     Parameters
     ----------
@@ -50,8 +49,9 @@ def stored_postings(store_url: str, storage_options: dict, key: GroupKey, part: 
 
     Returns
     -------
-    keys : ndarray of uint64, shape (K,)
-    rows : ndarray of int64, shape (K,)
+    rows : ndarray of int64, shape (r,)
+        The run's row number of each image with keys.
+    keys : list of ndarray of uint64, length r
     errors : list of dict
         One errors-table row (``source`` the image id, stage ``decrypt``) per row whose sealed keys
         fail to open (edited, or moved to another image id); such a row takes part without keys.
@@ -60,40 +60,59 @@ def stored_postings(store_url: str, storage_options: dict, key: GroupKey, part: 
     with Store(store_url, storage_options).open_committed_file(part) as reader:
         parquet = pq.ParquetFile(reader)
         if "feature_keys" not in parquet.schema_arrow.names:
-            return *key_postings([]), []
+            return np.zeros(0, np.int64), [], []
         table = parquet.read(columns=["image_id", "feature_keys"])
-    held, errors = [], []
+    held, keys, errors = [], [], []
     for image_id, sealed in zip(table.column("image_id").to_pylist(), table.column("feature_keys").to_pylist()):
         if image_id not in rows or sealed is None:
             continue
         try:
-            held.append((rows[image_id], open_feature_keys(key, [image_id], [sealed])[0]))
+            keys.extend(open_feature_keys(key, [image_id], [sealed]))
+            held.append(rows[image_id])
         except IntegrityError as exc:
             errors.append({"source": image_id, "stage": exc.stage, "error_type": type(exc).__name__,
                            "message": exc.reason})
-    keys = [k for _, k in held]
-    lengths = np.array([len(k) for k in keys], dtype=np.int64)
-    flat = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-    return flat, np.repeat(np.array([r for r, _ in held], dtype=np.int64), lengths), errors
+    return np.array(held, dtype=np.int64), keys, errors
 
 
-def partition_postings(result, first_row: int) -> tuple[np.ndarray, np.ndarray]:
-    """The feature-key postings of a new partition's rows (a fingerprint task's result), numbered from ``first_row``."""
-    return key_postings(result.feature_keys or [], first_row)
+def block_keys(keys: list[np.ndarray] | None, first_row: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A block of rows' keys as a source of the join: ``(rows (r,) int64 from first_row, keys)``."""
+    keys = keys or []
+    return np.arange(first_row, first_row + len(keys), dtype=np.int64), keys
+
+
+def partition_keys(result, first_row: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A new partition's keys (a fingerprint task's result) as a source of the join, rows from ``first_row``."""
+    return block_keys(result.feature_keys, first_row)
 
 
 #: Postings one key bucket should hold at most (16 bytes each in a bucket task: ~64 MB, plus its sort).
 POSTINGS_PER_BUCKET = 1 << 22
+#: Postings one pass of the join deals into buckets at most (~0.5 GB over the cluster).
+POSTINGS_PER_PASS = 1 << 25
 
 
-def bucket_count(postings: int, workers: int) -> int:
-    """Buckets for a key join of about ``postings`` postings on ``workers`` workers: two per worker at
-    least, more as the postings grow, so a bucket task holds at most :data:`POSTINGS_PER_BUCKET` of them."""
-    return max(2 * max(1, workers), -(-int(postings) // POSTINGS_PER_BUCKET))
+def join_shape(postings: int, workers: int) -> tuple[int, int]:
+    """``(passes, buckets)`` for a key join of about ``postings`` postings on ``workers`` workers.
+
+    Passes split the keys into ranges joined one after another, so at most
+    :data:`POSTINGS_PER_PASS` postings are dealt at a time; each pass has two
+    buckets per worker at least, more so that a bucket task holds at most
+    :data:`POSTINGS_PER_BUCKET` postings.
+    """
+    passes = max(1, -(-int(postings) // POSTINGS_PER_PASS))
+    return passes, max(2 * max(1, workers), -(-int(postings) // (passes * POSTINGS_PER_BUCKET)))
 
 
-def _bucketed(postings: tuple[np.ndarray, ...], buckets: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    return split_by_bucket(postings[0], buckets, postings[1])
+def _pass_bucketed(source: tuple, pass_: int, passes: int, buckets: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The postings of ``source`` (``(rows, keys, ...)``) whose keys fall in pass ``pass_``, dealt into buckets."""
+    rows, keys = source[0], source[1]
+    flat, _ = key_postings(keys)
+    owners = np.repeat(rows, [len(k) for k in keys]) if len(keys) else np.zeros(0, np.int64)
+    # bucket_of over buckets x passes: its value // buckets is the pass, its value % buckets the bucket
+    # split_by_bucket deals into (the same hash modulo buckets).
+    mine = bucket_of(flat, buckets * passes) // buckets == pass_
+    return split_by_bucket(flat[mine], buckets, owners[mine])
 
 
 def _bucket_counts(bucket: int, buckets: int, max_posting: int, new_from: int,
@@ -105,26 +124,32 @@ def _bucket_counts(bucket: int, buckets: int, max_posting: int, new_from: int,
     return [(p, c) for _, p, c in split_by_bucket(numbers, buckets, pairs, counts)]
 
 
-def _pair_totals(bucket: int, min_shared: int, *counted: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    return pairs_sharing([c[bucket] for c in counted], min_shared)[0]
+def _pair_sums(bucket: int, min_shared: int, *counted: list[tuple[np.ndarray, np.ndarray]]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    return pairs_sharing([c[bucket] for c in counted], min_shared)
+
+
+def _pair_totals(min_shared: int, *sums: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return pairs_sharing(list(sums), min_shared)[0]
 
 
 def key_candidates(client: Client, sources: list[Future], *, new_from: int, min_shared: int, max_posting: int,
-                   buckets: int) -> np.ndarray:
+                   passes: int = 1, buckets: int) -> np.ndarray:
     """Pairs of rows sharing at least ``min_shared`` feature keys, at least one row at or after ``new_from``.
 
     Parameters
     ----------
     client : distributed.Client
     sources : list of Future
-        Each resolves to postings ``(keys (K,) uint64, rows (K,) int64, ...)``: :func:`stored_postings`,
-        :func:`partition_postings`; rows are numbered through all sources.
+        Each resolves to a block of rows' keys, ``(rows (r,) int64, keys: r arrays of uint64, ...)``:
+        :func:`stored_keys`, :func:`partition_keys`, :func:`block_keys`; rows are numbered through all sources.
     new_from : int
         Rows before it were joined by an earlier run: no pair of two of them is returned.
     min_shared, max_posting : int
         ``dedup.key_min_shared`` (after the rule) and ``dedup.key_max_posting``.
-    buckets : int
-        Parts the postings and the pair counts are dealt into (tasks per step).
+    passes, buckets : int
+        Key ranges joined one after another, and the parts each pass deals its postings and pair
+        counts into (tasks per step): :func:`join_shape`.
 
     Returns
     -------
@@ -133,12 +158,20 @@ def key_candidates(client: Client, sources: list[Future], *, new_from: int, min_
     """
     if not sources:
         return np.zeros((0, 2), np.int64)
-    mapped = [client.submit(_bucketed, source, buckets, pure=False) for source in sources]
-    counted = [client.submit(_bucket_counts, b, buckets, max_posting, new_from, *mapped, pure=False)
-               for b in range(buckets)]
-    totals = [client.submit(_pair_totals, b, min_shared, *counted, pure=False) for b in range(buckets)]
+    per_pass = []  # each pass's pair sums per pair bucket (all counts: a pair's keys may span passes)
+    for pass_ in range(passes):
+        mapped = [client.submit(_pass_bucketed, source, pass_, passes, buckets, pure=False) for source in sources]
+        counted = [client.submit(_bucket_counts, b, buckets, max_posting, new_from, *mapped, pure=False)
+                   for b in range(buckets)]
+        per_pass.append([client.submit(_pair_sums, b, min_shared if passes == 1 else 1, *counted, pure=False)
+                         for b in range(buckets)])
+        wait(per_pass[-1])  # one pass's postings in the cluster at a time
+        for future in (*mapped, *counted):
+            future.release()
+    totals = [client.submit(_pair_totals, min_shared, *(sums[b] for sums in per_pass), pure=False)
+              for b in range(buckets)]
     pairs = client.gather(totals)
-    for future in (*mapped, *counted, *totals):
+    for future in (*totals, *(f for sums in per_pass for f in sums)):
         future.release()
     found = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
     return found[np.lexsort((found[:, 1], found[:, 0]))]

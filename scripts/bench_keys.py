@@ -6,8 +6,8 @@
 
 Each size is joined by :func:`imgdedup.jobs.bulk_keys.key_candidates` with the
 key rule's m (``dedup.key_min_shared_for(n)``), ``--max-posting`` (keys held
-by more images are stop words) and the job's bucket count
-(:func:`imgdedup.jobs.bulk_keys.bucket_count` for 800 keys per image).
+by more images are stop words) and the job's passes and bucket count
+(:func:`imgdedup.jobs.bulk_keys.join_shape` for 800 keys per image).
 
 Real keys. The shared photos (``../shared/data/distinct`` and ``dev``) are
 split as ``scripts/edits.py`` splits them (even positions: the fit half, odd:
@@ -91,11 +91,11 @@ from bench_bulk import PeakMemory  # noqa: E402
 from bench_join import NBYTES, FORMS, ROWS_PER_PARTITION, _distractors, run_join, size_tag  # noqa: E402
 from edits import REPO, split_originals  # noqa: E402
 
-from imgdedup.jobs.bulk_keys import bucket_count, key_candidates  # noqa: E402
+from imgdedup.jobs.bulk_keys import block_keys, join_shape, key_candidates  # noqa: E402
 from imgdedup.pipeline.config import Config  # noqa: E402
 from imgdedup.pipeline.hashing.decode import decode_image  # noqa: E402
 from imgdedup.pipeline.hashing.feature_keys import WORDS, feature_keys  # noqa: E402
-from imgdedup.pipeline.index.key_join import key_candidate_pairs, key_postings, split_by_bucket  # noqa: E402
+from imgdedup.pipeline.index.key_join import key_candidate_pairs, split_by_bucket  # noqa: E402
 
 KEYPOINTS = 200
 IMAGES_PER_PARTITION = 10_000
@@ -308,15 +308,14 @@ def planted_found(pairs: np.ndarray, shared: np.ndarray, m: int) -> tuple[float,
     return float(found[eligible].mean()), int((eligible & ~found).sum()), int((~inside).sum())
 
 
-def key_join(client: Client, sources: list, first_rows: list[int], m: int, max_posting: int, buckets: int,
+def key_join(client: Client, sources: list, first_rows: list[int], m: int, max_posting: int, shape: tuple[int, int],
              pids: list[int]) -> tuple[float, np.ndarray, PeakMemory]:
     with PeakMemory(pids) as memory:
         started = time.perf_counter()
-        postings = [client.submit(key_postings, source, first, pure=False)
-                    for source, first in zip(sources, first_rows)]
-        pairs = key_candidates(client, postings, new_from=0, min_shared=m, max_posting=max_posting,
-                               buckets=buckets)
-        for future in postings:
+        blocks = [client.submit(block_keys, source, first, pure=False) for source, first in zip(sources, first_rows)]
+        pairs = key_candidates(client, blocks, new_from=0, min_shared=m, max_posting=max_posting, passes=shape[0],
+                               buckets=shape[1])
+        for future in blocks:
             future.release()
         seconds = time.perf_counter() - started
     return seconds, pairs, memory
@@ -369,8 +368,8 @@ def run_size(client: Client, kind: str, model: WordModel, n: int, args, pids: li
     """Key join(s) of n pictures of one kind: {name: value} for the JSON line. A join whose pair occurrences
     would leave less than ``--min-free-gb`` available is not run (its counts are still reported)."""
     config = Config()
-    m, buckets = config.dedup.key_min_shared_for(n), bucket_count(n * WORDS * config.hash.feature_keypoints,
-                                                                   args.workers)
+    m, shape = config.dedup.key_min_shared_for(n), join_shape(n * WORDS * config.hash.feature_keypoints, args.workers)
+    buckets = shape[1]
     sources, first_rows, shared = make_sources(client, kind, model, n, args.groups, args.copies)
     cuts = (args.max_posting,) + ((args.variant_max_posting,) if kind != "random" and args.variant_max_posting else ())
     stats = posting_stats(client, sources, buckets, cuts)
@@ -385,7 +384,7 @@ def run_size(client: Client, kind: str, model: WordModel, n: int, args, pids: li
         if psutil.virtual_memory().available - needed < args.min_free_gb * 2**30:
             print(f"{counted}; join not run: needs ~{needed / 2**30:.0f} GB", flush=True)
             continue
-        seconds, pairs, memory = key_join(client, sources, first_rows, m, cut, buckets, pids)
+        seconds, pairs, memory = key_join(client, sources, first_rows, m, cut, shape, pids)
         recall, lost, different = planted_found(pairs, shared, m)
         out |= {f"{prefix}key_join_seconds_{tag}": round(seconds, 2), f"{prefix}candidates_{tag}": len(pairs),
                 f"{prefix}candidates_different_{tag}": different, f"{prefix}planted_recall_{tag}": round(recall, 4),
