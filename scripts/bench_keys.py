@@ -99,9 +99,10 @@ from imgdedup.pipeline.index.key_join import key_candidate_pairs, split_by_bucke
 
 KEYPOINTS = 200
 IMAGES_PER_PARTITION = 10_000
-#: Peak resident bytes per posting of a key join, all workers together (measured: 3.0 GB on each of two
-#: workers for 7.6e7 postings at 10^5 images): each source's keys, its postings dealt into buckets, a bucket's sort.
-JOIN_BYTES_PER_POSTING = 80
+#: Peak resident bytes per posting of a key join, all workers together (measured: 2.5 GB on each of two
+#: workers for 1.5e8 postings at 2*10^5 images, passes of 2^25 postings): the sources' keys, one pass's
+#: postings dealt into buckets, a bucket's sort.
+JOIN_BYTES_PER_POSTING = 35
 #: Peak bytes per pair occurrence a bucket counts (measured: 2.4 GB more per worker for 2.4e7 in a bucket).
 JOIN_BYTES_PER_PAIR = 100
 TAG_SHIFT = np.uint64(32)
