@@ -104,8 +104,9 @@ def _pair_distances(partitions: tuple, pairs: np.ndarray) -> np.ndarray:
     return pair_distances(*_stack(*named), inverse.reshape(-1, 2))
 
 
-def _exact_index(centres: np.ndarray, stacked: tuple[np.ndarray, np.ndarray]) -> ClusterIndex:
-    fingerprints = stacked[0]
+def _exact_index(centres: np.ndarray, *partitions: tuple[np.ndarray, np.ndarray]) -> ClusterIndex:
+    # The plain rows only: the index never reads the forms (each partition's task probes with its own).
+    fingerprints = np.concatenate([p[0] for p in partitions])
     labels = assign(fingerprints, centres)[0] if len(fingerprints) else np.zeros(0, np.int32)
     return ClusterIndex.build(fingerprints, np.arange(len(fingerprints)), centres, labels)
 
@@ -159,9 +160,7 @@ def join_partitions(client: Client, partitions: list[Future], sizes: list[int], 
     elif mode == "exact":
         if centres is None or len(centres) == 0:
             raise ValueError("the exact join needs the class centres")
-        stacked = client.submit(_stack, *partitions, pure=False)
-        built = client.submit(_exact_index, np.asarray(centres, np.uint8), stacked, pure=False)
-        del stacked
+        built = client.submit(_exact_index, np.asarray(centres, np.uint8), *partitions, pure=False)
         firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
         tasks = [client.submit(_exact_links, built, partition, int(first), t, search_t, index.query_batch,
                                index.scan_threads, pure=False)
