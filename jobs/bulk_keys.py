@@ -31,8 +31,8 @@ from distributed import Client, Future, wait
 from imgdedup.pipeline.crypto.group_key import GroupKey
 from imgdedup.pipeline.crypto.keyed_fingerprint import open_feature_keys
 from imgdedup.pipeline.errors import IntegrityError
-from imgdedup.pipeline.index.key_join import (bucket_of, key_postings, pairs_sharing, shared_key_pairs,
-                                              split_by_bucket)
+from imgdedup.pipeline.index.key_join import (bucket_of, key_postings, pair_numbers, pairs_sharing,
+                                              shared_key_pairs, split_by_bucket)
 from imgdedup.pipeline.store import Store
 
 
@@ -107,8 +107,8 @@ def join_shape(postings: int, workers: int) -> tuple[int, int]:
 def _pass_bucketed(source: tuple, pass_: int, passes: int, buckets: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The postings of ``source`` (``(rows, keys, ...)``) whose keys fall in pass ``pass_``, dealt into buckets."""
     rows, keys = source[0], source[1]
-    flat, _ = key_postings(keys)
-    owners = np.repeat(rows, [len(k) for k in keys]) if len(keys) else np.zeros(0, np.int64)
+    flat, local = key_postings(keys)  # local: each posting's position in the block
+    owners = rows[local]
     # bucket_of over buckets x passes: its value // buckets is the pass, its value % buckets the bucket
     # split_by_bucket deals into (the same hash modulo buckets).
     mine = bucket_of(flat, buckets * passes) // buckets == pass_
@@ -120,8 +120,7 @@ def _bucket_counts(bucket: int, buckets: int, max_posting: int, new_from: int,
     keys = np.concatenate([s[bucket][0] for s in sources])
     rows = np.concatenate([s[bucket][1] for s in sources])
     pairs, counts = shared_key_pairs(keys, rows, max_posting=max_posting, new_from=new_from)
-    numbers = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64)
-    return [(p, c) for _, p, c in split_by_bucket(numbers, buckets, pairs, counts)]
+    return [(p, c) for _, p, c in split_by_bucket(pair_numbers(pairs[:, 0], pairs[:, 1]), buckets, pairs, counts)]
 
 
 def _pair_sums(bucket: int, min_shared: int, *counted: list[tuple[np.ndarray, np.ndarray]]

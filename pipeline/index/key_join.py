@@ -96,7 +96,7 @@ def shared_key_pairs(keys: np.ndarray, rows: np.ndarray, *, max_posting: int,
     right = left + 1 + _ranks(later)
     i, j = rows[left], rows[right]  # rows ascend within a key, so i < j
     wanted = j >= new_from
-    number = _pair_numbers(i[wanted], j[wanted])
+    number = pair_numbers(i[wanted], j[wanted])
     unique, counts = np.unique(number, return_counts=True)
     return _pairs_of(unique), counts.astype(np.int64)
 
@@ -113,7 +113,7 @@ def pairs_sharing(parts: Sequence[tuple[np.ndarray, np.ndarray]], min_shared: in
     """
     if not parts:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
-    number = np.concatenate([_pair_numbers(p[:, 0], p[:, 1]) for p, _ in parts])
+    number = np.concatenate([pair_numbers(p[:, 0], p[:, 1]) for p, _ in parts])
     weight = np.concatenate([c for _, c in parts])
     unique, inverse = np.unique(number, return_inverse=True)
     total = np.bincount(inverse.reshape(-1), weights=weight, minlength=len(unique)).astype(np.int64)
@@ -147,13 +147,13 @@ def _ranks(lengths: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
-def _pair_numbers(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def pair_numbers(i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """One uint64 per pair ``(i, j)``: ``i`` in the high 32 bits, ``j`` in the low."""
     return (np.asarray(i, np.uint64) << np.uint64(32)) | np.asarray(j, np.uint64)
 
 
 def _pairs_of(numbers: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_pair_numbers`: (E, 2) int64."""
+    """Inverse of :func:`pair_numbers`: (E, 2) int64."""
     numbers = np.asarray(numbers, np.uint64)
     return np.stack([(numbers >> np.uint64(32)).astype(np.int64),
                      (numbers & np.uint64(0xFFFFFFFF)).astype(np.int64)], axis=1).reshape(-1, 2)
