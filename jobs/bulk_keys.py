@@ -50,8 +50,9 @@ def stored_keys(store_url: str, storage_options: dict, key: GroupKey, part: str,
     Returns
     -------
     rows : ndarray of int64, shape (r,)
-        The run's row number of each image with keys.
+        The run's row number of each held image with sealed keys.
     keys : list of ndarray of uint64, length r
+        Their keys (none for a row whose keys fail to open).
     errors : list of dict
         One errors-table row (``source`` the image id, stage ``decrypt``) per row whose sealed keys
         fail to open (edited, or moved to another image id); such a row takes part without keys.
@@ -62,17 +63,14 @@ def stored_keys(store_url: str, storage_options: dict, key: GroupKey, part: str,
         if "feature_keys" not in parquet.schema_arrow.names:
             return np.zeros(0, np.int64), [], []
         table = parquet.read(columns=["image_id", "feature_keys"])
-    held, keys, errors = [], [], []
-    for image_id, sealed in zip(table.column("image_id").to_pylist(), table.column("feature_keys").to_pylist()):
-        if image_id not in rows or sealed is None:
-            continue
-        try:
-            keys.extend(open_feature_keys(key, [image_id], [sealed]))
-            held.append(rows[image_id])
-        except IntegrityError as exc:
-            errors.append({"source": image_id, "stage": exc.stage, "error_type": type(exc).__name__,
-                           "message": exc.reason})
-    return np.array(held, dtype=np.int64), keys, errors
+    held = [(image_id, sealed) for image_id, sealed in zip(table.column("image_id").to_pylist(),
+                                                            table.column("feature_keys").to_pylist())
+            if image_id in rows and sealed is not None]
+    failed: list[IntegrityError] = []
+    keys = open_feature_keys(key, [i for i, _ in held], [s for _, s in held], failed=failed)
+    errors = [{"source": exc.subject, "stage": exc.stage, "error_type": type(exc).__name__, "message": exc.reason}
+              for exc in failed]
+    return np.array([rows[i] for i, _ in held], dtype=np.int64), keys, errors
 
 
 def block_keys(keys: list[np.ndarray] | None, first_row: int) -> tuple[np.ndarray, list[np.ndarray]]:

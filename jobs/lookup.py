@@ -237,12 +237,12 @@ class DecidedImages:
         (its fingerprint still matches).
         """
         ids, fps, keep = self._searchable(rows)
-        for image_id, fingerprint, value in zip(ids, fps, np.array(sealed.to_pylist(), dtype=object)[keep]):
-            try:
-                [keys] = open_feature_keys(self.key, [image_id], [value])
-            except IntegrityError as exc:
-                log.warning("keys: %s", exc)
-                keys = np.zeros(0, np.uint64)
+        failed: list[IntegrityError] = []
+        opened = open_feature_keys(self.key, list(ids), np.array(sealed.to_pylist(), dtype=object)[keep].tolist(),
+                                   failed=failed)
+        for exc in failed:
+            log.warning("keys: %s", exc)
+        for image_id, fingerprint, keys in zip(ids, fps, opened):
             self.keys.add(image_id, keys, fingerprint)
 
     def _build_index(self, rows: pa.Table, clusters: pa.Table) -> None:

@@ -288,8 +288,16 @@ def seal_feature_keys(key: GroupKey, image_ids: Sequence[str], keys: Sequence[np
     return out
 
 
-def open_feature_keys(key: GroupKey, image_ids: Sequence[str], sealed: Sequence[bytes | None]) -> list[np.ndarray]:
+def open_feature_keys(key: GroupKey, image_ids: Sequence[str], sealed: Sequence[bytes | None], *,
+                      failed: list[IntegrityError] | None = None) -> list[np.ndarray]:
     """Inverse of :func:`seal_feature_keys`; a missing value (a row written without keys) gives no keys.
+
+    Parameters
+    ----------
+    failed : list, optional
+        When given, a value that fails to open gives no keys and its
+        IntegrityError is appended here instead of raised (the jobs record it
+        and go on).
 
     Returns
     -------
@@ -298,23 +306,29 @@ def open_feature_keys(key: GroupKey, image_ids: Sequence[str], sealed: Sequence[
     Raises
     ------
     IntegrityError
-        A value was edited, belongs to another image id, or was sealed under
-        another key; the error names that row's image id.
+        Without ``failed``: a value was edited, belongs to another image id, or
+        was sealed under another key; the error names that row's image id.
     """
     _check_ids(image_ids, len(sealed))
     aead = AESGCM(key.subkey("fingerprint-seal"))
     out = []
     for image_id, data in zip(image_ids, sealed):
-        if data is None:
-            out.append(np.zeros(0, np.uint64))
-            continue
         try:
-            plain = aead.decrypt(data[:SEAL_NONCE_BYTES], data[SEAL_NONCE_BYTES:],
-                                 _feature_keys_aad(key.index_key_id, image_id))
-        except InvalidTag:
-            raise IntegrityError(image_id, "sealed feature keys failed authentication (edited, moved to "
-                                 "another image id, or sealed under another key)", stage="decrypt") from None
-        if len(plain) % 8:
-            raise IntegrityError(image_id, "sealed feature keys are not whole uint64 values", stage="decrypt")
-        out.append(np.frombuffer(plain, dtype="<u8").astype(np.uint64))
+            out.append(np.zeros(0, np.uint64) if data is None else _open_keys(aead, key.index_key_id, image_id, data))
+        except IntegrityError as exc:
+            if failed is None:
+                raise
+            failed.append(exc)
+            out.append(np.zeros(0, np.uint64))
     return out
+
+
+def _open_keys(aead: AESGCM, key_id: bytes, image_id: str, data: bytes) -> np.ndarray:
+    try:
+        plain = aead.decrypt(data[:SEAL_NONCE_BYTES], data[SEAL_NONCE_BYTES:], _feature_keys_aad(key_id, image_id))
+    except InvalidTag:
+        raise IntegrityError(image_id, "sealed feature keys failed authentication (edited, moved to "
+                             "another image id, or sealed under another key)", stage="decrypt") from None
+    if len(plain) % 8:
+        raise IntegrityError(image_id, "sealed feature keys are not whole uint64 values", stage="decrypt")
+    return np.frombuffer(plain, dtype="<u8").astype(np.uint64)

@@ -188,6 +188,11 @@ def test_sealed_feature_keys_round_trip_and_refuse_edits_moves_and_other_keys():
                              (["a"], sealed[:1], GroupKey(bytes(32)))):
         with pytest.raises(IntegrityError, match="feature keys failed authentication"):
             open_feature_keys(key, ids, values)
+    # The jobs' way: a value that fails gives no keys and its error is handed back, the others open.
+    failed: list[IntegrityError] = []
+    opened = open_feature_keys(KEY, ["b", "a"], [sealed[0], sealed[0]], failed=failed)
+    assert [k.tolist() for k in opened] == [[], keys[0].tolist()]
+    assert [(exc.subject, exc.stage) for exc in failed] == [("b", "decrypt")]
     # A sealed hash is not a sealed key list, nor the other way round: each has its own associated data.
     with pytest.raises(IntegrityError):
         open_feature_keys(KEY, ["a"], [seal_hashes(KEY, ["a"], np.zeros((1, 32), np.uint8))[0].tobytes()])
