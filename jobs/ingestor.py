@@ -53,8 +53,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from imgdedup.jobs.lookup import (DecidedImages, Decision, News, fingerprint_images, key_match, nearest_up_to_zone,
-                                 queries)
+from imgdedup.jobs.lookup import DecidedImages, Decision, News, fingerprint_images, queries, verified_match
 from imgdedup.jobs.source import SourceImage, read_source
 from imgdedup.jobs.upload import RowSettings, fingerprint_rows, seal_and_store, with_decisions
 from imgdedup.jobs.zone_check import STAGE, verify_against_canonical
@@ -267,22 +266,14 @@ class Ingestor:
         verifier passes the upload against that image's canonical (its pixels
         from ``batch`` when it was stored earlier in this micro-batch, else its
         blob, decrypted here). Failing that, the stored image sharing the most
-        feature keys with the upload (``keys``; :func:`key_match`) is verified
-        the same way. A canonical that cannot be read adds a row to ``errors``
-        (stage ``verify``) and the upload is stored.
+        feature keys with the upload (``keys``) is verified the same way
+        (:func:`~imgdedup.jobs.lookup.verified_match`). A canonical that cannot
+        be read adds a row to ``errors`` (stage ``verify``) and the upload is stored.
         """
         match, cluster_id = None, None
         if searchable:
-            [match], t = nearest_up_to_zone(self.images.index, query, self.config)
-            refused = None  # the canonical a zone match failed verification against
-            if match is not None and match[1] > t and not self._verified(image, self._canonical(match[0]), batch,
-                                                                         errors):
-                match, refused = None, self._canonical(match[0])
-            if match is None:
-                match = key_match(self.images, keys, query[0], self.config)
-                if match is not None and (self._canonical(match[0]) == refused
-                                          or not self._verified(image, self._canonical(match[0]), batch, errors)):
-                    match = None
+            match = verified_match(self.images, query, keys, self.config,
+                                   lambda stored: self._verified(image, self._canonical(stored), batch, errors))
             cluster_id, _ = self.images.index.add(token, image.image_id,
                                                   centre_threshold=self.config.dedup.centre_threshold)
             if self.images.keys is not None and keys is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -426,7 +427,8 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config, path: str,
     query's picture against the picture of that image's canonical, whose
     mapping is checked against its MAC and whose blob is decrypted here
     (:func:`verified_in_zone`). Failing that, the stored image sharing the
-    most feature keys with the query (:func:`key_match`) is verified the same way.
+    most feature keys with the query (:func:`key_match`) is verified the same
+    way: :func:`verified_match`, the rule ingest follows too.
 
     Returns
     -------
@@ -451,19 +453,49 @@ def lookup_like(images: DecidedImages, key: GroupKey, config: Config, path: str,
     batch = fingerprint_images([image.data], [path], config)
     if not len(batch):
         raise batch.errors[0]  # a DecodeError naming the file and why
-    searched = queries(key, config.crypto.mode, batch)
-    [match], t = nearest_up_to_zone(images.index, searched, config)
+    return verified_match(images, queries(key, config.crypto.mode, batch),
+                          batch.feature_keys[0] if batch.feature_keys else None, config,
+                          lambda match: verified_in_zone(images, image, match,
+                                                         allow_unauthenticated=allow_unauthenticated))
+
+
+def verified_match(images: DecidedImages, query: np.ndarray, keys: np.ndarray | None, config: Config,
+                   passes: Callable[[str], bool]) -> tuple[str, int] | None:
+    """The stored image a new picture stands for, by its fingerprint or its feature keys: ingest's and
+    ``get --like``'s rule.
+
+    The nearest stored fingerprint within the direct-accept t is taken as it
+    is; one in the verified zone above t only if ``passes`` it; failing that,
+    the stored image sharing the most feature keys (:func:`key_match`) if
+    ``passes`` it, unless its canonical is the one the zone match just failed
+    against (no second verification of the same pair).
+
+    Parameters
+    ----------
+    query : ndarray of uint8, shape (1, nbytes) or (1, 8, nbytes)
+        The picture's fingerprint (or its dihedral forms) in the index's space.
+    keys : ndarray of uint64, or None
+        The picture's feature keys.
+    passes : callable
+        ``passes(image_id) -> bool``: whether the verifier passes the picture
+        against the canonical of the stored image ``image_id``.
+
+    Returns
+    -------
+    (image_id, distance) or None
+    """
+    [match], t = nearest_up_to_zone(images.index, query, config)
     if match is not None and match[1] <= t:
         return match
-    refused = None  # the canonical a zone match failed verification against
+    refused = None  # the canonical the zone match failed verification against
     if match is not None:
-        if verified_in_zone(images, image, match[0], allow_unauthenticated=allow_unauthenticated):
+        if passes(match[0]):
             return match
-        refused = images.canonical_of(match[0])
-    match = key_match(images, batch.feature_keys[0] if batch.feature_keys else None, searched[0], config)
-    if match is None or images.canonical_of(match[0]) == refused:
+        refused = images.canonical_of(match[0]) or match[0]
+    match = key_match(images, keys, query[0], config)
+    if match is None or (images.canonical_of(match[0]) or match[0]) == refused:
         return None
-    return match if verified_in_zone(images, image, match[0], allow_unauthenticated=allow_unauthenticated) else None
+    return match if passes(match[0]) else None
 
 
 def key_match(images: DecidedImages, keys: np.ndarray | None, query: np.ndarray,
